@@ -1,0 +1,332 @@
+//! The event envelope: one shape for audit, security and application events.
+//!
+//! `Event` is the accepted, normalised form: what ingest hashes, what travels on
+//! Kinesis (as canonical JSON plus `event_hash`) and what lands in Postgres.
+//! Clients never deserialize into it directly; `validate` builds it so that every
+//! problem in a request is reported at once.
+
+use chrono::{DateTime, SubsecRound, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::canonical::to_canonical_vec;
+
+/// The only schema version this build writes and reads.
+pub const SCHEMA_VERSION: u16 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Event {
+    pub event_id: Uuid,
+    pub tenant_id: String,
+    #[serde(with = "timestamp")]
+    pub occurred_at: DateTime<Utc>,
+    #[serde(with = "timestamp")]
+    pub received_at: DateTime<Utc>,
+    pub category: Category,
+    pub action: String,
+    pub outcome: Outcome,
+    pub actor: Actor,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<Resource>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changes: Option<Changes>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Map<String, Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub causation_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<Trace>,
+    pub source: Source,
+    pub schema_version: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Category {
+    Audit,
+    Security,
+    Application,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Success,
+    Failure,
+    Denied,
+    Error,
+    Unknown,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActorType {
+    User,
+    Service,
+    System,
+    ApiKey,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Actor {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub actor_type: ActorType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resource {
+    #[serde(rename = "type")]
+    pub resource_type: String,
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Changes {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<Value>,
+}
+
+/// W3C Trace Context headers, carried verbatim.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Trace {
+    pub traceparent: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracestate: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Source {
+    pub service: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+}
+
+/// SHA-256 of an event's canonical form.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EventHash(pub [u8; 32]);
+
+impl EventHash {
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    pub fn from_hex(s: &str) -> Option<Self> {
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(s, &mut out).ok()?;
+        Some(Self(out))
+    }
+}
+
+impl std::fmt::Debug for EventHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "EventHash({})", self.to_hex())
+    }
+}
+
+impl std::fmt::Display for EventHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl Category {
+    pub const ALL: [&'static str; 3] = ["audit", "security", "application"];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Audit => "audit",
+            Self::Security => "security",
+            Self::Application => "application",
+        }
+    }
+}
+
+impl Outcome {
+    pub const ALL: [&'static str; 5] = ["success", "failure", "denied", "error", "unknown"];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Failure => "failure",
+            Self::Denied => "denied",
+            Self::Error => "error",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+impl ActorType {
+    pub const ALL: [&'static str; 4] = ["user", "service", "system", "api_key"];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Service => "service",
+            Self::System => "system",
+            Self::ApiKey => "api_key",
+        }
+    }
+}
+
+impl Event {
+    /// The event as a JSON value (the form that is canonicalised and hashed).
+    pub fn to_json_value(&self) -> Value {
+        // Serialising these plain data types cannot fail: every map key is a string.
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+
+    /// RFC 8785 canonical JSON of every envelope field (everything but `event_hash`).
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        to_canonical_vec(&self.to_json_value())
+    }
+
+    /// SHA-256 over [`Event::canonical_bytes`].
+    pub fn compute_hash(&self) -> EventHash {
+        EventHash(Sha256::digest(self.canonical_bytes()).into())
+    }
+
+    /// Hash the event and produce the record that travels on the stream: the
+    /// canonical JSON of the event with `event_hash` added (itself canonical).
+    pub fn seal(self) -> SealedEvent {
+        let mut value = self.to_json_value();
+        let hash = EventHash(Sha256::digest(to_canonical_vec(&value)).into());
+        if let Value::Object(map) = &mut value {
+            map.insert("event_hash".into(), Value::String(hash.to_hex()));
+        }
+        let record = to_canonical_vec(&value);
+        SealedEvent {
+            event: self,
+            hash,
+            record,
+        }
+    }
+}
+
+/// An accepted event with its hash and its wire record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SealedEvent {
+    pub event: Event,
+    pub hash: EventHash,
+    /// Canonical JSON of the event including `event_hash`: the Kinesis record data.
+    pub record: Vec<u8>,
+}
+
+/// Why a stream record could not be opened. Such a record is poison: it is
+/// set aside (dead-letter queue) rather than retried.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("record is not valid JSON: {0}")]
+    NotJson(String),
+    #[error("record has no event_hash")]
+    MissingHash,
+    #[error("record event_hash is not 64 hex digits")]
+    MalformedHash,
+    #[error("record does not match the event schema: {0}")]
+    Schema(String),
+    #[error("unsupported schema_version {0}")]
+    UnsupportedVersion(u16),
+    #[error("event_hash mismatch: record says {claimed}, content hashes to {actual}")]
+    HashMismatch {
+        claimed: EventHash,
+        actual: EventHash,
+    },
+}
+
+impl SealedEvent {
+    /// Parse a stream record and prove its content matches its `event_hash`.
+    pub fn open(record: &[u8]) -> Result<SealedEvent, RecordError> {
+        let value =
+            crate::json::parse_strict(record).map_err(|e| RecordError::NotJson(e.to_string()))?;
+        let Value::Object(mut map) = value else {
+            return Err(RecordError::Schema("record is not a JSON object".into()));
+        };
+        let claimed = match map.remove("event_hash") {
+            Some(Value::String(h)) => EventHash::from_hex(&h).ok_or(RecordError::MalformedHash)?,
+            Some(_) => return Err(RecordError::MalformedHash),
+            None => return Err(RecordError::MissingHash),
+        };
+        let event: Event = serde_json::from_value(Value::Object(map))
+            .map_err(|e| RecordError::Schema(e.to_string()))?;
+        if event.schema_version != SCHEMA_VERSION {
+            return Err(RecordError::UnsupportedVersion(event.schema_version));
+        }
+        let actual = event.compute_hash();
+        if actual != claimed {
+            return Err(RecordError::HashMismatch { claimed, actual });
+        }
+        Ok(SealedEvent {
+            event,
+            hash: actual,
+            record: record.to_vec(),
+        })
+    }
+}
+
+/// A deterministic event id for a client's `Idempotency-Key`: the same tenant and
+/// key always give the same id, so a retried single-event request is deduplicated.
+pub fn event_id_from_idempotency_key(tenant_id: &str, key: &str) -> Uuid {
+    let mut h = Sha256::new();
+    h.update(b"stele.idempotency.v1\0");
+    h.update(tenant_id.as_bytes());
+    h.update([0]);
+    h.update(key.as_bytes());
+    let digest = h.finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_custom_bytes(bytes).into_uuid()
+}
+
+/// Postgres keeps microseconds; so does the canonical form, so a row read back
+/// hashes to the same value as the event that was accepted.
+pub fn truncate_to_micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.trunc_subsecs(6)
+}
+
+/// Timestamps on the wire: RFC 3339, UTC, always six fractional digits.
+pub mod timestamp {
+    use chrono::{DateTime, SecondsFormat, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn format(t: &DateTime<Utc>) -> String {
+        t.to_rfc3339_opts(SecondsFormat::Micros, true)
+    }
+
+    /// Parse RFC 3339 with any offset; the result is UTC, truncated to microseconds.
+    pub fn parse(s: &str) -> Option<DateTime<Utc>> {
+        DateTime::parse_from_rfc3339(s)
+            .ok()
+            .map(|t| super::truncate_to_micros(t.with_timezone(&Utc)))
+    }
+
+    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format(t))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let s = String::deserialize(d)?;
+        parse(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("invalid RFC 3339 timestamp `{s}`")))
+    }
+}

@@ -1,0 +1,17 @@
+//! The stele event: its envelope, validation, RFC 8785 canonical form and hash.
+//!
+//! Everything here is pure logic with no I/O, shared by the ingest function (which
+//! validates and seals), the batch-writer (which opens and re-checks records), the
+//! archiver and the client crate.
+
+pub mod canonical;
+pub mod event;
+pub mod json;
+pub mod limits;
+pub mod validate;
+
+pub use event::{
+    event_id_from_idempotency_key, Actor, ActorType, Category, Changes, Event, EventHash, Outcome,
+    RecordError, Resource, SealedEvent, Source, Trace, SCHEMA_VERSION,
+};
+pub use validate::{validate_event, Code, Context, Problem, TimeWindow};

@@ -1,0 +1,779 @@
+//! Validation of client events: every problem is reported, each with its path,
+//! a stable machine code and a message a person can act on.
+//!
+//! The walker reads a `serde_json::Value` rather than deserialising into
+//! `Event`, because serde stops at the first error; here one pass over the
+//! event collects all of them.
+
+use std::net::IpAddr;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::event::{
+    timestamp, Actor, ActorType, Category, Changes, Event, Outcome, Resource, Source, Trace,
+    SCHEMA_VERSION,
+};
+use crate::limits;
+
+/// A stable, machine-readable reason. Clients may branch on these; never rename one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Code {
+    /// A required field is absent or null.
+    Required,
+    /// The JSON type is wrong (e.g. a number where a string belongs).
+    InvalidType,
+    /// A string does not have the required format (UUID, RFC 3339, IP, action…).
+    InvalidFormat,
+    /// A value is not one of the allowed values of an enumeration.
+    InvalidValue,
+    /// A required string is empty.
+    Empty,
+    /// A string has more characters than allowed.
+    TooLong,
+    /// A value or the whole event is over its byte limit.
+    TooLarge,
+    /// An object has more members than allowed.
+    TooMany,
+    /// JSON nesting is deeper than allowed.
+    TooDeep,
+    /// `occurred_at` is older than the maximum lateness.
+    TooOld,
+    /// `occurred_at` is further in the future than the allowed clock skew.
+    InFuture,
+    /// A field that the schema does not know.
+    UnknownField,
+    /// A field only the server sets.
+    ReadOnly,
+    /// The body names another tenant than the authenticated one.
+    TenantMismatch,
+    /// A string contains a character that cannot be stored (NUL).
+    InvalidCharacter,
+    /// An integer beyond ±2^53, which JSON canonicalisation cannot carry exactly.
+    NumberOutOfRange,
+    /// A `schema_version` this server does not speak.
+    UnsupportedVersion,
+    /// The body is not valid JSON / UTF-8.
+    InvalidJson,
+}
+
+/// One thing wrong with a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// Position of the event in a batch; absent for a single event or the whole body.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<usize>,
+    /// JSON path, e.g. `events[3].actor.id`; empty for the whole body.
+    pub path: String,
+    pub code: Code,
+    pub message: String,
+}
+
+impl Problem {
+    pub fn new(path: impl Into<String>, code: Code, message: impl Into<String>) -> Self {
+        Self {
+            index: None,
+            path: path.into(),
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// Place the problem inside a batch body: `events[i].` + path.
+    pub fn in_batch(mut self, index: usize) -> Self {
+        self.index = Some(index);
+        self.path = if self.path.is_empty() {
+            format!("events[{index}]")
+        } else {
+            format!("events[{index}].{}", self.path)
+        };
+        self
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let code = serde_json::to_value(self.code).ok();
+        let code = code.as_ref().and_then(Value::as_str).unwrap_or("?");
+        if self.path.is_empty() {
+            write!(f, "{code}: {}", self.message)
+        } else {
+            write!(f, "{}: {code}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// How far `occurred_at` may stray from the server clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeWindow {
+    /// How old an event may be when it arrives (default 72 h). The archiver
+    /// relies on this: a partition older than it can no longer receive rows.
+    pub max_lateness: TimeDelta,
+    /// How far in the future an event may be (default 5 min of clock skew).
+    pub max_skew: TimeDelta,
+}
+
+impl Default for TimeWindow {
+    fn default() -> Self {
+        Self {
+            max_lateness: TimeDelta::hours(72),
+            max_skew: TimeDelta::minutes(5),
+        }
+    }
+}
+
+/// What the validator needs to know besides the event itself.
+#[derive(Debug, Clone)]
+pub struct Context<'a> {
+    /// The authenticated tenant (from the authorizer, never from the body).
+    pub tenant_id: &'a str,
+    /// Server time; becomes `received_at`.
+    pub now: DateTime<Utc>,
+    pub window: TimeWindow,
+    /// Id to use when the event has none (e.g. derived from `Idempotency-Key`);
+    /// otherwise a fresh UUIDv7 is made.
+    pub id_if_missing: Option<Uuid>,
+}
+
+/// Validate one client event and build the accepted, normalised [`Event`].
+pub fn validate_event(value: &Value, ctx: &Context<'_>) -> Result<Event, Vec<Problem>> {
+    let mut w = Walker::default();
+    let Some(obj) = value.as_object() else {
+        w.push(
+            "",
+            Code::InvalidType,
+            format!("an event must be a JSON object, got {}", type_name(value)),
+        );
+        return Err(w.problems);
+    };
+    w.unknown_fields(obj, "", TOP_LEVEL_FIELDS);
+    for server_field in ["received_at", "event_hash"] {
+        if obj.contains_key(server_field) {
+            w.push(
+                server_field,
+                Code::ReadOnly,
+                format!("{server_field} is set by the server; leave it out"),
+            );
+        }
+    }
+
+    let event_id = match present(obj, "event_id") {
+        None => Some(ctx.id_if_missing.unwrap_or_else(Uuid::now_v7)),
+        Some(Value::String(s)) => match Uuid::parse_str(s) {
+            Ok(id) if !id.is_nil() => Some(id),
+            Ok(_) => w.fail(
+                "event_id",
+                Code::InvalidValue,
+                "event_id must not be the nil UUID",
+            ),
+            Err(_) => w.fail(
+                "event_id",
+                Code::InvalidFormat,
+                "event_id must be a UUID (e.g. 0190f0b4-…)",
+            ),
+        },
+        Some(other) => w.fail(
+            "event_id",
+            Code::InvalidType,
+            expected("a UUID string", other),
+        ),
+    };
+
+    match present(obj, "tenant_id") {
+        None => {}
+        Some(Value::String(s)) if s == ctx.tenant_id => {}
+        Some(Value::String(_)) => {
+            w.push(
+                "tenant_id",
+                Code::TenantMismatch,
+                "tenant_id differs from the authenticated tenant; leave it out or send your own",
+            );
+        }
+        Some(other) => w.push("tenant_id", Code::InvalidType, expected("a string", other)),
+    }
+
+    let occurred_at = w.occurred_at(obj, ctx);
+    let category = w.enumeration(obj, "", "category", &Category::ALL, parse_category);
+    let action = w.action(obj);
+    let outcome = w.enumeration(obj, "", "outcome", &Outcome::ALL, parse_outcome);
+    let actor = w.actor(obj);
+    let resource = w.resource(obj);
+    let changes = w.changes(obj);
+    let metadata = w.metadata(obj);
+    let correlation_id = w.opt_string(obj, "", "correlation_id", limits::MAX_ID_CHARS);
+    let causation_id = w.opt_string(obj, "", "causation_id", limits::MAX_ID_CHARS);
+    let trace = w.trace(obj);
+    let source = w.source(obj);
+
+    match present(obj, "schema_version") {
+        None => {}
+        Some(v) if v.as_u64() == Some(u64::from(SCHEMA_VERSION)) => {}
+        Some(v) if v.is_number() => w.push(
+            "schema_version",
+            Code::UnsupportedVersion,
+            format!("schema_version must be {SCHEMA_VERSION}"),
+        ),
+        Some(other) => w.push(
+            "schema_version",
+            Code::InvalidType,
+            expected("an integer", other),
+        ),
+    }
+
+    let built = (|| {
+        Some(Event {
+            event_id: event_id?,
+            tenant_id: ctx.tenant_id.to_owned(),
+            occurred_at: occurred_at?,
+            received_at: crate::event::truncate_to_micros(ctx.now),
+            category: category?,
+            action: action?,
+            outcome: outcome?,
+            actor: actor?,
+            resource: resource?,
+            changes: changes?,
+            metadata: metadata?,
+            correlation_id: correlation_id?,
+            causation_id: causation_id?,
+            trace: trace?,
+            source: source?,
+            schema_version: SCHEMA_VERSION,
+        })
+    })();
+    match built {
+        Some(event) if w.problems.is_empty() => {
+            let size = event.canonical_bytes().len();
+            if size > limits::MAX_EVENT_BYTES {
+                w.push(
+                    "",
+                    Code::TooLarge,
+                    format!(
+                        "event is {size} bytes in canonical form; the limit is {}",
+                        limits::MAX_EVENT_BYTES
+                    ),
+                );
+                return Err(w.problems);
+            }
+            Ok(event)
+        }
+        _ => Err(w.problems),
+    }
+}
+
+const TOP_LEVEL_FIELDS: &[&str] = &[
+    "event_id",
+    "tenant_id",
+    "occurred_at",
+    "received_at",
+    "category",
+    "action",
+    "outcome",
+    "actor",
+    "resource",
+    "changes",
+    "metadata",
+    "correlation_id",
+    "causation_id",
+    "trace",
+    "source",
+    "schema_version",
+    "event_hash",
+];
+
+fn parse_category(s: &str) -> Option<Category> {
+    Some(match s {
+        "audit" => Category::Audit,
+        "security" => Category::Security,
+        "application" => Category::Application,
+        _ => return None,
+    })
+}
+
+fn parse_outcome(s: &str) -> Option<Outcome> {
+    Some(match s {
+        "success" => Outcome::Success,
+        "failure" => Outcome::Failure,
+        "denied" => Outcome::Denied,
+        "error" => Outcome::Error,
+        "unknown" => Outcome::Unknown,
+        _ => return None,
+    })
+}
+
+fn parse_actor_type(s: &str) -> Option<ActorType> {
+    Some(match s {
+        "user" => ActorType::User,
+        "service" => ActorType::Service,
+        "system" => ActorType::System,
+        "api_key" => ActorType::ApiKey,
+        _ => return None,
+    })
+}
+
+/// A member that is present and not `null` (null means absent for optional fields).
+fn present<'v>(obj: &'v Map<String, Value>, key: &str) -> Option<&'v Value> {
+    obj.get(key).filter(|v| !v.is_null())
+}
+
+fn join(prefix: &str, key: &str) -> String {
+    let simple = !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    match (prefix.is_empty(), simple) {
+        (true, true) => key.to_owned(),
+        (false, true) => format!("{prefix}.{key}"),
+        (_, false) => format!("{prefix}[{}]", Value::String(key.to_owned())),
+    }
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn expected(what: &str, got: &Value) -> String {
+    format!("must be {what}, got {}", type_name(got))
+}
+
+fn json_depth(v: &Value) -> usize {
+    match v {
+        Value::Array(items) => 1 + items.iter().map(json_depth).max().unwrap_or(0),
+        Value::Object(map) => 1 + map.values().map(json_depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+#[derive(Default)]
+struct Walker {
+    problems: Vec<Problem>,
+}
+
+impl Walker {
+    fn push(&mut self, path: impl Into<String>, code: Code, message: impl Into<String>) {
+        self.problems.push(Problem::new(path, code, message));
+    }
+
+    /// Record a problem and yield "no value" for that field.
+    fn fail<T>(
+        &mut self,
+        path: impl Into<String>,
+        code: Code,
+        message: impl Into<String>,
+    ) -> Option<T> {
+        self.push(path, code, message);
+        None
+    }
+
+    fn unknown_fields(&mut self, obj: &Map<String, Value>, prefix: &str, known: &[&str]) {
+        for key in obj.keys().filter(|k| !known.contains(&k.as_str())) {
+            self.push(
+                join(prefix, key),
+                Code::UnknownField,
+                format!("unknown field; expected one of: {}", known.join(", ")),
+            );
+        }
+    }
+
+    /// Checks shared by every string field: type, NUL, length.
+    fn string_value(&mut self, path: &str, v: &Value, max_chars: usize) -> Option<String> {
+        let Value::String(s) = v else {
+            return self.fail(path, Code::InvalidType, expected("a string", v));
+        };
+        if s.contains('\0') {
+            return self.fail(
+                path,
+                Code::InvalidCharacter,
+                "must not contain the NUL character (U+0000)",
+            );
+        }
+        let chars = s.chars().count();
+        if chars > max_chars {
+            return self.fail(
+                path,
+                Code::TooLong,
+                format!("is {chars} characters; the limit is {max_chars}"),
+            );
+        }
+        Some(s.clone())
+    }
+
+    fn req_string(
+        &mut self,
+        obj: &Map<String, Value>,
+        prefix: &str,
+        key: &str,
+        max_chars: usize,
+    ) -> Option<String> {
+        let path = join(prefix, key);
+        let Some(v) = present(obj, key) else {
+            return self.fail(path, Code::Required, "is required");
+        };
+        let s = self.string_value(&path, v, max_chars)?;
+        if s.trim().is_empty() {
+            return self.fail(path, Code::Empty, "must not be empty");
+        }
+        Some(s)
+    }
+
+    /// `Some(None)` when absent, `None` when invalid.
+    fn opt_string(
+        &mut self,
+        obj: &Map<String, Value>,
+        prefix: &str,
+        key: &str,
+        max_chars: usize,
+    ) -> Option<Option<String>> {
+        match present(obj, key) {
+            None => Some(None),
+            Some(v) => self
+                .string_value(&join(prefix, key), v, max_chars)
+                .map(Some),
+        }
+    }
+
+    /// `Some(None)` when absent or null, `None` when invalid.
+    fn opt_object<'v>(
+        &mut self,
+        obj: &'v Map<String, Value>,
+        key: &str,
+    ) -> Option<Option<&'v Map<String, Value>>> {
+        match present(obj, key) {
+            None => Some(None),
+            Some(Value::Object(m)) => Some(Some(m)),
+            Some(other) => self.fail(key, Code::InvalidType, expected("an object", other)),
+        }
+    }
+
+    fn req_object<'v>(
+        &mut self,
+        obj: &'v Map<String, Value>,
+        key: &str,
+    ) -> Option<&'v Map<String, Value>> {
+        match present(obj, key) {
+            None => self.fail(key, Code::Required, "is required"),
+            Some(Value::Object(m)) => Some(m),
+            Some(other) => self.fail(key, Code::InvalidType, expected("an object", other)),
+        }
+    }
+
+    fn enumeration<T>(
+        &mut self,
+        obj: &Map<String, Value>,
+        prefix: &str,
+        key: &str,
+        allowed: &[&str],
+        parse: fn(&str) -> Option<T>,
+    ) -> Option<T> {
+        let path = join(prefix, key);
+        match present(obj, key) {
+            None => self.fail(
+                path,
+                Code::Required,
+                format!("is required; one of: {}", allowed.join(", ")),
+            ),
+            Some(Value::String(s)) => match parse(s) {
+                Some(v) => Some(v),
+                None => self.fail(
+                    path,
+                    Code::InvalidValue,
+                    format!("must be one of: {}", allowed.join(", ")),
+                ),
+            },
+            Some(other) => self.fail(path, Code::InvalidType, expected("a string", other)),
+        }
+    }
+
+    fn occurred_at(
+        &mut self,
+        obj: &Map<String, Value>,
+        ctx: &Context<'_>,
+    ) -> Option<DateTime<Utc>> {
+        let raw = self.req_string(obj, "", "occurred_at", 64)?;
+        let Some(t) = timestamp::parse(&raw) else {
+            return self.fail(
+                "occurred_at",
+                Code::InvalidFormat,
+                "must be an RFC 3339 timestamp with a time zone, e.g. 2026-11-25T12:00:00Z",
+            );
+        };
+        if t < ctx.now - ctx.window.max_lateness {
+            return self.fail(
+                "occurred_at",
+                Code::TooOld,
+                format!(
+                    "is more than {} h in the past",
+                    ctx.window.max_lateness.num_hours()
+                ),
+            );
+        }
+        if t > ctx.now + ctx.window.max_skew {
+            return self.fail(
+                "occurred_at",
+                Code::InFuture,
+                format!(
+                    "is more than {} s in the future",
+                    ctx.window.max_skew.num_seconds()
+                ),
+            );
+        }
+        Some(t)
+    }
+
+    fn action(&mut self, obj: &Map<String, Value>) -> Option<String> {
+        let action = self.req_string(obj, "", "action", limits::MAX_ACTION_CHARS)?;
+        let charset_ok = action.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-')
+        });
+        let shape_ok = action.contains('.') && action.split('.').all(|part| !part.is_empty());
+        if !(charset_ok && shape_ok) {
+            return self.fail(
+                "action",
+                Code::InvalidFormat,
+                "must look like noun.verb (e.g. user.login): lowercase letters, digits, '_', '-', separated by '.'",
+            );
+        }
+        Some(action)
+    }
+
+    fn actor(&mut self, obj: &Map<String, Value>) -> Option<Actor> {
+        let actor = self.req_object(obj, "actor")?;
+        self.unknown_fields(
+            actor,
+            "actor",
+            &["id", "type", "display", "ip", "user_agent"],
+        );
+        let id = self.req_string(actor, "actor", "id", limits::MAX_ID_CHARS);
+        let actor_type =
+            self.enumeration(actor, "actor", "type", &ActorType::ALL, parse_actor_type);
+        let display = self.opt_string(actor, "actor", "display", limits::MAX_DISPLAY_CHARS);
+        let ip = match self.opt_string(actor, "actor", "ip", 64) {
+            Some(Some(ip)) if ip.parse::<IpAddr>().is_err() => self.fail(
+                "actor.ip",
+                Code::InvalidFormat,
+                "must be an IPv4 or IPv6 address",
+            ),
+            other => other,
+        };
+        let user_agent =
+            self.opt_string(actor, "actor", "user_agent", limits::MAX_USER_AGENT_CHARS);
+        Some(Actor {
+            id: id?,
+            actor_type: actor_type?,
+            display: display?,
+            ip: ip?,
+            user_agent: user_agent?,
+        })
+    }
+
+    fn resource(&mut self, obj: &Map<String, Value>) -> Option<Option<Resource>> {
+        let Some(resource) = self.opt_object(obj, "resource")? else {
+            return Some(None);
+        };
+        self.unknown_fields(resource, "resource", &["type", "id", "display"]);
+        let resource_type = self.req_string(resource, "resource", "type", limits::MAX_ID_CHARS);
+        let id = self.req_string(resource, "resource", "id", limits::MAX_ID_CHARS);
+        let display = self.opt_string(resource, "resource", "display", limits::MAX_DISPLAY_CHARS);
+        Some(Some(Resource {
+            resource_type: resource_type?,
+            id: id?,
+            display: display?,
+        }))
+    }
+
+    /// Free-form JSON is stored as `jsonb`: no NUL anywhere, integers exact.
+    fn free_json(&mut self, path: &str, v: &Value) -> bool {
+        let before = self.problems.len();
+        match v {
+            Value::String(s) if s.contains('\0') => {
+                self.push(
+                    path,
+                    Code::InvalidCharacter,
+                    "must not contain the NUL character (U+0000)",
+                );
+            }
+            Value::Number(n)
+                if n.as_f64()
+                    .is_some_and(|f| f.fract() == 0.0 && f.abs() > limits::MAX_EXACT_INTEGER) =>
+            {
+                self.push(
+                    path,
+                    Code::NumberOutOfRange,
+                    "integers must be within ±2^53 to survive canonical JSON exactly; send larger ones as strings",
+                );
+            }
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    self.free_json(&format!("{path}[{i}]"), item);
+                }
+            }
+            Value::Object(map) => {
+                for (k, item) in map {
+                    if k.contains('\0') {
+                        self.push(
+                            join(path, k),
+                            Code::InvalidCharacter,
+                            "keys must not contain NUL (U+0000)",
+                        );
+                    }
+                    self.free_json(&join(path, k), item);
+                }
+            }
+            _ => {}
+        }
+        self.problems.len() == before
+    }
+
+    fn changes(&mut self, obj: &Map<String, Value>) -> Option<Option<Changes>> {
+        let Some(changes) = self.opt_object(obj, "changes")? else {
+            return Some(None);
+        };
+        self.unknown_fields(changes, "changes", &["before", "after"]);
+        let whole = Value::Object(changes.clone());
+        let depth = json_depth(&whole);
+        if depth > limits::MAX_JSON_DEPTH {
+            return self.fail(
+                "changes",
+                Code::TooDeep,
+                format!(
+                    "nests {depth} levels; the limit is {}",
+                    limits::MAX_JSON_DEPTH
+                ),
+            );
+        }
+        if !self.free_json("changes", &whole) {
+            return None;
+        }
+        let size = crate::canonical::to_canonical_vec(&whole).len();
+        if size > limits::MAX_CHANGES_BYTES {
+            return self.fail(
+                "changes",
+                Code::TooLarge,
+                format!(
+                    "is {size} bytes; the limit is {}",
+                    limits::MAX_CHANGES_BYTES
+                ),
+            );
+        }
+        Some(Some(Changes {
+            before: present(changes, "before").cloned(),
+            after: present(changes, "after").cloned(),
+        }))
+    }
+
+    fn metadata(&mut self, obj: &Map<String, Value>) -> Option<Option<Map<String, Value>>> {
+        let Some(metadata) = self.opt_object(obj, "metadata")? else {
+            return Some(None);
+        };
+        let before = self.problems.len();
+        if metadata.len() > limits::MAX_METADATA_KEYS {
+            self.push(
+                "metadata",
+                Code::TooMany,
+                format!(
+                    "has {} keys; the limit is {}",
+                    metadata.len(),
+                    limits::MAX_METADATA_KEYS
+                ),
+            );
+        }
+        for (key, value) in metadata {
+            let path = join("metadata", key);
+            let key_chars = key.chars().count();
+            if key.is_empty() {
+                self.push(&path, Code::Empty, "metadata keys must not be empty");
+            } else if key_chars > limits::MAX_METADATA_KEY_CHARS {
+                self.push(
+                    &path,
+                    Code::TooLong,
+                    format!(
+                        "key is {key_chars} characters; the limit is {}",
+                        limits::MAX_METADATA_KEY_CHARS
+                    ),
+                );
+            }
+            if !self.free_json(&path, value) {
+                continue;
+            }
+            let value_chars = match value {
+                Value::String(s) => s.chars().count(),
+                other => crate::canonical::to_canonical_string(other).chars().count(),
+            };
+            if json_depth(value) > 2 {
+                self.push(
+                    &path,
+                    Code::TooDeep,
+                    "metadata values may nest at most 2 levels; use `changes` for documents",
+                );
+            } else if value_chars > limits::MAX_METADATA_VALUE_CHARS {
+                self.push(
+                    &path,
+                    Code::TooLong,
+                    format!(
+                        "value is {value_chars} characters; the limit is {}",
+                        limits::MAX_METADATA_VALUE_CHARS
+                    ),
+                );
+            }
+        }
+        (self.problems.len() == before).then(|| Some(metadata.clone()))
+    }
+
+    fn trace(&mut self, obj: &Map<String, Value>) -> Option<Option<Trace>> {
+        let Some(trace) = self.opt_object(obj, "trace")? else {
+            return Some(None);
+        };
+        self.unknown_fields(trace, "trace", &["traceparent", "tracestate"]);
+        let traceparent = match self.req_string(trace, "trace", "traceparent", 55) {
+            Some(tp) if !is_traceparent(&tp) => self.fail(
+                "trace.traceparent",
+                Code::InvalidFormat,
+                "must be a W3C traceparent: 00-<32 hex>-<16 hex>-<2 hex>",
+            ),
+            other => other,
+        };
+        let tracestate = self.opt_string(trace, "trace", "tracestate", 512);
+        Some(Some(Trace {
+            traceparent: traceparent?,
+            tracestate: tracestate?,
+        }))
+    }
+
+    fn source(&mut self, obj: &Map<String, Value>) -> Option<Source> {
+        let source = self.req_object(obj, "source")?;
+        self.unknown_fields(source, "source", &["service", "version", "host", "region"]);
+        let service = self.req_string(source, "source", "service", limits::MAX_ID_CHARS);
+        let version = self.opt_string(source, "source", "version", 64);
+        let host = self.opt_string(source, "source", "host", limits::MAX_DISPLAY_CHARS);
+        let region = self.opt_string(source, "source", "region", 64);
+        Some(Source {
+            service: service?,
+            version: version?,
+            host: host?,
+            region: region?,
+        })
+    }
+}
+
+fn is_traceparent(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    let hex = |p: &str, n: usize| {
+        p.len() == n
+            && p.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    parts.len() == 4
+        && hex(parts[0], 2)
+        && hex(parts[1], 32)
+        && hex(parts[2], 16)
+        && hex(parts[3], 2)
+}
