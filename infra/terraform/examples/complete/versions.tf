@@ -1,0 +1,34 @@
+terraform {
+  required_version = ">= 1.6.0"
+
+  required_providers {
+    aws = {
+      source  = "hashicorp/aws"
+      version = ">= 5.70.0, < 7.0.0"
+    }
+    random = {
+      source  = "hashicorp/random"
+      version = ">= 3.6.0"
+    }
+  }
+
+  # Keep the state remotely for anything beyond a trial, e.g.:
+  # backend "s3" {
+  #   bucket       = "my-terraform-state"
+  #   key          = "stele/terraform.tfstate"
+  #   region       = "eu-west-1"
+  #   encrypt      = true
+  #   use_lockfile = true
+  # }
+}
+
+provider "aws" {
+  region = var.region
+
+  default_tags {
+    tags = {
+      Project   = "stele"
+      ManagedBy = "terraform"
+    }
+  }
+}

@@ -1,0 +1,82 @@
+# Alarms: the batch-writer falling behind (iterator age), records given up on (DLQ depth, for
+# both queues), function errors, and API 5xx. Notifications go to var.alarm_actions.
+
+resource "aws_cloudwatch_metric_alarm" "iterator_age" {
+  alarm_name          = "${var.name}-batch-writer-iterator-age"
+  alarm_description   = "The batch-writer is behind the stream: events reach Postgres late and may reach the DLQ at the record age limit."
+  namespace           = "AWS/Lambda"
+  metric_name         = "IteratorAge"
+  dimensions          = { FunctionName = aws_lambda_function.batch_writer.function_name }
+  statistic           = "Maximum"
+  period              = 60
+  evaluation_periods  = 5
+  datapoints_to_alarm = 3
+  threshold           = var.alarm_iterator_age_ms
+  comparison_operator = "GreaterThanThreshold"
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = var.alarm_actions
+  ok_actions          = var.alarm_actions
+  tags                = local.tags
+}
+
+resource "aws_cloudwatch_metric_alarm" "dlq_depth" {
+  for_each = {
+    batch-writer = aws_sqs_queue.dlq.name
+    archiver     = aws_sqs_queue.archiver_dlq.name
+  }
+
+  alarm_name          = "${var.name}-${each.key}-dlq-depth"
+  alarm_description   = "Messages in ${each.value}: records or runs that failed after all retries need an operator."
+  namespace           = "AWS/SQS"
+  metric_name         = "ApproximateNumberOfMessagesVisible"
+  dimensions          = { QueueName = each.value }
+  statistic           = "Maximum"
+  period              = 300
+  evaluation_periods  = 1
+  threshold           = 0
+  comparison_operator = "GreaterThanThreshold"
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = var.alarm_actions
+  ok_actions          = var.alarm_actions
+  tags                = local.tags
+}
+
+resource "aws_cloudwatch_metric_alarm" "function_errors" {
+  for_each = {
+    ingest       = aws_lambda_function.ingest.function_name
+    batch-writer = aws_lambda_function.batch_writer.function_name
+    archiver     = aws_lambda_function.archiver.function_name
+  }
+
+  alarm_name          = "${var.name}-${each.key}-errors"
+  alarm_description   = "${each.value} reported invocation errors."
+  namespace           = "AWS/Lambda"
+  metric_name         = "Errors"
+  dimensions          = { FunctionName = each.value }
+  statistic           = "Sum"
+  period              = 300
+  evaluation_periods  = 1
+  threshold           = var.alarm_function_errors
+  comparison_operator = "GreaterThanThreshold"
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = var.alarm_actions
+  ok_actions          = var.alarm_actions
+  tags                = local.tags
+}
+
+resource "aws_cloudwatch_metric_alarm" "api_5xx" {
+  alarm_name          = "${var.name}-api-5xx"
+  alarm_description   = "The ingest API answered 5xx (Kinesis throttling after retries, function errors or timeouts)."
+  namespace           = "AWS/ApiGateway"
+  metric_name         = "5xx"
+  dimensions          = { ApiId = aws_apigatewayv2_api.this.id, Stage = aws_apigatewayv2_stage.default.name }
+  statistic           = "Sum"
+  period              = 300
+  evaluation_periods  = 1
+  threshold           = var.alarm_api_5xx
+  comparison_operator = "GreaterThanThreshold"
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = var.alarm_actions
+  ok_actions          = var.alarm_actions
+  tags                = local.tags
+}

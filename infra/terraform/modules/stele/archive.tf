@@ -1,0 +1,256 @@
+# The archive bucket: versioned, SSE-KMS with a bucket key, no public access, TLS only,
+# lifecycle to cheaper classes (GLACIER_IR stays queryable by Athena) then expiry, and optional
+# S3 Object Lock in COMPLIANCE mode so no one (root included) can alter an archived file or
+# manifest before its retention ends. Athena's query results go to a second bucket.
+
+# Justification of the ignore below: server access logs need a separate log bucket the user owns;
+# CloudTrail S3 data events are the better audit trail of reads and writes to the archive.
+#trivy:ignore:AVD-AWS-0089
+resource "aws_s3_bucket" "archive" {
+  #checkov:skip=CKV_AWS_18:server access logs need a separate log bucket the user owns; enable CloudTrail S3 data events for an audit trail of reads
+  #checkov:skip=CKV_AWS_144:cross-region replication is a disaster-recovery choice with its own bucket, key and role; out of scope of this module
+  #checkov:skip=CKV2_AWS_62:no consumer of object events; the archiver writes a manifest per partition instead
+  bucket              = local.archive_bucket_name
+  force_destroy       = var.force_destroy
+  object_lock_enabled = var.object_lock_enabled
+  tags                = local.tags
+}
+
+resource "aws_s3_bucket_ownership_controls" "archive" {
+  bucket = aws_s3_bucket.archive.id
+  rule {
+    object_ownership = "BucketOwnerEnforced"
+  }
+}
+
+resource "aws_s3_bucket_public_access_block" "archive" {
+  bucket                  = aws_s3_bucket.archive.id
+  block_public_acls       = true
+  block_public_policy     = true
+  ignore_public_acls      = true
+  restrict_public_buckets = true
+}
+
+resource "aws_s3_bucket_versioning" "archive" {
+  bucket = aws_s3_bucket.archive.id
+  versioning_configuration {
+    status = "Enabled"
+  }
+}
+
+resource "aws_s3_bucket_server_side_encryption_configuration" "archive" {
+  bucket = aws_s3_bucket.archive.id
+  rule {
+    apply_server_side_encryption_by_default {
+      sse_algorithm     = "aws:kms"
+      kms_master_key_id = local.kms_key_arn
+    }
+    bucket_key_enabled = true
+  }
+}
+
+data "aws_iam_policy_document" "archive_bucket" {
+  statement {
+    sid       = "DenyInsecureTransport"
+    effect    = "Deny"
+    actions   = ["s3:*"]
+    resources = [aws_s3_bucket.archive.arn, "${aws_s3_bucket.archive.arn}/*"]
+    principals {
+      type        = "*"
+      identifiers = ["*"]
+    }
+    condition {
+      test     = "Bool"
+      variable = "aws:SecureTransport"
+      values   = ["false"]
+    }
+  }
+
+  statement {
+    sid       = "DenyOldTls"
+    effect    = "Deny"
+    actions   = ["s3:*"]
+    resources = [aws_s3_bucket.archive.arn, "${aws_s3_bucket.archive.arn}/*"]
+    principals {
+      type        = "*"
+      identifiers = ["*"]
+    }
+    condition {
+      test     = "NumericLessThan"
+      variable = "s3:TlsVersion"
+      values   = ["1.2"]
+    }
+  }
+}
+
+resource "aws_s3_bucket_policy" "archive" {
+  bucket = aws_s3_bucket.archive.id
+  policy = data.aws_iam_policy_document.archive_bucket.json
+
+  depends_on = [aws_s3_bucket_public_access_block.archive]
+}
+
+resource "aws_s3_bucket_lifecycle_configuration" "archive" {
+  bucket = aws_s3_bucket.archive.id
+
+  rule {
+    id     = "archive-tiering"
+    status = "Enabled"
+
+    filter {
+      prefix = "${var.archive_prefix}/"
+    }
+
+    dynamic "transition" {
+      for_each = var.archive_transition_ia_days == null ? [] : [var.archive_transition_ia_days]
+      content {
+        days          = transition.value
+        storage_class = "STANDARD_IA"
+      }
+    }
+
+    dynamic "transition" {
+      for_each = var.archive_transition_glacier_ir_days == null ? [] : [var.archive_transition_glacier_ir_days]
+      content {
+        days          = transition.value
+        storage_class = "GLACIER_IR"
+      }
+    }
+
+    dynamic "expiration" {
+      for_each = var.archive_expiration_days == null ? [] : [var.archive_expiration_days]
+      content {
+        days = expiration.value
+      }
+    }
+
+    noncurrent_version_expiration {
+      noncurrent_days = 30
+    }
+  }
+
+  rule {
+    id     = "abort-incomplete-multipart-uploads"
+    status = "Enabled"
+
+    filter {}
+
+    abort_incomplete_multipart_upload {
+      days_after_initiation = 7
+    }
+  }
+
+  depends_on = [aws_s3_bucket_versioning.archive]
+}
+
+resource "aws_s3_bucket_object_lock_configuration" "archive" {
+  count = var.object_lock_enabled ? 1 : 0
+
+  bucket = aws_s3_bucket.archive.id
+
+  rule {
+    default_retention {
+      mode = "COMPLIANCE"
+      days = var.object_lock_retention_days
+    }
+  }
+
+  depends_on = [aws_s3_bucket_versioning.archive]
+}
+
+# --- Athena query results -------------------------------------------------------------------
+
+# Justification of the ignore below: query results are transient (they expire); access logs
+# would need a separate log bucket.
+#trivy:ignore:AVD-AWS-0089
+resource "aws_s3_bucket" "athena_results" {
+  #checkov:skip=CKV_AWS_18:query results are transient and expire; access logging would need a separate log bucket
+  #checkov:skip=CKV_AWS_144:query results are transient; no replication
+  #checkov:skip=CKV2_AWS_62:no consumer of object events for query results
+  bucket        = local.results_bucket_name
+  force_destroy = true
+  tags          = local.tags
+}
+
+resource "aws_s3_bucket_ownership_controls" "athena_results" {
+  bucket = aws_s3_bucket.athena_results.id
+  rule {
+    object_ownership = "BucketOwnerEnforced"
+  }
+}
+
+resource "aws_s3_bucket_public_access_block" "athena_results" {
+  bucket                  = aws_s3_bucket.athena_results.id
+  block_public_acls       = true
+  block_public_policy     = true
+  ignore_public_acls      = true
+  restrict_public_buckets = true
+}
+
+resource "aws_s3_bucket_versioning" "athena_results" {
+  bucket = aws_s3_bucket.athena_results.id
+  versioning_configuration {
+    status = "Enabled"
+  }
+}
+
+resource "aws_s3_bucket_server_side_encryption_configuration" "athena_results" {
+  bucket = aws_s3_bucket.athena_results.id
+  rule {
+    apply_server_side_encryption_by_default {
+      sse_algorithm     = "aws:kms"
+      kms_master_key_id = local.kms_key_arn
+    }
+    bucket_key_enabled = true
+  }
+}
+
+data "aws_iam_policy_document" "athena_results_bucket" {
+  statement {
+    sid       = "DenyInsecureTransport"
+    effect    = "Deny"
+    actions   = ["s3:*"]
+    resources = [aws_s3_bucket.athena_results.arn, "${aws_s3_bucket.athena_results.arn}/*"]
+    principals {
+      type        = "*"
+      identifiers = ["*"]
+    }
+    condition {
+      test     = "Bool"
+      variable = "aws:SecureTransport"
+      values   = ["false"]
+    }
+  }
+}
+
+resource "aws_s3_bucket_policy" "athena_results" {
+  bucket = aws_s3_bucket.athena_results.id
+  policy = data.aws_iam_policy_document.athena_results_bucket.json
+
+  depends_on = [aws_s3_bucket_public_access_block.athena_results]
+}
+
+resource "aws_s3_bucket_lifecycle_configuration" "athena_results" {
+  bucket = aws_s3_bucket.athena_results.id
+
+  rule {
+    id     = "expire-query-results"
+    status = "Enabled"
+
+    filter {}
+
+    expiration {
+      days = var.athena_results_expiration_days
+    }
+
+    noncurrent_version_expiration {
+      noncurrent_days = 1
+    }
+
+    abort_incomplete_multipart_upload {
+      days_after_initiation = 1
+    }
+  }
+
+  depends_on = [aws_s3_bucket_versioning.athena_results]
+}

@@ -1,0 +1,299 @@
+# One role per function, each naming only the resources that function touches. The two AWS
+# managed policies attached besides are the ones that cannot be scoped to a resource: ENI
+# management for functions in a VPC, and X-Ray segment upload for active tracing.
+
+locals {
+  lambda_managed_policy_arns = [
+    "arn:${local.partition}:iam::aws:policy/service-role/AWSLambdaENIManagementAccess",
+    "arn:${local.partition}:iam::aws:policy/AWSXrayWriteOnlyAccess",
+  ]
+}
+
+data "aws_iam_policy_document" "lambda_assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["lambda.amazonaws.com"]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "aws:SourceAccount"
+      values   = [local.account_id]
+    }
+  }
+}
+
+# --- ingest: put records on the stream ------------------------------------------------------
+
+resource "aws_iam_role" "ingest" {
+  name               = "${local.function_names.ingest}-role"
+  assume_role_policy = data.aws_iam_policy_document.lambda_assume.json
+  tags               = local.tags
+}
+
+data "aws_iam_policy_document" "ingest" {
+  statement {
+    sid       = "Logs"
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
+    resources = ["${aws_cloudwatch_log_group.ingest.arn}:*"]
+  }
+
+  statement {
+    sid       = "PutRecords"
+    actions   = ["kinesis:PutRecords", "kinesis:PutRecord", "kinesis:DescribeStreamSummary"]
+    resources = [aws_kinesis_stream.events.arn]
+  }
+
+  statement {
+    sid       = "EncryptRecords"
+    actions   = ["kms:GenerateDataKey", "kms:Decrypt"]
+    resources = [local.kms_key_arn]
+  }
+}
+
+resource "aws_iam_role_policy" "ingest" {
+  name   = "least-privilege"
+  role   = aws_iam_role.ingest.id
+  policy = data.aws_iam_policy_document.ingest.json
+}
+
+resource "aws_iam_role_policy_attachment" "ingest" {
+  for_each = toset(local.lambda_managed_policy_arns)
+
+  role       = aws_iam_role.ingest.name
+  policy_arn = each.value
+}
+
+# --- batch-writer: read the stream (for its event source mapping), store in Postgres, DLQ ----
+
+resource "aws_iam_role" "batch_writer" {
+  name               = "${local.function_names.batch_writer}-role"
+  assume_role_policy = data.aws_iam_policy_document.lambda_assume.json
+  tags               = local.tags
+}
+
+data "aws_iam_policy_document" "batch_writer" {
+  statement {
+    sid       = "Logs"
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
+    resources = ["${aws_cloudwatch_log_group.batch_writer.arn}:*"]
+  }
+
+  statement {
+    sid = "ReadStream"
+    actions = [
+      "kinesis:DescribeStream",
+      "kinesis:DescribeStreamSummary",
+      "kinesis:GetRecords",
+      "kinesis:GetShardIterator",
+      "kinesis:ListShards",
+    ]
+    resources = [aws_kinesis_stream.events.arn]
+  }
+
+  statement {
+    sid       = "DeadLetters"
+    actions   = ["sqs:SendMessage", "sqs:GetQueueAttributes"]
+    resources = [aws_sqs_queue.dlq.arn]
+  }
+
+  statement {
+    sid       = "DatabaseSecret"
+    actions   = ["secretsmanager:GetSecretValue"]
+    resources = [local.db_secret_arn]
+  }
+
+  statement {
+    sid       = "DecryptStreamQueueAndSecret"
+    actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+    resources = local.db_secret_kms_key_arns
+  }
+}
+
+resource "aws_iam_role_policy" "batch_writer" {
+  name   = "least-privilege"
+  role   = aws_iam_role.batch_writer.id
+  policy = data.aws_iam_policy_document.batch_writer.json
+}
+
+resource "aws_iam_role_policy_attachment" "batch_writer" {
+  for_each = toset(local.lambda_managed_policy_arns)
+
+  role       = aws_iam_role.batch_writer.name
+  policy_arn = each.value
+}
+
+# --- archiver: Postgres, then write (and verify) under the archive prefix only --------------
+
+resource "aws_iam_role" "archiver" {
+  name               = "${local.function_names.archiver}-role"
+  assume_role_policy = data.aws_iam_policy_document.lambda_assume.json
+  tags               = local.tags
+}
+
+data "aws_iam_policy_document" "archiver" {
+  statement {
+    sid       = "Logs"
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
+    resources = ["${aws_cloudwatch_log_group.archiver.arn}:*"]
+  }
+
+  statement {
+    sid = "ArchiveObjects"
+    actions = [
+      "s3:PutObject",
+      "s3:GetObject",
+      "s3:AbortMultipartUpload",
+      "s3:ListMultipartUploadParts",
+    ]
+    resources = ["${aws_s3_bucket.archive.arn}/${var.archive_prefix}/*"]
+  }
+
+  statement {
+    sid       = "ListArchivePrefix"
+    actions   = ["s3:ListBucket", "s3:ListBucketMultipartUploads"]
+    resources = [aws_s3_bucket.archive.arn]
+    condition {
+      test     = "StringLike"
+      variable = "s3:prefix"
+      values   = ["${var.archive_prefix}/*"]
+    }
+  }
+
+  statement {
+    sid       = "DatabaseSecret"
+    actions   = ["secretsmanager:GetSecretValue"]
+    resources = [local.db_secret_arn]
+  }
+
+  statement {
+    sid       = "FailedInvocations"
+    actions   = ["sqs:SendMessage"]
+    resources = [aws_sqs_queue.archiver_dlq.arn]
+  }
+
+  statement {
+    sid       = "EncryptArchiveDecryptSecret"
+    actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+    resources = local.db_secret_kms_key_arns
+  }
+}
+
+resource "aws_iam_role_policy" "archiver" {
+  name   = "least-privilege"
+  role   = aws_iam_role.archiver.id
+  policy = data.aws_iam_policy_document.archiver.json
+}
+
+resource "aws_iam_role_policy_attachment" "archiver" {
+  for_each = toset(local.lambda_managed_policy_arns)
+
+  role       = aws_iam_role.archiver.name
+  policy_arn = each.value
+}
+
+# --- EventBridge Scheduler: invoke the archiver, nothing else --------------------------------
+
+data "aws_iam_policy_document" "scheduler_assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["scheduler.amazonaws.com"]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "aws:SourceAccount"
+      values   = [local.account_id]
+    }
+  }
+}
+
+resource "aws_iam_role" "scheduler" {
+  name               = "${var.name}-archiver-scheduler-role"
+  assume_role_policy = data.aws_iam_policy_document.scheduler_assume.json
+  tags               = local.tags
+}
+
+data "aws_iam_policy_document" "scheduler" {
+  statement {
+    sid       = "InvokeArchiver"
+    actions   = ["lambda:InvokeFunction"]
+    resources = [aws_lambda_function.archiver.arn]
+  }
+
+  statement {
+    sid       = "DeadLetters"
+    actions   = ["sqs:SendMessage"]
+    resources = [aws_sqs_queue.archiver_dlq.arn]
+  }
+
+  statement {
+    sid       = "ScheduleKeyAndQueueKey"
+    actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+    resources = [local.kms_key_arn]
+  }
+}
+
+resource "aws_iam_role_policy" "scheduler" {
+  name   = "least-privilege"
+  role   = aws_iam_role.scheduler.id
+  policy = data.aws_iam_policy_document.scheduler.json
+}
+
+# --- RDS Proxy: read the database secret ----------------------------------------------------
+
+data "aws_iam_policy_document" "rds_proxy_assume" {
+  count = local.create_db ? 1 : 0
+
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["rds.amazonaws.com"]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "aws:SourceAccount"
+      values   = [local.account_id]
+    }
+  }
+}
+
+resource "aws_iam_role" "rds_proxy" {
+  count = local.create_db ? 1 : 0
+
+  name               = "${var.name}-rds-proxy-role"
+  assume_role_policy = data.aws_iam_policy_document.rds_proxy_assume[0].json
+  tags               = local.tags
+}
+
+data "aws_iam_policy_document" "rds_proxy" {
+  count = local.create_db ? 1 : 0
+
+  statement {
+    sid       = "DatabaseSecret"
+    actions   = ["secretsmanager:GetSecretValue"]
+    resources = [aws_secretsmanager_secret.db[0].arn]
+  }
+
+  statement {
+    sid       = "DecryptSecret"
+    actions   = ["kms:Decrypt"]
+    resources = [local.kms_key_arn]
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = ["secretsmanager.${local.region}.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "rds_proxy" {
+  count = local.create_db ? 1 : 0
+
+  name   = "least-privilege"
+  role   = aws_iam_role.rds_proxy[0].id
+  policy = data.aws_iam_policy_document.rds_proxy[0].json
+}

@@ -1,0 +1,46 @@
+data "aws_caller_identity" "current" {}
+data "aws_region" "current" {}
+data "aws_partition" "current" {}
+
+data "aws_vpc" "this" {
+  id = var.vpc_id
+}
+
+locals {
+  account_id = data.aws_caller_identity.current.account_id
+  region     = data.aws_region.current.name
+  partition  = data.aws_partition.current.partition
+
+  tags = merge({ "stele:stack" = var.name }, var.tags)
+
+  create_kms_key = var.kms_key_arn == null
+  kms_key_arn    = local.create_kms_key ? aws_kms_key.this[0].arn : var.kms_key_arn
+
+  create_db = var.database_mode == "aurora"
+  # The one secret both data-path functions read: JSON {host, port, username, password, dbname}.
+  db_secret_arn = local.create_db ? aws_secretsmanager_secret.db[0].arn : var.existing_db_secret_arn
+  # KMS keys that can decrypt that secret (deduplicated; the stack key is always there).
+  db_secret_kms_key_arns = distinct(compact([local.kms_key_arn, var.existing_db_secret_kms_key_arn]))
+  db_tls                 = coalesce(var.db_tls, local.create_db ? "verify-full" : "require")
+
+  archive_bucket_name = coalesce(var.archive_bucket_name, "${var.name}-archive-${local.account_id}-${local.region}")
+  results_bucket_name = "${var.name}-athena-${local.account_id}-${local.region}"
+
+  function_names = {
+    ingest       = "${var.name}-ingest"
+    batch_writer = "${var.name}-batch-writer"
+    archiver     = "${var.name}-archiver"
+  }
+}
+
+check "inputs" {
+  assert {
+    condition     = var.database_mode == "aurora" || var.existing_db_secret_arn != null
+    error_message = "database_mode = existing needs existing_db_secret_arn."
+  }
+
+  assert {
+    condition     = !var.object_lock_enabled || var.archive_expiration_days == null || coalesce(var.archive_expiration_days, 0) >= var.object_lock_retention_days
+    error_message = "archive_expiration_days must not be shorter than object_lock_retention_days."
+  }
+}

@@ -1,0 +1,78 @@
+output "api_endpoint" {
+  description = "Base URL of the HTTP API."
+  value       = aws_apigatewayv2_stage.default.invoke_url
+}
+
+output "events_url" {
+  description = "URL to POST events to."
+  value       = "${trimsuffix(aws_apigatewayv2_stage.default.invoke_url, "/")}/v1/events"
+}
+
+output "health_url" {
+  description = "Unauthenticated health check URL."
+  value       = "${trimsuffix(aws_apigatewayv2_stage.default.invoke_url, "/")}/v1/health"
+}
+
+output "stream_name" {
+  description = "Kinesis stream name."
+  value       = aws_kinesis_stream.events.name
+}
+
+output "stream_arn" {
+  description = "Kinesis stream ARN."
+  value       = aws_kinesis_stream.events.arn
+}
+
+output "dlq_url" {
+  description = "SQS dead-letter queue of the batch-writer."
+  value       = aws_sqs_queue.dlq.url
+}
+
+output "archive_bucket" {
+  description = "Archive bucket name."
+  value       = aws_s3_bucket.archive.id
+}
+
+output "archive_prefix" {
+  description = "Key prefix of the archive."
+  value       = var.archive_prefix
+}
+
+output "glue_database" {
+  description = "Glue database name."
+  value       = aws_glue_catalog_database.this.name
+}
+
+output "glue_table" {
+  description = "Glue table name."
+  value       = aws_glue_catalog_table.audit_events.name
+}
+
+output "athena_workgroup" {
+  description = "Athena workgroup name."
+  value       = aws_athena_workgroup.this.name
+}
+
+output "kms_key_arn" {
+  description = "KMS key that encrypts the stack's data (Athena users need kms:Decrypt on it)."
+  value       = local.kms_key_arn
+}
+
+output "db_secret_arn" {
+  description = "Secrets Manager secret of the database connection."
+  value       = local.db_secret_arn
+}
+
+output "db_proxy_endpoint" {
+  description = "RDS Proxy endpoint (aurora mode), null otherwise."
+  value       = local.create_db ? aws_db_proxy.this[0].endpoint : null
+}
+
+output "function_names" {
+  description = "Names of the three functions."
+  value = {
+    ingest       = aws_lambda_function.ingest.function_name
+    batch_writer = aws_lambda_function.batch_writer.function_name
+    archiver     = aws_lambda_function.archiver.function_name
+  }
+}

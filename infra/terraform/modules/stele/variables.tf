@@ -1,0 +1,492 @@
+# ---------------------------------------------------------------------------------------------
+# Naming
+# ---------------------------------------------------------------------------------------------
+
+variable "name" {
+  description = "Prefix of every resource name (lower case, digits and dashes)."
+  type        = string
+  default     = "stele"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{1,30}$", var.name))
+    error_message = "name must be 2-31 characters of [a-z0-9-], starting with a letter."
+  }
+}
+
+variable "tags" {
+  description = "Tags added to every resource that takes tags."
+  type        = map(string)
+  default     = {}
+}
+
+variable "kms_key_arn" {
+  description = "ARN of an existing customer managed KMS key for every encrypted resource. Null creates one key (rotation on) for the stack."
+  type        = string
+  default     = null
+}
+
+# ---------------------------------------------------------------------------------------------
+# Lambda artifacts: `cargo lambda build --release --arm64 --output-format zip`
+# ---------------------------------------------------------------------------------------------
+
+variable "ingest_zip" {
+  description = "Path of the ingest bootstrap.zip (target/lambda/stele-ingest/bootstrap.zip)."
+  type        = string
+}
+
+variable "batch_writer_zip" {
+  description = "Path of the batch-writer bootstrap.zip (target/lambda/stele-batch-writer/bootstrap.zip)."
+  type        = string
+}
+
+variable "archiver_zip" {
+  description = "Path of the archiver bootstrap.zip (target/lambda/stele-archiver/bootstrap.zip)."
+  type        = string
+}
+
+variable "rust_log" {
+  description = "RUST_LOG of the three functions."
+  type        = string
+  default     = "info"
+}
+
+variable "log_retention_days" {
+  description = "Retention of the functions' and the API's CloudWatch log groups."
+  type        = number
+  default     = 365
+}
+
+variable "ingest_memory_mb" {
+  description = "Memory of the ingest function."
+  type        = number
+  default     = 256
+}
+
+variable "batch_writer_memory_mb" {
+  description = "Memory of the batch-writer function."
+  type        = number
+  default     = 512
+}
+
+variable "archiver_memory_mb" {
+  description = "Memory of the archiver function (Arrow batches and Parquet row groups are buffered)."
+  type        = number
+  default     = 2048
+}
+
+variable "batch_writer_timeout_secs" {
+  description = "Timeout of the batch-writer function."
+  type        = number
+  default     = 120
+}
+
+variable "archiver_timeout_secs" {
+  description = "Timeout of the archiver function (a run that times out is resumed by the next one)."
+  type        = number
+  default     = 900
+}
+
+variable "ingest_reserved_concurrency" {
+  description = "Reserved concurrency of the ingest function (-1: unreserved)."
+  type        = number
+  default     = 100
+}
+
+variable "batch_writer_reserved_concurrency" {
+  description = "Reserved concurrency of the batch-writer (caps connections to Postgres). Must be at least shards x parallelization factor."
+  type        = number
+  default     = 20
+}
+
+# ---------------------------------------------------------------------------------------------
+# Ingest and API
+# ---------------------------------------------------------------------------------------------
+
+variable "jwt_issuer" {
+  description = "Issuer (iss) of the JWTs the API accepts, e.g. https://cognito-idp.<region>.amazonaws.com/<pool-id> or https://<tenant>.auth0.com/."
+  type        = string
+}
+
+variable "jwt_audience" {
+  description = "Accepted audiences (aud, or client_id for Cognito access tokens)."
+  type        = list(string)
+}
+
+variable "tenant_claim" {
+  description = "JWT claim holding the tenant id (STELE_TENANT_CLAIM)."
+  type        = string
+  default     = "tenant_id"
+}
+
+variable "jwt_authorization_scopes" {
+  description = "Scopes required on POST /v1/events (empty: any valid token)."
+  type        = list(string)
+  default     = []
+}
+
+variable "api_throttling_rate_limit" {
+  description = "Steady-state requests per second of the API stage."
+  type        = number
+  default     = 500
+}
+
+variable "api_throttling_burst_limit" {
+  description = "Burst of the API stage."
+  type        = number
+  default     = 1000
+}
+
+variable "cors_allow_origins" {
+  description = "Origins allowed by CORS (empty: CORS off; the API is meant for services)."
+  type        = list(string)
+  default     = []
+}
+
+variable "max_lateness_secs" {
+  description = "STELE_MAX_LATENESS_SECS: how old an event's occurred_at may be (ingest) and how long a day stays open (archiver)."
+  type        = number
+  default     = 259200
+}
+
+variable "max_skew_secs" {
+  description = "STELE_MAX_SKEW_SECS: how far in the future occurred_at may be."
+  type        = number
+  default     = 300
+}
+
+variable "put_deadline_ms" {
+  description = "STELE_PUT_DEADLINE_MS: time budget of ingest's PutRecords retries before it answers 503."
+  type        = number
+  default     = 5000
+}
+
+# ---------------------------------------------------------------------------------------------
+# Kinesis and the event source mapping
+# ---------------------------------------------------------------------------------------------
+
+variable "kinesis_stream_mode" {
+  description = "ON_DEMAND or PROVISIONED."
+  type        = string
+  default     = "ON_DEMAND"
+
+  validation {
+    condition     = contains(["ON_DEMAND", "PROVISIONED"], var.kinesis_stream_mode)
+    error_message = "kinesis_stream_mode must be ON_DEMAND or PROVISIONED."
+  }
+}
+
+variable "kinesis_shard_count" {
+  description = "Shards when kinesis_stream_mode is PROVISIONED."
+  type        = number
+  default     = 2
+}
+
+variable "kinesis_retention_hours" {
+  description = "Retention of the stream (24-8760 h). Keep it above the time an outage of Postgres may last."
+  type        = number
+  default     = 168
+}
+
+variable "esm_batch_size" {
+  description = "Records per batch-writer invocation (<= 10000)."
+  type        = number
+  default     = 1000
+
+  validation {
+    condition     = var.esm_batch_size >= 1 && var.esm_batch_size <= 10000
+    error_message = "esm_batch_size must be 1-10000."
+  }
+}
+
+variable "esm_batching_window_secs" {
+  description = "Maximum batching window (0-300 s)."
+  type        = number
+  default     = 5
+
+  validation {
+    condition     = var.esm_batching_window_secs >= 0 && var.esm_batching_window_secs <= 300
+    error_message = "esm_batching_window_secs must be 0-300."
+  }
+}
+
+variable "esm_parallelization_factor" {
+  description = "Concurrent batches per shard (1-10); order is kept per partition key (tenant)."
+  type        = number
+  default     = 2
+
+  validation {
+    condition     = var.esm_parallelization_factor >= 1 && var.esm_parallelization_factor <= 10
+    error_message = "esm_parallelization_factor must be 1-10."
+  }
+}
+
+variable "esm_maximum_retry_attempts" {
+  description = "Retries of a failing batch (after bisecting) before its records go to the DLQ."
+  type        = number
+  default     = 10
+}
+
+variable "esm_maximum_record_age_secs" {
+  description = "Records older than this go to the DLQ instead of being retried (-1: up to the stream's retention)."
+  type        = number
+  default     = 86400
+}
+
+variable "esm_starting_position" {
+  description = "TRIM_HORIZON (nothing accepted is skipped) or LATEST."
+  type        = string
+  default     = "TRIM_HORIZON"
+}
+
+variable "dlq_retention_secs" {
+  description = "Message retention of the SQS dead-letter queues (max 14 days)."
+  type        = number
+  default     = 1209600
+}
+
+variable "partition_days_ahead" {
+  description = "STELE_PARTITION_DAYS_AHEAD: daily Postgres partitions created ahead of today."
+  type        = number
+  default     = 7
+}
+
+# ---------------------------------------------------------------------------------------------
+# Network and PostgreSQL
+# ---------------------------------------------------------------------------------------------
+
+variable "vpc_id" {
+  description = "VPC of the functions, the VPC endpoints and (if created) the database."
+  type        = string
+}
+
+variable "private_subnet_ids" {
+  description = "Private subnets (two or more AZs) of the functions, the endpoints and the database."
+  type        = list(string)
+}
+
+variable "private_route_table_ids" {
+  description = "Route tables of the private subnets (for the S3 gateway endpoint)."
+  type        = list(string)
+  default     = []
+}
+
+variable "create_vpc_endpoints" {
+  description = "Create the VPC endpoints the functions need (Kinesis, Secrets Manager, SQS interface endpoints; S3 gateway). Set false when the VPC already has them or a NAT."
+  type        = bool
+  default     = true
+}
+
+variable "database_mode" {
+  description = "aurora: create Aurora PostgreSQL Serverless v2 behind RDS Proxy. existing: use existing_db_secret_arn."
+  type        = string
+  default     = "aurora"
+
+  validation {
+    condition     = contains(["aurora", "existing"], var.database_mode)
+    error_message = "database_mode must be aurora or existing."
+  }
+}
+
+variable "existing_db_secret_arn" {
+  description = "existing mode: Secrets Manager secret, JSON {host, port, username, password, dbname}."
+  type        = string
+  default     = null
+}
+
+variable "existing_db_secret_kms_key_arn" {
+  description = "existing mode: KMS key of that secret, when it is a customer managed key."
+  type        = string
+  default     = null
+}
+
+variable "existing_db_cidr_blocks" {
+  description = "existing mode: CIDR blocks of the database the functions may reach."
+  type        = list(string)
+  default     = []
+}
+
+variable "existing_db_port" {
+  description = "existing mode: port of the database."
+  type        = number
+  default     = 5432
+}
+
+variable "db_tls" {
+  description = "STELE_DB_TLS (disable|require|verify-full). Null: verify-full for the RDS Proxy (its certificate chains to a public Amazon root), require otherwise."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.db_tls == null || contains(["require", "verify-full"], coalesce(var.db_tls, "require"))
+    error_message = "db_tls must be require or verify-full: TLS is not optional in AWS."
+  }
+}
+
+variable "aurora_engine_version" {
+  description = "Aurora PostgreSQL version (Serverless v2 and DETACH PARTITION CONCURRENTLY need >= 14)."
+  type        = string
+  default     = "16.6"
+}
+
+variable "aurora_min_acu" {
+  description = "Serverless v2 minimum capacity (0 pauses when idle on supported versions)."
+  type        = number
+  default     = 0.5
+}
+
+variable "aurora_max_acu" {
+  description = "Serverless v2 maximum capacity."
+  type        = number
+  default     = 8
+}
+
+variable "aurora_instance_count" {
+  description = "Aurora instances (1 writer + readers in other AZs for failover)."
+  type        = number
+  default     = 2
+}
+
+variable "aurora_database_name" {
+  description = "Database created in the cluster."
+  type        = string
+  default     = "stele"
+}
+
+variable "aurora_master_username" {
+  description = "Master user of the cluster (the functions use it through RDS Proxy)."
+  type        = string
+  default     = "stele"
+}
+
+variable "aurora_backup_retention_days" {
+  description = "Automated backup retention of the cluster."
+  type        = number
+  default     = 14
+}
+
+variable "deletion_protection" {
+  description = "Deletion protection of the Aurora cluster."
+  type        = bool
+  default     = true
+}
+
+# ---------------------------------------------------------------------------------------------
+# Archive, Glue and Athena
+# ---------------------------------------------------------------------------------------------
+
+variable "archive_bucket_name" {
+  description = "Name of the archive bucket (null: <name>-archive-<account>-<region>)."
+  type        = string
+  default     = null
+}
+
+variable "archive_prefix" {
+  description = "STELE_ARCHIVE_PREFIX: key prefix of the Parquet files and manifests."
+  type        = string
+  default     = "audit"
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$", var.archive_prefix))
+    error_message = "archive_prefix must be a key prefix without leading or trailing slash."
+  }
+}
+
+variable "retention_days" {
+  description = "STELE_RETENTION_DAYS: days a partition stays in Postgres before it is archived."
+  type        = number
+  default     = 30
+}
+
+variable "drop_after_archive" {
+  description = "STELE_DROP_AFTER_ARCHIVE: drop a partition once archived and verified (false: detach only)."
+  type        = bool
+  default     = true
+}
+
+variable "archive_schedule_expression" {
+  description = "EventBridge Scheduler expression of the archiver."
+  type        = string
+  default     = "cron(15 3 * * ? *)"
+}
+
+variable "archive_schedule_timezone" {
+  description = "Time zone of the archiver schedule."
+  type        = string
+  default     = "UTC"
+}
+
+variable "archive_transition_ia_days" {
+  description = "Days after which archived objects move to STANDARD_IA (null: never)."
+  type        = number
+  default     = 30
+}
+
+variable "archive_transition_glacier_ir_days" {
+  description = "Days after which archived objects move to GLACIER_IR, still queryable by Athena (null: never)."
+  type        = number
+  default     = 90
+}
+
+variable "archive_expiration_days" {
+  description = "Days after which archived objects expire (null: kept forever). Must not be shorter than the Object Lock retention."
+  type        = number
+  default     = 2557
+}
+
+variable "object_lock_enabled" {
+  description = "Create the bucket with S3 Object Lock, default retention in COMPLIANCE mode (cannot be shortened or removed by anyone, root included). Only settable when the bucket is created."
+  type        = bool
+  default     = false
+}
+
+variable "object_lock_retention_days" {
+  description = "Default COMPLIANCE retention of each archived object."
+  type        = number
+  default     = 365
+}
+
+variable "force_destroy" {
+  description = "Let terraform destroy non-empty buckets (never with Object Lock objects under retention)."
+  type        = bool
+  default     = false
+}
+
+variable "athena_bytes_scanned_cutoff" {
+  description = "Per-query scan limit of the Athena workgroup, bytes (null: none)."
+  type        = number
+  default     = 107374182400
+}
+
+variable "athena_results_expiration_days" {
+  description = "Days the Athena query results are kept."
+  type        = number
+  default     = 30
+}
+
+# ---------------------------------------------------------------------------------------------
+# Alarms
+# ---------------------------------------------------------------------------------------------
+
+variable "alarm_actions" {
+  description = "ARNs notified when an alarm fires or recovers (e.g. an SNS topic)."
+  type        = list(string)
+  default     = []
+}
+
+variable "alarm_iterator_age_ms" {
+  description = "Alarm when the batch-writer's iterator age exceeds this (ms)."
+  type        = number
+  default     = 300000
+}
+
+variable "alarm_function_errors" {
+  description = "Alarm when a function reports more errors than this in 5 minutes."
+  type        = number
+  default     = 0
+}
+
+variable "alarm_api_5xx" {
+  description = "Alarm when the API answers more 5xx than this in 5 minutes."
+  type        = number
+  default     = 5
+}
