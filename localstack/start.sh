@@ -58,27 +58,12 @@ else
 fi
 dir="$(cd "$dir" && pwd -P)"
 : > "$dir/.stele-localstack"         # marks the dir as ours for stop.sh
-[ -n "$port" ] || port="$(stele_free_port)"
-echo "$port" > "$dir/port"
 
 # Share the pre-installed kinesis-local instead of npm-installing it per instance.
 mkdir -p "$dir/fs/usr/lib"
 ln -s "$LS_LPM_ROOT/usr/lib/localstack" "$dir/fs/usr/lib/localstack"
 
 log="$dir/localstack.log"
-# STELE_LOCALSTACK_DIR tags LocalStack and all its children (the node Kinesis
-# backend runs in a session of its own) so stop.sh finds them without names.
-(
-  cd "$dir"
-  exec env STELE_LOCALSTACK_DIR="$dir" \
-    OVERRIDE_IN_DOCKER=0 FILESYSTEM_ROOT="$dir/fs" GATEWAY_LISTEN="127.0.0.1:$port" \
-    DNS_ADDRESS=0 DISABLE_EVENTS=1 SKIP_SSL_CERT_DOWNLOAD=1 KINESIS_LATENCY=0 KINESIS_PERSISTENCE=0 SQS_ENDPOINT_STRATEGY=path \
-    KINESIS_MOCK_VERSION="$KINESIS_MOCK_VERSION" LOCALSTACK_HOST="127.0.0.1:$port" \
-    setsid "$LS_VENV/bin/python" -m localstack.runtime.main
-) </dev/null >>"$log" 2>&1 &
-pid=$!
-echo "$pid" > "$dir/localstack.pid"
-
 fail() {
   stele_log "error: $*"
   stele_log "--- last lines of $log ---"
@@ -87,15 +72,44 @@ fail() {
   exit 1
 }
 
-# Wait for health (and optionally warm Kinesis) with the venv's python.
-if ! "$LS_VENV/bin/python" - "$port" "$pid" "$warm" <<'PY' >&2; then
+# launch PORT: start LocalStack in the background, pid into $pid and DIR/localstack.pid.
+# STELE_LOCALSTACK_DIR tags LocalStack and all its children (the node Kinesis
+# backend runs in a session of its own) so stop.sh finds them without names.
+launch() {
+  echo "$1" > "$dir/port"
+  (
+    cd "$dir"
+    exec env STELE_LOCALSTACK_DIR="$dir" \
+      OVERRIDE_IN_DOCKER=0 FILESYSTEM_ROOT="$dir/fs" GATEWAY_LISTEN="127.0.0.1:$1" \
+      DNS_ADDRESS=0 DISABLE_EVENTS=1 SKIP_SSL_CERT_DOWNLOAD=1 KINESIS_LATENCY=0 \
+      KINESIS_PERSISTENCE=0 SQS_ENDPOINT_STRATEGY=path LOCALSTACK_HOST="127.0.0.1:$1" \
+      KINESIS_MOCK_VERSION="$KINESIS_MOCK_VERSION" \
+      setsid "$LS_VENV/bin/python" -m localstack.runtime.main
+  ) </dev/null >>"$log" 2>&1 &
+  pid=$!
+  disown "$pid" 2>/dev/null || true
+  echo "$pid" > "$dir/localstack.pid"
+}
+
+# wait_ready PORT: 0 ready, 3 port already in use, 1 other failure.
+# Waits for health (and optionally warms Kinesis) with the venv's python.
+wait_ready() {
+  "$LS_VENV/bin/python" - "$1" "$pid" "$warm" "$log" <<'PY' >&2
 import json, os, sys, time, urllib.request
-port, pid, warm = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1"
+port, pid, warm, log = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1", sys.argv[4]
 base = f"http://127.0.0.1:{port}"
 deadline = time.monotonic() + 60
+def port_in_use():
+    try:
+        with open(log, errors="replace") as f:
+            return "CannotListenError" in f.read()
+    except OSError:
+        return False
 while True:
-    if not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split(") ")[1][0] == "Z":
-        print("LocalStack exited during start-up", file=sys.stderr); sys.exit(1)
+    if not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().rsplit(") ", 1)[1][0] == "Z":
+        print("LocalStack exited during start-up", file=sys.stderr); sys.exit(3 if port_in_use() else 1)
+    if port_in_use():
+        print(f"port {port} is already in use", file=sys.stderr); sys.exit(3)
     try:
         with urllib.request.urlopen(base + "/_localstack/health", timeout=2) as r:
             if r.status == 200 and "services" in json.load(r):
@@ -117,8 +131,24 @@ if warm:
     except Exception as e:
         print(f"Kinesis warm-up failed: {e}", file=sys.stderr); sys.exit(1)
 PY
+}
+
+explicit_port="$port" tries=1
+[ -n "$explicit_port" ] || tries=3
+while :; do
+  [ -n "$explicit_port" ] || port="$(stele_free_port)"
+  launch "$port"
+  rc=0; wait_ready "$port" || rc=$?
+  [ "$rc" = 0 ] && break
+  tries=$((tries - 1))
+  if [ "$rc" = 3 ] && [ "$tries" -gt 0 ]; then
+    stele_log "port $port was taken; retrying with another port"
+    stele_kill_tagged STELE_LOCALSTACK_DIR "$dir" "$pid" 5
+    : > "$log"
+    continue
+  fi
   fail "LocalStack did not become healthy on port $port"
-fi
+done
 
 if [ -n "$watch" ]; then
   stele_start_watchdog "$watch" "$dir" "$STELE_ROOT/localstack/stop.sh" "$dir"
