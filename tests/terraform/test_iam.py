@@ -1,0 +1,122 @@
+"""Every role's policy names only the resources (and actions) its holder needs."""
+import pytest
+
+from conftest import as_list, block, blocks, is_ref, refs
+
+# role -> (trusted service, references its inline policy may name, actions it may allow)
+ROLES = {
+    "ingest": (
+        "lambda.amazonaws.com",
+        {"aws_cloudwatch_log_group.ingest", "aws_kinesis_stream.events", "local.kms_key_arn"},
+        {"logs:CreateLogStream", "logs:PutLogEvents", "kinesis:PutRecords", "kinesis:PutRecord",
+         "kinesis:DescribeStreamSummary", "kms:GenerateDataKey", "kms:Decrypt"},
+    ),
+    "batch_writer": (
+        "lambda.amazonaws.com",
+        {"aws_cloudwatch_log_group.batch_writer", "aws_kinesis_stream.events", "aws_sqs_queue.dlq",
+         "local.db_secret_arn", "local.db_secret_kms_key_arns"},
+        {"logs:CreateLogStream", "logs:PutLogEvents", "kinesis:DescribeStream", "kinesis:DescribeStreamSummary",
+         "kinesis:GetRecords", "kinesis:GetShardIterator", "kinesis:ListShards", "sqs:SendMessage",
+         "sqs:GetQueueAttributes", "secretsmanager:GetSecretValue", "kms:Decrypt", "kms:GenerateDataKey"},
+    ),
+    "archiver": (
+        "lambda.amazonaws.com",
+        {"aws_cloudwatch_log_group.archiver", "aws_s3_bucket.archive", "var.archive_prefix",
+         "aws_sqs_queue.archiver_dlq", "local.db_secret_arn", "local.db_secret_kms_key_arns"},
+        {"logs:CreateLogStream", "logs:PutLogEvents", "s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload",
+         "s3:ListMultipartUploadParts", "s3:ListBucket", "s3:ListBucketMultipartUploads", "sqs:SendMessage",
+         "secretsmanager:GetSecretValue", "kms:Decrypt", "kms:GenerateDataKey"},
+    ),
+    "scheduler": (
+        "scheduler.amazonaws.com",
+        {"aws_lambda_function.archiver", "aws_sqs_queue.archiver_dlq", "local.kms_key_arn"},
+        {"lambda:InvokeFunction", "sqs:SendMessage", "kms:Decrypt", "kms:GenerateDataKey"},
+    ),
+    "rds_proxy": (
+        "rds.amazonaws.com",
+        {"aws_secretsmanager_secret.db", "local.kms_key_arn", "local.region"},
+        {"secretsmanager:GetSecretValue", "kms:Decrypt"},
+    ),
+}
+
+LAMBDA_MANAGED = {
+    "arn:${local.partition}:iam::aws:policy/service-role/AWSLambdaENIManagementAccess",
+    "arn:${local.partition}:iam::aws:policy/AWSXrayWriteOnlyAccess",
+}
+
+
+def statements(module, name):
+    return blocks(module.datasource("aws_iam_policy_document", name), "statement")
+
+
+@pytest.mark.parametrize("role", sorted(ROLES))
+def test_inline_policy_names_only_the_resources_the_role_needs(module, role):
+    service, allowed_refs, allowed_actions = ROLES[role]
+    policy = module.resource("aws_iam_role_policy", role)
+    assert is_ref(policy["role"], f"aws_iam_role.{role}.id") or is_ref(policy["role"], f"aws_iam_role.{role}[0].id")
+    assert f"data.aws_iam_policy_document.{role}" in refs(policy["policy"])
+
+    named, actions = set(), set()
+    for st in statements(module, role):
+        assert st.get("effect", "Allow") == "Allow"
+        for resource in as_list(st["resources"]):
+            assert resource.strip() not in ("*", ""), f"{role}: {st.get('sid')} allows every resource"
+            assert refs(resource), f"{role}: {st.get('sid')} names a literal resource {resource!r}"
+        for action in as_list(st["actions"]):
+            assert "*" not in action, f"{role}: wildcard action {action}"
+            actions.add(action)
+        named |= refs(st["resources"]) | refs(st.get("condition", []))
+    assert named == allowed_refs, f"{role}: extra {named - allowed_refs}, missing {allowed_refs - named}"
+    assert actions <= allowed_actions, f"{role}: unexpected actions {actions - allowed_actions}"
+
+
+def test_no_role_may_delete_or_rewrite_archive_objects(module):
+    for role in ROLES:
+        for st in statements(module, role):
+            for action in as_list(st["actions"]):
+                assert not action.startswith(("s3:Delete", "s3:PutObjectRetention", "s3:PutObjectLegalHold",
+                                              "s3:BypassGovernanceRetention", "s3:PutBucket")), (role, action)
+
+
+def test_archiver_writes_only_under_the_archive_prefix(module):
+    for st in statements(module, "archiver"):
+        for action in as_list(st["actions"]):
+            if action in ("s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload"):
+                assert as_list(st["resources"]) == ["${aws_s3_bucket.archive.arn}/${var.archive_prefix}/*"]
+            if action == "s3:ListBucket":
+                cond = block(st, "condition")
+                assert cond["variable"] == "s3:prefix"
+                assert as_list(cond["values"]) == ["${var.archive_prefix}/*"]
+
+
+def test_secret_key_list_is_the_stack_key_and_the_existing_secrets_key_only(module):
+    assert refs(module.locals["db_secret_kms_key_arns"]) == {"local.kms_key_arn", "var.existing_db_secret_kms_key_arn"}
+    assert refs(module.locals["db_secret_arn"]) == {
+        "local.create_db", "aws_secretsmanager_secret.db", "var.existing_db_secret_arn"}
+
+
+@pytest.mark.parametrize("role", sorted(ROLES))
+def test_trust_policy_is_the_one_service_in_this_account(module, role):
+    service = ROLES[role][0]
+    r = module.resource("aws_iam_role", role)
+    doc = module.datasource("aws_iam_policy_document", refs(r["assume_role_policy"]).pop().split(".")[2])
+    (st,) = blocks(doc, "statement")
+    assert as_list(st["actions"]) == ["sts:AssumeRole"]
+    principal = block(st, "principals")
+    assert principal["type"] == "Service" and as_list(principal["identifiers"]) == [service]
+    cond = block(st, "condition")
+    assert cond["variable"] == "aws:SourceAccount" and is_ref(as_list(cond["values"])[0], "local.account_id")
+
+
+def test_only_the_unscopable_managed_policies_are_attached(module):
+    assert set(as_list(module.locals["lambda_managed_policy_arns"])) == LAMBDA_MANAGED
+    attachments = module.of_type("aws_iam_role_policy_attachment")
+    assert set(attachments) == {"ingest", "batch_writer", "archiver", "rds_monitoring"}
+    for fn in ("ingest", "batch_writer", "archiver"):
+        a = attachments[fn]
+        assert is_ref(a["for_each"], "toset(local.lambda_managed_policy_arns)")
+        assert is_ref(a["role"], f"aws_iam_role.{fn}.name")
+    assert attachments["rds_monitoring"]["policy_arn"].endswith(":iam::aws:policy/service-role/AmazonRDSEnhancedMonitoringRole")
+    assert not module.of_type("aws_iam_policy"), "no standalone policies: each role has its own inline policy"
+    assert set(module.of_type("aws_iam_role_policy")) == set(ROLES)
+    assert set(module.of_type("aws_iam_role")) == set(ROLES) | {"rds_monitoring"}

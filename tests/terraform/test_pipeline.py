@@ -1,0 +1,172 @@
+"""Kinesis, the event source mapping, the DLQ and the three functions."""
+from conftest import REPO, as_list, block, blocks, is_ref, refs
+
+FUNCTIONS = ("ingest", "batch_writer", "archiver")
+PACKAGES = {"ingest": "stele-ingest", "batch_writer": "stele-batch-writer", "archiver": "stele-archiver"}
+
+# The environment contract of each function (docs/ARCHITECTURE.md, the functions' config).
+ENV = {
+    "ingest": {
+        "STELE_STREAM_NAME",
+        "STELE_TENANT_CLAIM",
+        "STELE_MAX_LATENESS_SECS",
+        "STELE_MAX_SKEW_SECS",
+        "STELE_PUT_DEADLINE_MS",
+        "RUST_LOG",
+    },
+    "batch_writer": {
+        "STELE_DB_SECRET_ARN",
+        "STELE_DB_TLS",
+        "STELE_DLQ_URL",
+        "STELE_PARTITION_DAYS_AHEAD",
+        "RUST_LOG",
+    },
+    "archiver": {
+        "STELE_DB_SECRET_ARN",
+        "STELE_DB_TLS",
+        "STELE_ARCHIVE_BUCKET",
+        "STELE_ARCHIVE_PREFIX",
+        "STELE_RETENTION_DAYS",
+        "STELE_MAX_LATENESS_SECS",
+        "STELE_DROP_AFTER_ARCHIVE",
+        "RUST_LOG",
+    },
+}
+
+
+def env_of(module, fn):
+    """Environment variable names of a function, following merge(local.db_environment, {...})."""
+    variables = block(module.resource("aws_lambda_function", fn), "environment")["variables"]
+    if isinstance(variables, dict):
+        return set(variables), variables
+    text = str(variables)
+    assert text.startswith("${merge(local.db_environment"), f"{fn}: unexpected environment {text}"
+    names = set(module.locals["db_environment"])
+    values = dict(module.locals["db_environment"])
+    # merge(local.db_environment, { A = x\n B = y }) -> the object's keys
+    import re
+
+    for name, value in re.findall(r"\b([A-Z][A-Z0-9_]+)\s*=\s*([^\n,}]+)", text):
+        names.add(name)
+        values[name] = value.strip()
+    return names, values
+
+
+def test_stream_is_kms_encrypted_and_on_demand_by_default(module):
+    stream = module.resource("aws_kinesis_stream", "events")
+    assert stream["encryption_type"] == "KMS"
+    assert is_ref(stream["kms_key_id"], "local.kms_key_arn")
+    assert is_ref(block(stream, "stream_mode_details")["stream_mode"], "var.kinesis_stream_mode")
+    assert module.default("kinesis_stream_mode") == "ON_DEMAND"
+    assert "var.kinesis_shard_count" in refs(stream["shard_count"])
+
+
+def test_event_source_mapping_reports_item_failures_bisects_and_dead_letters(module):
+    esm = module.resource("aws_lambda_event_source_mapping", "batch_writer")
+    assert is_ref(esm["event_source_arn"], "aws_kinesis_stream.events.arn")
+    assert is_ref(esm["function_name"], "aws_lambda_function.batch_writer.arn")
+    assert as_list(esm["function_response_types"]) == ["ReportBatchItemFailures"]
+    assert esm["bisect_batch_on_function_error"] is True
+    on_failure = block(block(esm, "destination_config"), "on_failure")
+    assert is_ref(on_failure["destination_arn"], "aws_sqs_queue.dlq.arn")
+    for attr, var in {
+        "batch_size": "esm_batch_size",
+        "maximum_batching_window_in_seconds": "esm_batching_window_secs",
+        "parallelization_factor": "esm_parallelization_factor",
+        "maximum_retry_attempts": "esm_maximum_retry_attempts",
+        "maximum_record_age_in_seconds": "esm_maximum_record_age_secs",
+    }.items():
+        assert is_ref(esm.get(attr), f"var.{var}"), f"{attr} must come from var.{var}"
+    # Finite retries and age, so a poison record cannot block its shard for the whole retention.
+    assert 0 <= module.default("esm_maximum_retry_attempts") <= 10000
+    assert 60 <= module.default("esm_maximum_record_age_secs") <= 604800
+    assert 1 <= module.default("esm_batch_size") <= 10000
+    assert 0 <= module.default("esm_batching_window_secs") <= 300
+    assert 1 <= module.default("esm_parallelization_factor") <= 10
+    assert module.default("esm_starting_position") == "TRIM_HORIZON"
+
+
+def test_dead_letter_queues_are_kms_encrypted(module):
+    queues = module.of_type("aws_sqs_queue")
+    assert {"dlq", "archiver_dlq"} <= set(queues)
+    for name, queue in queues.items():
+        assert is_ref(queue.get("kms_master_key_id"), "local.kms_key_arn"), name
+
+
+def test_functions_are_al2023_arm64_bootstrap_zips_with_own_role_and_log_group(module):
+    roles = set()
+    for fn in FUNCTIONS:
+        f = module.resource("aws_lambda_function", fn)
+        assert f["runtime"] == "provided.al2023", fn
+        assert as_list(f["architectures"]) == ["arm64"], fn
+        assert f["handler"] == "bootstrap", fn
+        zip_var = "var.%s_zip" % fn
+        assert is_ref(f["filename"], zip_var), fn
+        assert is_ref(f["source_code_hash"], "filebase64sha256(%s)" % zip_var), fn
+        assert is_ref(f["role"], f"aws_iam_role.{fn}.arn"), f"{fn} must use its own role"
+        roles.add(f["role"])
+        assert is_ref(f["kms_key_arn"], "local.kms_key_arn"), fn
+        assert block(f, "tracing_config")["mode"] == "Active", fn
+        vpc = block(f, "vpc_config")
+        assert is_ref(vpc["subnet_ids"], "var.private_subnet_ids"), fn
+        assert is_ref(block(f, "logging_config")["log_group"], f"aws_cloudwatch_log_group.{fn}.name"), fn
+        group = module.resource("aws_cloudwatch_log_group", fn)
+        assert group["name"] == "/aws/lambda/${local.function_names.%s}" % fn
+        assert is_ref(group["retention_in_days"], "var.log_retention_days"), fn
+        assert is_ref(group["kms_key_id"], "local.kms_key_arn"), fn
+        assert "reserved_concurrent_executions" in f, fn
+    assert len(roles) == 3
+    assert module.locals["function_names"] == {
+        "ingest": "${var.name}-ingest",
+        "batch_writer": "${var.name}-batch-writer",
+        "archiver": "${var.name}-archiver",
+    }
+    assert module.default("log_retention_days") > 0
+
+
+def test_function_environments_follow_the_contract(module):
+    for fn in FUNCTIONS:
+        names, _ = env_of(module, fn)
+        assert names == ENV[fn], f"{fn}: extra {names - ENV[fn]}, missing {ENV[fn] - names}"
+    _, ingest = env_of(module, "ingest")
+    assert is_ref(ingest["STELE_STREAM_NAME"], "aws_kinesis_stream.events.name")
+    assert is_ref(ingest["STELE_TENANT_CLAIM"], "var.tenant_claim")
+    _, writer = env_of(module, "batch_writer")
+    assert "aws_sqs_queue.dlq.url" in writer["STELE_DLQ_URL"]
+    _, archiver = env_of(module, "archiver")
+    assert "aws_s3_bucket.archive.id" in archiver["STELE_ARCHIVE_BUCKET"]
+    assert "var.archive_prefix" in archiver["STELE_ARCHIVE_PREFIX"]
+    assert is_ref(module.locals["db_environment"]["STELE_DB_SECRET_ARN"], "local.db_secret_arn")
+    assert is_ref(module.locals["db_environment"]["STELE_DB_TLS"], "local.db_tls")
+    # Contract defaults.
+    assert module.default("tenant_claim") == "tenant_id"
+    assert module.default("max_lateness_secs") == 259200
+    assert module.default("max_skew_secs") == 300
+    assert module.default("archive_prefix") == "audit"
+    assert module.default("retention_days") == 30
+
+
+def test_archiver_runs_one_at_a_time_with_failure_destination(module):
+    f = module.resource("aws_lambda_function", "archiver")
+    assert f["reserved_concurrent_executions"] == 1
+    assert is_ref(block(f, "dead_letter_config")["target_arn"], "aws_sqs_queue.archiver_dlq.arn")
+
+
+def test_scheduler_invokes_the_archiver_with_its_own_role(module):
+    schedule = module.resource("aws_scheduler_schedule", "archiver")
+    target = block(schedule, "target")
+    assert is_ref(target["arn"], "aws_lambda_function.archiver.arn")
+    assert is_ref(target["role_arn"], "aws_iam_role.scheduler.arn")
+    assert is_ref(schedule["schedule_expression"], "var.archive_schedule_expression")
+    assert str(module.default("archive_schedule_expression")).startswith(("cron(", "rate("))
+    assert blocks(target, "retry_policy")
+
+
+def test_example_uses_the_module_with_cargo_lambda_zips(example):
+    stele = example.modules["stele"]
+    assert stele["source"] == "../../modules/stele"
+    for fn, package in PACKAGES.items():
+        assert stele[f"{fn}_zip"] == "${var.lambda_dir}/%s/bootstrap.zip" % package
+    assert example.default("lambda_dir") == "../../../../target/lambda"
+    # lambda_dir resolves to <repo>/target/lambda from examples/complete.
+    assert (example.directory / example.default("lambda_dir")).resolve() == (REPO / "target" / "lambda")
