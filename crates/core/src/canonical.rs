@@ -149,14 +149,8 @@ mod tests {
             (-0.0, "0"),
             (f64::from_bits(0x0000000000000001), "5e-324"),
             (f64::from_bits(0x8000000000000001), "-5e-324"),
-            (
-                f64::from_bits(0x7fefffffffffffff),
-                "1.7976931348623157e+308",
-            ),
-            (
-                f64::from_bits(0xffefffffffffffff),
-                "-1.7976931348623157e+308",
-            ),
+            (f64::from_bits(0x7fefffffffffffff), "1.7976931348623157e+308"),
+            (f64::from_bits(0xffefffffffffffff), "-1.7976931348623157e+308"),
             (f64::from_bits(0x4340000000000000), "9007199254740992"),
             (f64::from_bits(0xc340000000000000), "-9007199254740992"),
             (f64::from_bits(0x4430000000000000), "295147905179352830000"),
@@ -173,20 +167,12 @@ mod tests {
             (f64::from_bits(0x41b3de4355555555), "333333333.3333333"),
             (f64::from_bits(0x41b3de4355555556), "333333333.3333334"),
             (f64::from_bits(0x41b3de4355555557), "333333333.33333343"),
-            (
-                f64::from_bits(0xbecbf647612f3696),
-                "-0.0000033333333333333333",
-            ),
+            (f64::from_bits(0xbecbf647612f3696), "-0.0000033333333333333333"),
             (f64::from_bits(0x43143ff3c1cb0959), "1424953923781206.2"),
         ];
         for (f, expected) in cases {
             let v = json!(f);
-            assert_eq!(
-                to_canonical_string(&v),
-                *expected,
-                "bits {:016x}",
-                f.to_bits()
-            );
+            assert_eq!(to_canonical_string(&v), *expected, "bits {:016x}", f.to_bits());
         }
     }
 

@@ -248,17 +248,13 @@ pub enum RecordError {
     #[error("unsupported schema_version {0}")]
     UnsupportedVersion(u16),
     #[error("event_hash mismatch: record says {claimed}, content hashes to {actual}")]
-    HashMismatch {
-        claimed: EventHash,
-        actual: EventHash,
-    },
+    HashMismatch { claimed: EventHash, actual: EventHash },
 }
 
 impl SealedEvent {
     /// Parse a stream record and prove its content matches its `event_hash`.
     pub fn open(record: &[u8]) -> Result<SealedEvent, RecordError> {
-        let value =
-            crate::json::parse_strict(record).map_err(|e| RecordError::NotJson(e.to_string()))?;
+        let value = crate::json::parse_strict(record).map_err(|e| RecordError::NotJson(e.to_string()))?;
         let Value::Object(mut map) = value else {
             return Err(RecordError::Schema("record is not a JSON object".into()));
         };
@@ -267,13 +263,23 @@ impl SealedEvent {
             Some(_) => return Err(RecordError::MalformedHash),
             None => return Err(RecordError::MissingHash),
         };
-        let event: Event = serde_json::from_value(Value::Object(map))
-            .map_err(|e| RecordError::Schema(e.to_string()))?;
+        // The hash must cover the record's own content, not only the event serde
+        // rebuilds from it: deserialising forgives `null` members, other time
+        // offsets, extra fractional digits and upper-case UUIDs, so two different
+        // records could otherwise both "verify" against one hash.
+        let content = to_canonical_vec(&Value::Object(map.clone()));
+        let event: Event =
+            serde_json::from_value(Value::Object(map)).map_err(|e| RecordError::Schema(e.to_string()))?;
         if event.schema_version != SCHEMA_VERSION {
             return Err(RecordError::UnsupportedVersion(event.schema_version));
         }
-        let actual = event.compute_hash();
+        let canonical = event.canonical_bytes();
+        let actual = EventHash(Sha256::digest(&canonical).into());
         if actual != claimed {
+            return Err(RecordError::HashMismatch { claimed, actual });
+        }
+        if content != canonical {
+            let actual = EventHash(Sha256::digest(&content).into());
             return Err(RecordError::HashMismatch { claimed, actual });
         }
         Ok(SealedEvent {
@@ -306,7 +312,7 @@ pub fn truncate_to_micros(t: DateTime<Utc>) -> DateTime<Utc> {
 
 /// Timestamps on the wire: RFC 3339, UTC, always six fractional digits.
 pub mod timestamp {
-    use chrono::{DateTime, SecondsFormat, Utc};
+    use chrono::{DateTime, SecondsFormat, Timelike, Utc};
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn format(t: &DateTime<Utc>) -> String {
@@ -314,9 +320,12 @@ pub mod timestamp {
     }
 
     /// Parse RFC 3339 with any offset; the result is UTC, truncated to microseconds.
+    /// A leap second (`:60`) is refused: Postgres would store it as the next
+    /// minute, and the row would no longer hash to the accepted event.
     pub fn parse(s: &str) -> Option<DateTime<Utc>> {
         DateTime::parse_from_rfc3339(s)
             .ok()
+            .filter(|t| t.nanosecond() < 1_000_000_000)
             .map(|t| super::truncate_to_micros(t.with_timezone(&Utc)))
     }
 
@@ -326,7 +335,6 @@ pub mod timestamp {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
         let s = String::deserialize(d)?;
-        parse(&s)
-            .ok_or_else(|| serde::de::Error::custom(format!("invalid RFC 3339 timestamp `{s}`")))
+        parse(&s).ok_or_else(|| serde::de::Error::custom(format!("invalid RFC 3339 timestamp `{s}`")))
     }
 }

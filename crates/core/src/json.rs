@@ -26,8 +26,7 @@ pub fn parse_strict(bytes: &[u8]) -> Result<Value, JsonError> {
         return Err(JsonError::InvalidUtf8(e.valid_up_to()));
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let StrictValue(value) =
-        StrictValue::deserialize(&mut de).map_err(|e| JsonError::Syntax(e.to_string()))?;
+    let StrictValue(value) = StrictValue::deserialize(&mut de).map_err(|e| JsonError::Syntax(e.to_string()))?;
     de.end().map_err(|e| JsonError::Syntax(e.to_string()))?;
     Ok(value)
 }
@@ -103,19 +102,13 @@ mod tests {
 
     #[test]
     fn invalid_utf8_reports_the_offset() {
-        assert_eq!(
-            parse_strict(b"{\"a\":\"\xff\"}"),
-            Err(JsonError::InvalidUtf8(6))
-        );
+        assert_eq!(parse_strict(b"{\"a\":\"\xff\"}"), Err(JsonError::InvalidUtf8(6)));
     }
 
     #[test]
     fn deep_nesting_is_an_error_not_a_crash() {
         let deep = "[".repeat(100_000);
-        assert!(matches!(
-            parse_strict(deep.as_bytes()),
-            Err(JsonError::Syntax(_))
-        ));
+        assert!(matches!(parse_strict(deep.as_bytes()), Err(JsonError::Syntax(_))));
     }
 
     #[test]

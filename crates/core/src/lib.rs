@@ -11,7 +11,7 @@ pub mod limits;
 pub mod validate;
 
 pub use event::{
-    event_id_from_idempotency_key, Actor, ActorType, Category, Changes, Event, EventHash, Outcome,
-    RecordError, Resource, SealedEvent, Source, Trace, SCHEMA_VERSION,
+    event_id_from_idempotency_key, Actor, ActorType, Category, Changes, Event, EventHash, Outcome, RecordError,
+    Resource, SealedEvent, Source, Trace, SCHEMA_VERSION,
 };
 pub use validate::{validate_event, Code, Context, Problem, TimeWindow};

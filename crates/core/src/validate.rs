@@ -13,8 +13,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::event::{
-    timestamp, Actor, ActorType, Category, Changes, Event, Outcome, Resource, Source, Trace,
-    SCHEMA_VERSION,
+    timestamp, Actor, ActorType, Category, Changes, Event, Outcome, Resource, Source, Trace, SCHEMA_VERSION,
 };
 use crate::limits;
 
@@ -164,22 +163,14 @@ pub fn validate_event(value: &Value, ctx: &Context<'_>) -> Result<Event, Vec<Pro
         None => Some(ctx.id_if_missing.unwrap_or_else(Uuid::now_v7)),
         Some(Value::String(s)) => match Uuid::parse_str(s) {
             Ok(id) if !id.is_nil() => Some(id),
-            Ok(_) => w.fail(
-                "event_id",
-                Code::InvalidValue,
-                "event_id must not be the nil UUID",
-            ),
+            Ok(_) => w.fail("event_id", Code::InvalidValue, "event_id must not be the nil UUID"),
             Err(_) => w.fail(
                 "event_id",
                 Code::InvalidFormat,
                 "event_id must be a UUID (e.g. 0190f0b4-…)",
             ),
         },
-        Some(other) => w.fail(
-            "event_id",
-            Code::InvalidType,
-            expected("a UUID string", other),
-        ),
+        Some(other) => w.fail("event_id", Code::InvalidType, expected("a UUID string", other)),
     };
 
     match present(obj, "tenant_id") {
@@ -216,11 +207,7 @@ pub fn validate_event(value: &Value, ctx: &Context<'_>) -> Result<Event, Vec<Pro
             Code::UnsupportedVersion,
             format!("schema_version must be {SCHEMA_VERSION}"),
         ),
-        Some(other) => w.push(
-            "schema_version",
-            Code::InvalidType,
-            expected("an integer", other),
-        ),
+        Some(other) => w.push("schema_version", Code::InvalidType, expected("an integer", other)),
     }
 
     let built = (|| {
@@ -319,10 +306,7 @@ fn present<'v>(obj: &'v Map<String, Value>, key: &str) -> Option<&'v Value> {
 }
 
 fn join(prefix: &str, key: &str) -> String {
-    let simple = !key.is_empty()
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    let simple = !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     match (prefix.is_empty(), simple) {
         (true, true) => key.to_owned(),
         (false, true) => format!("{prefix}.{key}"),
@@ -345,6 +329,28 @@ fn expected(what: &str, got: &Value) -> String {
     format!("must be {what}, got {}", type_name(got))
 }
 
+/// An integer that a double cannot hold exactly. Integers are checked as
+/// integers: converting 2^53 + 1 to `f64` first would round it to 2^53 and let
+/// it through, silently changed.
+fn integer_out_of_range(n: &serde_json::Number) -> bool {
+    const MAX: u64 = limits::MAX_EXACT_INTEGER as u64;
+    if let Some(u) = n.as_u64() {
+        u > MAX
+    } else if let Some(i) = n.as_i64() {
+        i.unsigned_abs() > MAX
+    } else {
+        n.as_f64()
+            .is_some_and(|f| f.fract() == 0.0 && f.abs() > limits::MAX_EXACT_INTEGER)
+    }
+}
+
+/// The value as it reads back from its canonical form (e.g. `5.0` becomes `5`,
+/// `-0.0` becomes `0`), so that an accepted event equals the event that
+/// `SealedEvent::open` rebuilds from the stream record.
+fn canonical_value(v: &Value) -> Value {
+    serde_json::from_slice(&crate::canonical::to_canonical_vec(v)).unwrap_or_else(|_| v.clone())
+}
+
 fn json_depth(v: &Value) -> usize {
     match v {
         Value::Array(items) => 1 + items.iter().map(json_depth).max().unwrap_or(0),
@@ -364,12 +370,7 @@ impl Walker {
     }
 
     /// Record a problem and yield "no value" for that field.
-    fn fail<T>(
-        &mut self,
-        path: impl Into<String>,
-        code: Code,
-        message: impl Into<String>,
-    ) -> Option<T> {
+    fn fail<T>(&mut self, path: impl Into<String>, code: Code, message: impl Into<String>) -> Option<T> {
         self.push(path, code, message);
         None
     }
@@ -407,13 +408,7 @@ impl Walker {
         Some(s.clone())
     }
 
-    fn req_string(
-        &mut self,
-        obj: &Map<String, Value>,
-        prefix: &str,
-        key: &str,
-        max_chars: usize,
-    ) -> Option<String> {
+    fn req_string(&mut self, obj: &Map<String, Value>, prefix: &str, key: &str, max_chars: usize) -> Option<String> {
         let path = join(prefix, key);
         let Some(v) = present(obj, key) else {
             return self.fail(path, Code::Required, "is required");
@@ -435,18 +430,12 @@ impl Walker {
     ) -> Option<Option<String>> {
         match present(obj, key) {
             None => Some(None),
-            Some(v) => self
-                .string_value(&join(prefix, key), v, max_chars)
-                .map(Some),
+            Some(v) => self.string_value(&join(prefix, key), v, max_chars).map(Some),
         }
     }
 
     /// `Some(None)` when absent or null, `None` when invalid.
-    fn opt_object<'v>(
-        &mut self,
-        obj: &'v Map<String, Value>,
-        key: &str,
-    ) -> Option<Option<&'v Map<String, Value>>> {
+    fn opt_object<'v>(&mut self, obj: &'v Map<String, Value>, key: &str) -> Option<Option<&'v Map<String, Value>>> {
         match present(obj, key) {
             None => Some(None),
             Some(Value::Object(m)) => Some(Some(m)),
@@ -454,11 +443,7 @@ impl Walker {
         }
     }
 
-    fn req_object<'v>(
-        &mut self,
-        obj: &'v Map<String, Value>,
-        key: &str,
-    ) -> Option<&'v Map<String, Value>> {
+    fn req_object<'v>(&mut self, obj: &'v Map<String, Value>, key: &str) -> Option<&'v Map<String, Value>> {
         match present(obj, key) {
             None => self.fail(key, Code::Required, "is required"),
             Some(Value::Object(m)) => Some(m),
@@ -493,11 +478,7 @@ impl Walker {
         }
     }
 
-    fn occurred_at(
-        &mut self,
-        obj: &Map<String, Value>,
-        ctx: &Context<'_>,
-    ) -> Option<DateTime<Utc>> {
+    fn occurred_at(&mut self, obj: &Map<String, Value>, ctx: &Context<'_>) -> Option<DateTime<Utc>> {
         let raw = self.req_string(obj, "", "occurred_at", 64)?;
         let Some(t) = timestamp::parse(&raw) else {
             return self.fail(
@@ -510,20 +491,14 @@ impl Walker {
             return self.fail(
                 "occurred_at",
                 Code::TooOld,
-                format!(
-                    "is more than {} h in the past",
-                    ctx.window.max_lateness.num_hours()
-                ),
+                format!("is more than {} h in the past", ctx.window.max_lateness.num_hours()),
             );
         }
         if t > ctx.now + ctx.window.max_skew {
             return self.fail(
                 "occurred_at",
                 Code::InFuture,
-                format!(
-                    "is more than {} s in the future",
-                    ctx.window.max_skew.num_seconds()
-                ),
+                format!("is more than {} s in the future", ctx.window.max_skew.num_seconds()),
             );
         }
         Some(t)
@@ -531,9 +506,9 @@ impl Walker {
 
     fn action(&mut self, obj: &Map<String, Value>) -> Option<String> {
         let action = self.req_string(obj, "", "action", limits::MAX_ACTION_CHARS)?;
-        let charset_ok = action.bytes().all(|b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-')
-        });
+        let charset_ok = action
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-'));
         let shape_ok = action.contains('.') && action.split('.').all(|part| !part.is_empty());
         if !(charset_ok && shape_ok) {
             return self.fail(
@@ -547,25 +522,17 @@ impl Walker {
 
     fn actor(&mut self, obj: &Map<String, Value>) -> Option<Actor> {
         let actor = self.req_object(obj, "actor")?;
-        self.unknown_fields(
-            actor,
-            "actor",
-            &["id", "type", "display", "ip", "user_agent"],
-        );
+        self.unknown_fields(actor, "actor", &["id", "type", "display", "ip", "user_agent"]);
         let id = self.req_string(actor, "actor", "id", limits::MAX_ID_CHARS);
-        let actor_type =
-            self.enumeration(actor, "actor", "type", &ActorType::ALL, parse_actor_type);
+        let actor_type = self.enumeration(actor, "actor", "type", &ActorType::ALL, parse_actor_type);
         let display = self.opt_string(actor, "actor", "display", limits::MAX_DISPLAY_CHARS);
         let ip = match self.opt_string(actor, "actor", "ip", 64) {
-            Some(Some(ip)) if ip.parse::<IpAddr>().is_err() => self.fail(
-                "actor.ip",
-                Code::InvalidFormat,
-                "must be an IPv4 or IPv6 address",
-            ),
+            Some(Some(ip)) if ip.parse::<IpAddr>().is_err() => {
+                self.fail("actor.ip", Code::InvalidFormat, "must be an IPv4 or IPv6 address")
+            }
             other => other,
         };
-        let user_agent =
-            self.opt_string(actor, "actor", "user_agent", limits::MAX_USER_AGENT_CHARS);
+        let user_agent = self.opt_string(actor, "actor", "user_agent", limits::MAX_USER_AGENT_CHARS);
         Some(Actor {
             id: id?,
             actor_type: actor_type?,
@@ -601,10 +568,7 @@ impl Walker {
                     "must not contain the NUL character (U+0000)",
                 );
             }
-            Value::Number(n)
-                if n.as_f64()
-                    .is_some_and(|f| f.fract() == 0.0 && f.abs() > limits::MAX_EXACT_INTEGER) =>
-            {
+            Value::Number(n) if integer_out_of_range(n) => {
                 self.push(
                     path,
                     Code::NumberOutOfRange,
@@ -644,10 +608,7 @@ impl Walker {
             return self.fail(
                 "changes",
                 Code::TooDeep,
-                format!(
-                    "nests {depth} levels; the limit is {}",
-                    limits::MAX_JSON_DEPTH
-                ),
+                format!("nests {depth} levels; the limit is {}", limits::MAX_JSON_DEPTH),
             );
         }
         if !self.free_json("changes", &whole) {
@@ -658,15 +619,12 @@ impl Walker {
             return self.fail(
                 "changes",
                 Code::TooLarge,
-                format!(
-                    "is {size} bytes; the limit is {}",
-                    limits::MAX_CHANGES_BYTES
-                ),
+                format!("is {size} bytes; the limit is {}", limits::MAX_CHANGES_BYTES),
             );
         }
         Some(Some(Changes {
-            before: present(changes, "before").cloned(),
-            after: present(changes, "after").cloned(),
+            before: present(changes, "before").map(canonical_value),
+            after: present(changes, "after").map(canonical_value),
         }))
     }
 
@@ -689,6 +647,9 @@ impl Walker {
         for (key, value) in metadata {
             let path = join("metadata", key);
             let key_chars = key.chars().count();
+            if key.contains('\0') {
+                self.push(&path, Code::InvalidCharacter, "keys must not contain NUL (U+0000)");
+            }
             if key.is_empty() {
                 self.push(&path, Code::Empty, "metadata keys must not be empty");
             } else if key_chars > limits::MAX_METADATA_KEY_CHARS {
@@ -725,7 +686,8 @@ impl Walker {
                 );
             }
         }
-        (self.problems.len() == before).then(|| Some(metadata.clone()))
+        (self.problems.len() == before)
+            .then(|| Some(metadata.iter().map(|(k, v)| (k.clone(), canonical_value(v))).collect()))
     }
 
     fn trace(&mut self, obj: &Map<String, Value>) -> Option<Option<Trace>> {
@@ -737,7 +699,7 @@ impl Walker {
             Some(tp) if !is_traceparent(&tp) => self.fail(
                 "trace.traceparent",
                 Code::InvalidFormat,
-                "must be a W3C traceparent: 00-<32 hex>-<16 hex>-<2 hex>",
+                "must be a W3C traceparent: 00-<32 hex>-<16 hex>-<2 hex>, ids not all zero",
             ),
             other => other,
         };
@@ -766,14 +728,14 @@ impl Walker {
 
 fn is_traceparent(s: &str) -> bool {
     let parts: Vec<&str> = s.split('-').collect();
-    let hex = |p: &str, n: usize| {
-        p.len() == n
-            && p.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    };
+    let hex = |p: &str, n: usize| p.len() == n && p.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let not_zero = |p: &str| p.bytes().any(|b| b != b'0');
     parts.len() == 4
         && hex(parts[0], 2)
+        && parts[0] != "ff"
         && hex(parts[1], 32)
+        && not_zero(parts[1])
         && hex(parts[2], 16)
+        && not_zero(parts[2])
         && hex(parts[3], 2)
 }
