@@ -44,7 +44,6 @@ def run_archive_schema(command, timeout=1800):
     return "ok", schema
 
 
-@pytest.fixture(scope="session")
 def archiver_schema():
     status, value = run_archive_schema(archive_schema_command())
     if status == "skip":
@@ -74,12 +73,13 @@ def glue_layout(module):
     return template[len("${local.archive_location}"):].replace("$${", "${")
 
 
-def test_glue_table_matches_the_archivers_parquet_schema(module, archiver_schema):
-    expected_columns = [(c["name"], c["glue_type"]) for c in archiver_schema["columns"]]
+def test_glue_table_matches_the_archivers_parquet_schema(module):
+    schema = archiver_schema()
+    expected_columns = [(c["name"], c["glue_type"]) for c in schema["columns"]]
     assert glue_columns(module) == expected_columns
-    expected_keys = [(k["name"], k["glue_type"]) for k in archiver_schema["partition_keys"]]
+    expected_keys = [(k["name"], k["glue_type"]) for k in schema["partition_keys"]]
     assert glue_partition_keys(module) == expected_keys
-    assert glue_layout(module) == archiver_schema["layout"]
+    assert glue_layout(module) == schema["layout"]
     partition_names = {name for name, _ in expected_keys}
     assert not partition_names & {name for name, _ in expected_columns}, "the Parquet files hold no partition columns"
 
