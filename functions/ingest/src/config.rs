@@ -1,0 +1,240 @@
+//! Settings of the ingest function, read once at start-up from the environment.
+//!
+//! Every variable is checked before the first request so that a misconfigured
+//! deployment fails its cold start with a message naming the variable, rather
+//! than answering requests wrongly.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::TimeDelta;
+use stele_core::{limits, TimeWindow};
+
+use crate::Error;
+
+/// How the Kinesis partition key is chosen for a tenant.
+///
+/// By default the key is the tenant id, so one tenant's events stay ordered on
+/// one shard. A tenant that writes more than one shard takes (1 000 records/s,
+/// 1 MiB/s) can be spread over `tenant#0 … tenant#<n-1>`; the suffix is derived
+/// from the event id, so a retried event lands on the same key again.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HotTenants {
+    /// Spread applied to every tenant not listed in `per_tenant` (1 = no spread).
+    pub default_spread: u16,
+    pub per_tenant: HashMap<String, u16>,
+}
+
+impl HotTenants {
+    /// Largest spread accepted: keeps `tenant#<n>` short and is far above any shard count
+    /// a single tenant should need.
+    pub const MAX_SPREAD: u16 = 1024;
+
+    /// How many partition keys `tenant` is spread over (at least 1).
+    pub fn spread(&self, tenant: &str) -> u16 {
+        self.per_tenant
+            .get(tenant)
+            .copied()
+            .unwrap_or(self.default_spread)
+            .max(1)
+    }
+
+    /// Parse `STELE_HOT_TENANT_SHARDS`: either a count for every tenant (`4`) or a
+    /// list of `tenant=count` pairs (`acme=8,globex=4`).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Ok(Self::default());
+        }
+        let count = |s: &str| -> Result<u16, String> {
+            match s.trim().parse::<u16>() {
+                Ok(n) if (1..=Self::MAX_SPREAD).contains(&n) => Ok(n),
+                _ => Err(format!("`{s}` is not a count between 1 and {}", Self::MAX_SPREAD)),
+            }
+        };
+        if !text.contains('=') {
+            return Ok(Self {
+                default_spread: count(text)?,
+                per_tenant: HashMap::new(),
+            });
+        }
+        let mut per_tenant = HashMap::new();
+        for pair in text.split(',').filter(|p| !p.trim().is_empty()) {
+            let Some((tenant, n)) = pair.split_once('=') else {
+                return Err(format!("`{pair}` is not of the form tenant=count"));
+            };
+            let tenant = tenant.trim();
+            if tenant.is_empty() {
+                return Err(format!("`{pair}` has an empty tenant"));
+            }
+            per_tenant.insert(tenant.to_owned(), count(n)?);
+        }
+        Ok(Self {
+            default_spread: 1,
+            per_tenant,
+        })
+    }
+}
+
+/// Everything the handler needs besides its clients.
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    /// `STELE_STREAM_NAME` (required): the Kinesis stream (name or ARN) events go to.
+    pub stream_name: String,
+    /// `STELE_TENANT_CLAIM` (default `tenant_id`): the JWT claim, or Lambda
+    /// authorizer context key, that holds the tenant.
+    pub tenant_claim: String,
+    /// `STELE_MAX_LATENESS_SECS` (default 259200 = 72 h) and `STELE_MAX_SKEW_SECS`
+    /// (default 300).
+    pub window: TimeWindow,
+    /// `STELE_PUT_DEADLINE_MS` (default 8000): total time spent putting one request's
+    /// records, retries included. Keep it below the Lambda timeout.
+    pub put_deadline: Duration,
+    /// `STELE_RETRY_AFTER_SECS` (default 2): the `Retry-After` of a `503`.
+    pub retry_after_secs: u32,
+    /// `STELE_MAX_EVENTS_PER_REQUEST` (default and ceiling 500).
+    pub max_events: usize,
+    /// `STELE_MAX_REQUEST_BYTES` (default and ceiling 5 MiB).
+    pub max_request_bytes: usize,
+    /// `STELE_HOT_TENANT_SHARDS` (optional): see [`HotTenants::parse`].
+    pub hot_tenants: HotTenants,
+}
+
+impl IngestConfig {
+    /// A configuration with the defaults and the given stream, for tests and local runs.
+    pub fn new(stream_name: impl Into<String>) -> Self {
+        Self {
+            stream_name: stream_name.into(),
+            tenant_claim: "tenant_id".into(),
+            window: TimeWindow::default(),
+            put_deadline: Duration::from_millis(8000),
+            retry_after_secs: 2,
+            max_events: limits::MAX_EVENTS_PER_REQUEST,
+            max_request_bytes: limits::MAX_REQUEST_BYTES,
+            hot_tenants: HotTenants::default(),
+        }
+    }
+
+    /// Read the process environment.
+    pub fn from_env() -> Result<Self, Error> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Read settings through `get` (the environment, or a map in tests).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
+        let bad = |var: &'static str, reason: String| Error::Config { var, reason };
+        let stream_name = get("STELE_STREAM_NAME")
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| {
+                bad(
+                    "STELE_STREAM_NAME",
+                    "is required: the name or ARN of the Kinesis stream".into(),
+                )
+            })?;
+        let mut cfg = Self::new(stream_name);
+        if let Some(claim) = get("STELE_TENANT_CLAIM") {
+            let claim = claim.trim();
+            if claim.is_empty() {
+                return Err(bad("STELE_TENANT_CLAIM", "must not be empty".into()));
+            }
+            cfg.tenant_claim = claim.to_owned();
+        }
+        let number = |var: &'static str, min: u64, max: u64| -> Result<Option<u64>, Error> {
+            let Some(raw) = get(var) else {
+                return Ok(None);
+            };
+            match raw.trim().parse::<u64>() {
+                Ok(n) if (min..=max).contains(&n) => Ok(Some(n)),
+                _ => Err(bad(
+                    var,
+                    format!("`{raw}` is not a whole number between {min} and {max}"),
+                )),
+            }
+        };
+        let secs = |n: u64| TimeDelta::seconds(i64::try_from(n).unwrap_or(i64::MAX));
+        if let Some(n) = number("STELE_MAX_LATENESS_SECS", 1, 365 * 86_400)? {
+            cfg.window.max_lateness = secs(n);
+        }
+        if let Some(n) = number("STELE_MAX_SKEW_SECS", 0, 86_400)? {
+            cfg.window.max_skew = secs(n);
+        }
+        if let Some(n) = number("STELE_PUT_DEADLINE_MS", 100, 900_000)? {
+            cfg.put_deadline = Duration::from_millis(n);
+        }
+        if let Some(n) = number("STELE_RETRY_AFTER_SECS", 1, 3600)? {
+            cfg.retry_after_secs = u32::try_from(n).unwrap_or(3600);
+        }
+        let max_events = limits::MAX_EVENTS_PER_REQUEST as u64;
+        if let Some(n) = number("STELE_MAX_EVENTS_PER_REQUEST", 1, max_events)? {
+            cfg.max_events = usize::try_from(n).unwrap_or(limits::MAX_EVENTS_PER_REQUEST);
+        }
+        let max_bytes = limits::MAX_REQUEST_BYTES as u64;
+        if let Some(n) = number("STELE_MAX_REQUEST_BYTES", 1024, max_bytes)? {
+            cfg.max_request_bytes = usize::try_from(n).unwrap_or(limits::MAX_REQUEST_BYTES);
+        }
+        if let Some(raw) = get("STELE_HOT_TENANT_SHARDS") {
+            cfg.hot_tenants = HotTenants::parse(&raw).map_err(|e| bad("STELE_HOT_TENANT_SHARDS", e))?;
+        }
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn missing_stream_name_is_an_error_naming_the_variable() {
+        let err = IngestConfig::from_lookup(lookup(&[])).unwrap_err();
+        assert!(err.to_string().contains("STELE_STREAM_NAME"), "{err}");
+    }
+
+    #[test]
+    fn defaults_apply_when_only_the_stream_is_set() {
+        let cfg = IngestConfig::from_lookup(lookup(&[("STELE_STREAM_NAME", "s")])).unwrap();
+        assert_eq!(cfg.stream_name, "s");
+        assert_eq!(cfg.tenant_claim, "tenant_id");
+        assert_eq!(cfg.window.max_lateness, TimeDelta::hours(72));
+        assert_eq!(cfg.window.max_skew, TimeDelta::minutes(5));
+        assert_eq!(cfg.put_deadline, Duration::from_millis(8000));
+        assert_eq!(cfg.max_events, 500);
+        assert_eq!(cfg.hot_tenants.spread("anyone"), 1);
+    }
+
+    #[test]
+    fn a_bad_number_names_the_variable_and_the_value() {
+        let err = IngestConfig::from_lookup(lookup(&[("STELE_STREAM_NAME", "s"), ("STELE_MAX_SKEW_SECS", "five")]))
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("STELE_MAX_SKEW_SECS") && text.contains("five"), "{text}");
+    }
+
+    #[test]
+    fn limits_above_the_kinesis_ceilings_are_refused() {
+        let err = IngestConfig::from_lookup(lookup(&[
+            ("STELE_STREAM_NAME", "s"),
+            ("STELE_MAX_EVENTS_PER_REQUEST", "501"),
+        ]))
+        .unwrap_err();
+        assert!(err.to_string().contains("STELE_MAX_EVENTS_PER_REQUEST"));
+    }
+
+    #[test]
+    fn hot_tenants_parse_as_a_count_or_a_map() {
+        let all = HotTenants::parse("4").unwrap();
+        assert_eq!(all.spread("x"), 4);
+        let map = HotTenants::parse("acme=8, globex=2").unwrap();
+        assert_eq!(map.spread("acme"), 8);
+        assert_eq!(map.spread("globex"), 2);
+        assert_eq!(map.spread("other"), 1);
+        assert!(HotTenants::parse("acme=0").is_err());
+        assert!(HotTenants::parse("acme=8,=2").is_err());
+        assert!(HotTenants::parse("lots").is_err());
+    }
+}
