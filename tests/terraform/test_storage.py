@@ -100,3 +100,14 @@ def test_kms_key_rotates(module):
     key = module.resource("aws_kms_key", "this")
     assert key["enable_key_rotation"] is True
     assert is_ref(key["count"], "local.create_kms_key ? 1 : 0")
+
+
+def test_kms_key_policy_lets_logs_and_alarms_use_the_key_only_for_this_stack(module):
+    sts = {st["sid"]: st for st in blocks(module.datasource("aws_iam_policy_document", "kms"), "statement")}
+    logs = sts["CloudWatchLogsOfThisStack"]
+    assert as_list(block(logs, "principals")["identifiers"]) == ["logs.${local.region}.amazonaws.com"]
+    cond = block(logs, "condition")
+    assert cond["variable"] == "kms:EncryptionContext:aws:logs:arn" and "${var.name}" in as_list(cond["values"])[0]
+    alarms = sts["CloudWatchAlarmsToEncryptedTopics"]
+    assert as_list(block(alarms, "principals")["identifiers"]) == ["cloudwatch.amazonaws.com"]
+    assert block(alarms, "condition")["variable"] == "aws:SourceAccount"
