@@ -1,1 +1,51 @@
-fn main() {}
+//! `stele`: run the whole pipeline locally and operate it.
+
+use clap::{Parser, Subcommand};
+
+mod dev;
+
+#[derive(Parser)]
+#[command(
+    name = "stele",
+    version,
+    about = "stele: audit events over HTTPS → Kinesis → PostgreSQL → S3 Parquet"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start PostgreSQL and LocalStack on this machine, create the schema, stream,
+    /// dead-letter queue and archive bucket, and keep them up until Ctrl-C.
+    Dev(dev::DevArgs),
+    /// Print the archive's Parquet columns, Hive partition keys and layout as
+    /// JSON (the Glue table must match it).
+    ArchiveSchema,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,stele=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Dev(args) => dev::run(args).await,
+        Command::ArchiveSchema => {
+            println!("{:#}", stele_archiver::schema::describe());
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("stele: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

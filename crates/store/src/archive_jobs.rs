@@ -1,0 +1,281 @@
+//! Archive job state: one `archive_jobs` row per day partition the archiver has
+//! started on, moved forward one step at a time so that a run cut off anywhere
+//! is resumed (not repeated, not skipped) by the next one. Also the catalog
+//! look-ups and DDL the archiver needs on a partition (detach, finalize, drop).
+//!
+//! States, in order: `exporting` → `manifested` → `verified` → `detached` → `done`.
+//! A row exists as soon as the export starts, which closes the day to
+//! [`crate::partitions::ensure_days`].
+
+use chrono::NaiveDate;
+use tokio_postgres::Client;
+
+use crate::error::{Error, Result};
+use crate::partitions::PARENT_TABLE;
+
+/// Where an archive job is. Ordered: a later state implies the earlier steps are done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum JobState {
+    /// Rows are being written to S3; nothing in S3 is trusted yet.
+    Exporting,
+    /// Parts and the manifest are in S3; the manifest key and SHA-256 are recorded.
+    Manifested,
+    /// The objects in S3 were re-read and match Postgres.
+    Verified,
+    /// The partition is detached from `audit_events` (the table may still exist).
+    Detached,
+    /// Finished: the table is dropped, or kept by setting.
+    Done,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Exporting => "exporting",
+            JobState::Manifested => "manifested",
+            JobState::Verified => "verified",
+            JobState::Detached => "detached",
+            JobState::Done => "done",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "exporting" => JobState::Exporting,
+            "manifested" => JobState::Manifested,
+            "verified" => JobState::Verified,
+            "detached" => JobState::Detached,
+            "done" => JobState::Done,
+            _ => return None,
+        })
+    }
+}
+
+/// One `archive_jobs` row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveJob {
+    pub partition_name: String,
+    pub day: NaiveDate,
+    pub state: JobState,
+    pub rows: Option<i64>,
+    pub files: Option<i32>,
+    pub bytes: Option<i64>,
+    pub manifest_key: Option<String>,
+    pub manifest_sha256: Option<String>,
+    pub error: Option<String>,
+    pub attempts: i32,
+}
+
+const COLUMNS: &str = "partition_name, day, state, rows, files, bytes, manifest_key, manifest_sha256, error, attempts";
+
+fn from_row(row: &tokio_postgres::Row) -> Result<ArchiveJob> {
+    let state: String = row.get(2);
+    let state =
+        JobState::parse(&state).ok_or_else(|| Error::Config(format!("archive_jobs has an unknown state `{state}`")))?;
+    Ok(ArchiveJob {
+        partition_name: row.get(0),
+        day: row.get(1),
+        state,
+        rows: row.get(3),
+        files: row.get(4),
+        bytes: row.get(5),
+        manifest_key: row.get(6),
+        manifest_sha256: row.get(7),
+        error: row.get(8),
+        attempts: row.get(9),
+    })
+}
+
+/// The job of a partition, if the archiver has started on it.
+pub async fn get(client: &Client, partition: &str) -> Result<Option<ArchiveJob>> {
+    let sql = format!("SELECT {COLUMNS} FROM archive_jobs WHERE partition_name = $1");
+    let row = client
+        .query_opt(&sql, &[&partition])
+        .await
+        .map_err(Error::query("reading archive_jobs"))?;
+    row.as_ref().map(from_row).transpose()
+}
+
+/// Start (or resume) the job of a partition: creates the row in `exporting`
+/// if absent, and counts the attempt. Returns the row as it now is.
+pub async fn begin(client: &Client, partition: &str, day: NaiveDate) -> Result<ArchiveJob> {
+    let sql = format!(
+        "INSERT INTO archive_jobs (partition_name, day, state, attempts) VALUES ($1, $2, 'exporting', 1)
+         ON CONFLICT (partition_name) DO UPDATE
+            SET attempts = archive_jobs.attempts + 1, updated_at = now()
+         RETURNING {COLUMNS}"
+    );
+    let row = client
+        .query_one(&sql, &[&partition, &day])
+        .await
+        .map_err(Error::query("starting an archive job"))?;
+    from_row(&row)
+}
+
+/// Go back to `exporting` (a resumed job whose S3 copy must be rewritten).
+pub async fn restart_export(client: &Client, partition: &str) -> Result<()> {
+    client
+        .execute(
+            "UPDATE archive_jobs SET state = 'exporting', rows = NULL, files = NULL, bytes = NULL,
+                    manifest_key = NULL, manifest_sha256 = NULL, updated_at = now()
+              WHERE partition_name = $1",
+            &[&partition],
+        )
+        .await
+        .map_err(Error::query("restarting an archive export"))?;
+    Ok(())
+}
+
+/// Record that the parts and the manifest are in S3.
+pub async fn set_manifested(
+    client: &Client,
+    partition: &str,
+    rows: i64,
+    files: i32,
+    bytes: i64,
+    manifest_key: &str,
+    manifest_sha256: &str,
+) -> Result<()> {
+    client
+        .execute(
+            "UPDATE archive_jobs SET state = 'manifested', rows = $2, files = $3, bytes = $4,
+                    manifest_key = $5, manifest_sha256 = $6, error = NULL, updated_at = now()
+              WHERE partition_name = $1",
+            &[&partition, &rows, &files, &bytes, &manifest_key, &manifest_sha256],
+        )
+        .await
+        .map_err(Error::query("recording an archive manifest"))?;
+    Ok(())
+}
+
+/// Move a job to `state` (verified, detached, done).
+pub async fn set_state(client: &Client, partition: &str, state: JobState) -> Result<()> {
+    client
+        .execute(
+            "UPDATE archive_jobs SET state = $2, error = NULL, updated_at = now() WHERE partition_name = $1",
+            &[&partition, &state.as_str()],
+        )
+        .await
+        .map_err(Error::query("advancing an archive job"))?;
+    Ok(())
+}
+
+/// Record why the last attempt failed (the state is left where it was).
+pub async fn set_error(client: &Client, partition: &str, error: &str) -> Result<()> {
+    client
+        .execute(
+            "UPDATE archive_jobs SET error = $2, updated_at = now() WHERE partition_name = $1",
+            &[&partition, &error],
+        )
+        .await
+        .map_err(Error::query("recording an archive error"))?;
+    Ok(())
+}
+
+/// Jobs that are not `done`, oldest day first.
+pub async fn unfinished(client: &Client) -> Result<Vec<ArchiveJob>> {
+    let sql = format!("SELECT {COLUMNS} FROM archive_jobs WHERE state <> 'done' ORDER BY day");
+    let rows = client
+        .query(&sql, &[])
+        .await
+        .map_err(Error::query("listing unfinished archive jobs"))?;
+    rows.iter().map(from_row).collect()
+}
+
+/// The manifest this day's manifest links to: the latest earlier day that has one.
+pub async fn previous_manifest(client: &Client, day: NaiveDate) -> Result<Option<(String, String)>> {
+    let row = client
+        .query_opt(
+            "SELECT manifest_key, manifest_sha256 FROM archive_jobs
+              WHERE day < $1 AND manifest_sha256 IS NOT NULL ORDER BY day DESC LIMIT 1",
+            &[&day],
+        )
+        .await
+        .map_err(Error::query("finding the previous archive manifest"))?;
+    Ok(row.map(|r| (r.get(0), r.get(1))))
+}
+
+/// How a partition table stands in the catalog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableStatus {
+    /// No such table (dropped, or never made).
+    Absent,
+    /// A partition of `audit_events`.
+    Attached,
+    /// `DETACH … CONCURRENTLY` was interrupted: needs `FINALIZE`.
+    DetachPending,
+    /// A plain table, no longer a partition.
+    Detached,
+}
+
+/// Where `partition` stands. `partition` must be a name from
+/// [`crate::partitions::partition_name`].
+pub async fn table_status(client: &Client, partition: &str) -> Result<TableStatus> {
+    let row = client
+        .query_opt(
+            "SELECT i.inhdetachpending
+               FROM pg_class c
+               LEFT JOIN pg_inherits i ON i.inhrelid = c.oid
+              WHERE c.relname = $1 AND c.relkind = 'r' AND c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = current_schema())",
+            &[&partition],
+        )
+        .await
+        .map_err(Error::query("reading a partition's catalog status"))?;
+    Ok(match row {
+        None => TableStatus::Absent,
+        Some(r) => match r.get::<_, Option<bool>>(0) {
+            None => TableStatus::Detached,
+            Some(false) => TableStatus::Attached,
+            Some(true) => TableStatus::DetachPending,
+        },
+    })
+}
+
+fn checked_name(partition: &str) -> Result<&str> {
+    crate::partitions::day_of_partition(partition)
+        .map(|_| partition)
+        .ok_or_else(|| Error::Config(format!("`{partition}` is not a stele day partition name")))
+}
+
+/// `ALTER TABLE audit_events DETACH PARTITION … CONCURRENTLY`, or `FINALIZE`
+/// when a previous attempt was interrupted. Must not run inside a transaction.
+pub async fn detach(client: &Client, partition: &str) -> Result<()> {
+    let name = checked_name(partition)?;
+    let sql = match table_status(client, name).await? {
+        TableStatus::Attached => format!("ALTER TABLE {PARENT_TABLE} DETACH PARTITION {name} CONCURRENTLY"),
+        TableStatus::DetachPending => format!("ALTER TABLE {PARENT_TABLE} DETACH PARTITION {name} FINALIZE"),
+        TableStatus::Detached | TableStatus::Absent => return Ok(()),
+    };
+    client
+        .batch_execute(&sql)
+        .await
+        .map_err(Error::query("detaching a partition"))
+}
+
+/// Rows in a partition table (attached or not); `None` if it does not exist.
+pub async fn count_rows(client: &Client, partition: &str) -> Result<Option<i64>> {
+    let name = checked_name(partition)?;
+    if table_status(client, name).await? == TableStatus::Absent {
+        return Ok(None);
+    }
+    let row = client
+        .query_one(&format!("SELECT count(*) FROM ONLY {name}"), &[])
+        .await
+        .map_err(Error::query("counting a partition's rows"))?;
+    Ok(Some(row.get(0)))
+}
+
+/// Drop a detached partition table (never an attached one).
+pub async fn drop_detached(client: &Client, partition: &str) -> Result<()> {
+    let name = checked_name(partition)?;
+    match table_status(client, name).await? {
+        TableStatus::Absent => Ok(()),
+        TableStatus::Detached => client
+            .batch_execute(&format!("DROP TABLE {name}"))
+            .await
+            .map_err(Error::query("dropping an archived partition")),
+        TableStatus::Attached | TableStatus::DetachPending => Err(Error::Config(format!(
+            "refusing to drop {name}: it is still attached to {PARENT_TABLE}"
+        ))),
+    }
+}

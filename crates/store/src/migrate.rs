@@ -1,0 +1,96 @@
+//! Embedded, versioned SQL migrations, applied in order and recorded in
+//! `stele_migrations`. Running them again is a no-op; running them from two
+//! processes at once is safe (an advisory lock serialises them).
+
+use sha2::{Digest, Sha256};
+use tokio_postgres::Client;
+
+use crate::error::{Error, Result};
+
+/// One migration: a version, a name and its SQL, compiled into the binary.
+pub struct Migration {
+    pub version: i32,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+/// Every migration, oldest first. Append only; never edit an applied one.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "audit_events",
+    sql: include_str!("../migrations/0001_audit_events.sql"),
+}];
+
+/// Arbitrary constant key for `pg_advisory_xact_lock`: "stele" in ASCII.
+const MIGRATION_LOCK_KEY: i64 = 0x7374_656c_65;
+
+/// Apply pending migrations; returns the versions applied by this call.
+pub async fn migrate(client: &Client) -> Result<Vec<i32>> {
+    let mut applied_now = Vec::new();
+    for m in MIGRATIONS {
+        let checksum = hex::encode(Sha256::digest(m.sql.as_bytes()));
+        let as_migration_error = |source| Error::Migration {
+            version: m.version,
+            name: m.name,
+            source,
+        };
+        client.batch_execute("BEGIN").await.map_err(as_migration_error)?;
+        let result = async {
+            client
+                .execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK_KEY])
+                .await?;
+            client
+                .batch_execute(
+                    "CREATE TABLE IF NOT EXISTS stele_migrations (
+                        version    integer     PRIMARY KEY,
+                        name       text        NOT NULL,
+                        checksum   text        NOT NULL,
+                        applied_at timestamptz NOT NULL DEFAULT now())",
+                )
+                .await?;
+            let existing = client
+                .query_opt(
+                    "SELECT checksum FROM stele_migrations WHERE version = $1",
+                    &[&m.version],
+                )
+                .await?;
+            match existing {
+                Some(row) => Ok(Some(row.get::<_, String>(0) == checksum)),
+                None => {
+                    client.batch_execute(m.sql).await?;
+                    client
+                        .execute(
+                            "INSERT INTO stele_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                            &[&m.version, &m.name, &checksum],
+                        )
+                        .await?;
+                    Ok(None)
+                }
+            }
+        }
+        .await;
+        match result {
+            Ok(outcome) => {
+                client.batch_execute("COMMIT").await.map_err(as_migration_error)?;
+                match outcome {
+                    None => applied_now.push(m.version),
+                    Some(true) => {}
+                    Some(false) => {
+                        return Err(Error::MigrationChanged {
+                            version: m.version,
+                            name: m.name,
+                        })
+                    }
+                }
+            }
+            Err(e) => {
+                let _ = client.batch_execute("ROLLBACK").await;
+                return Err(as_migration_error(e));
+            }
+        }
+    }
+    if !applied_now.is_empty() {
+        tracing::info!(versions = ?applied_now, "applied migrations");
+    }
+    Ok(applied_now)
+}
