@@ -30,3 +30,6 @@ pub enum Error {
     #[error("local server: {0}")]
     Local(String),
 }
+
+/// The HTTP types the handler speaks, for callers that build requests (tests, `stele dev`).
+pub use lambda_http;
