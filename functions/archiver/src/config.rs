@@ -1,0 +1,147 @@
+//! Archiver settings, read once at start-up from the environment.
+
+use std::time::Duration;
+
+use crate::error::Error;
+
+/// What the archiver does and how big its pieces are.
+#[derive(Debug, Clone)]
+pub struct ArchiverConfig {
+    /// `STELE_ARCHIVE_BUCKET` (required).
+    pub bucket: String,
+    /// `STELE_ARCHIVE_PREFIX` (default `audit`), without slashes at the ends.
+    pub prefix: String,
+    /// `STELE_RETENTION_DAYS` (30): days kept hot in Postgres.
+    pub retention: chrono::Duration,
+    /// `STELE_MAX_LATENESS_SECS` (259200 = 72 h): no row older than this can still arrive.
+    pub max_lateness: chrono::Duration,
+    /// `STELE_DROP_AFTER_ARCHIVE` (true): drop the detached table, or keep it.
+    pub drop_after_archive: bool,
+    /// `STELE_ARCHIVE_ROW_GROUP_ROWS` (131072): rows per Parquet row group.
+    pub row_group_rows: usize,
+    /// `STELE_ARCHIVE_ROW_GROUP_BYTES` (64 MiB): a row group is cut earlier when
+    /// its buffered size passes this, which bounds memory for wide rows.
+    pub row_group_bytes: usize,
+    /// `STELE_ARCHIVE_BATCH_ROWS` (8192): rows per Arrow record batch.
+    pub batch_rows: usize,
+    /// `STELE_ARCHIVE_PART_BYTES` (8 MiB, at least 5 MiB): S3 multipart part size.
+    pub part_bytes: usize,
+    /// `STELE_ARCHIVE_FILE_ROWS` (4194304): a tenant's day is split into files of at most this many rows.
+    pub file_rows: u64,
+    /// `STELE_ARCHIVE_MIN_REMAINING_SECS` (60): no partition is started with less time left.
+    pub min_remaining: Duration,
+    /// `STELE_ARCHIVE_STATEMENT_TIMEOUT_SECS` (840): the archiver's session
+    /// `statement_timeout` (an export is one long COPY).
+    pub statement_timeout: Duration,
+    /// `STELE_PARTITIONS_AHEAD_DAYS` (3): the archiver also creates partitions ahead.
+    pub partitions_ahead_days: u32,
+}
+
+impl ArchiverConfig {
+    /// Defaults for `bucket` (tests, `stele dev`).
+    pub fn new(bucket: impl Into<String>) -> Self {
+        Self {
+            bucket: bucket.into(),
+            prefix: "audit".into(),
+            retention: chrono::Duration::days(30),
+            max_lateness: chrono::Duration::seconds(259_200),
+            drop_after_archive: true,
+            row_group_rows: 128 * 1024,
+            row_group_bytes: 64 << 20,
+            batch_rows: 8192,
+            part_bytes: 8 << 20,
+            file_rows: 4 << 20,
+            min_remaining: Duration::from_secs(60),
+            statement_timeout: Duration::from_secs(840),
+            partitions_ahead_days: 3,
+        }
+    }
+
+    pub fn from_env() -> Result<Self, Error> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// As [`ArchiverConfig::from_env`], reading variables through `get`.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
+        let bucket = get("STELE_ARCHIVE_BUCKET")
+            .map(|b| b.trim().to_string())
+            .filter(|b| !b.is_empty())
+            .ok_or_else(|| Error::Config("STELE_ARCHIVE_BUCKET is not set (the archive's S3 bucket)".into()))?;
+        let mut c = Self::new(bucket);
+        if let Some(p) = get("STELE_ARCHIVE_PREFIX") {
+            c.prefix = p.trim().trim_matches('/').to_string();
+        }
+        let num = |key: &str, default: u64, min: u64| -> Result<u64, Error> {
+            match get(key) {
+                None => Ok(default),
+                Some(v) => v
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| *n >= min)
+                    .ok_or_else(|| Error::Config(format!("{key} must be an integer ≥ {min}, got `{v}`"))),
+            }
+        };
+        c.retention = chrono::Duration::days(num("STELE_RETENTION_DAYS", 30, 1)? as i64);
+        c.max_lateness = chrono::Duration::seconds(num("STELE_MAX_LATENESS_SECS", 259_200, 0)? as i64);
+        c.drop_after_archive = match get("STELE_DROP_AFTER_ARCHIVE").as_deref().map(str::trim) {
+            None | Some("") | Some("true") | Some("1") => true,
+            Some("false") | Some("0") => false,
+            Some(v) => {
+                return Err(Error::Config(format!(
+                    "STELE_DROP_AFTER_ARCHIVE must be `true` or `false`, got `{v}`"
+                )))
+            }
+        };
+        c.row_group_rows = num("STELE_ARCHIVE_ROW_GROUP_ROWS", c.row_group_rows as u64, 1024)? as usize;
+        c.row_group_bytes = num("STELE_ARCHIVE_ROW_GROUP_BYTES", c.row_group_bytes as u64, 1 << 20)? as usize;
+        c.batch_rows = num("STELE_ARCHIVE_BATCH_ROWS", c.batch_rows as u64, 1)? as usize;
+        c.part_bytes = num("STELE_ARCHIVE_PART_BYTES", c.part_bytes as u64, 5 << 20)? as usize;
+        c.file_rows = num("STELE_ARCHIVE_FILE_ROWS", c.file_rows, 1)?;
+        c.min_remaining = Duration::from_secs(num("STELE_ARCHIVE_MIN_REMAINING_SECS", 60, 0)?);
+        c.statement_timeout = Duration::from_secs(num("STELE_ARCHIVE_STATEMENT_TIMEOUT_SECS", 840, 1)?);
+        c.partitions_ahead_days = num("STELE_PARTITIONS_AHEAD_DAYS", 3, 0)? as u32;
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let pairs: Vec<(String, String)> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |k| pairs.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn bucket_is_required_and_named() {
+        let err = ArchiverConfig::from_lookup(lookup(&[])).unwrap_err().to_string();
+        assert!(err.contains("STELE_ARCHIVE_BUCKET"), "{err}");
+    }
+
+    #[test]
+    fn defaults_and_overrides() {
+        let c = ArchiverConfig::from_lookup(lookup(&[
+            ("STELE_ARCHIVE_BUCKET", "b"),
+            ("STELE_ARCHIVE_PREFIX", "/x/y/"),
+            ("STELE_DROP_AFTER_ARCHIVE", "false"),
+        ]))
+        .unwrap();
+        assert_eq!(c.prefix, "x/y");
+        assert_eq!(c.retention, chrono::Duration::days(30));
+        assert_eq!(c.max_lateness, chrono::Duration::hours(72));
+        assert!(!c.drop_after_archive);
+    }
+
+    #[test]
+    fn parts_smaller_than_s3_allows_are_refused() {
+        let err = ArchiverConfig::from_lookup(lookup(&[
+            ("STELE_ARCHIVE_BUCKET", "b"),
+            ("STELE_ARCHIVE_PART_BYTES", "1024"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("STELE_ARCHIVE_PART_BYTES"), "{err}");
+    }
+}

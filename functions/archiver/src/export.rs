@@ -1,0 +1,308 @@
+//! Streaming export: one binary `COPY (SELECT … ORDER BY tenant, time) TO
+//! STDOUT` of a partition, cut into Arrow record batches of bounded size and
+//! written tenant by tenant into Parquet objects. Nothing holds more than one
+//! batch, one row group and one upload part.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{ArrayRef, Int32Builder, StringBuilder, TimestampMicrosecondBuilder};
+use arrow::record_batch::RecordBatch;
+use chrono::{DateTime, NaiveDate, Utc};
+use futures_util::{pin_mut, StreamExt};
+use serde::{Deserialize, Serialize};
+use tokio_postgres::binary_copy::{BinaryCopyOutRow, BinaryCopyOutStream};
+use tokio_postgres::types::Type;
+use tokio_postgres::Client;
+
+use crate::config::ArchiverConfig;
+use crate::error::{Error, Step};
+use crate::layout;
+use crate::merkle::MerkleBuilder;
+use crate::schema;
+use crate::store::ArchiveStore;
+use crate::writer::{ParquetPartWriter, PartManifest};
+
+/// One tenant's share of a day: its files, rows and the Merkle root of its event hashes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantArchive {
+    pub tenant_id: String,
+    pub rows: u64,
+    pub merkle_root: String,
+    pub files: Vec<PartManifest>,
+}
+
+/// The rows of a partition in archive order, as text where Parquet stores text.
+/// `tenant_id` first, then the columns of [`schema::schema`] in order.
+pub fn select_sql(partition: &str) -> String {
+    format!(
+        "SELECT tenant_id, event_id::text, occurred_at, received_at, category, action, outcome,
+                actor_id, actor_type, actor_display, actor_ip, actor_user_agent,
+                resource_type, resource_id, resource_display, changes::text, metadata::text,
+                correlation_id, causation_id, trace_parent, trace_state,
+                source_service, source_version, source_host, source_region,
+                schema_version::int4, encode(event_hash, 'hex'), kinesis_shard, kinesis_seq
+           FROM ONLY {partition}
+          ORDER BY tenant_id COLLATE \"C\", occurred_at, event_id"
+    )
+}
+
+/// Column types of [`select_sql`], for the binary COPY decoder.
+fn copy_types() -> Vec<Type> {
+    let mut types = vec![Type::TEXT];
+    for f in schema::schema().fields() {
+        types.push(match f.data_type() {
+            arrow::datatypes::DataType::Timestamp(_, _) => Type::TIMESTAMPTZ,
+            arrow::datatypes::DataType::Int32 => Type::INT4,
+            _ => Type::TEXT,
+        });
+    }
+    types
+}
+
+enum ColBuilder {
+    Str(StringBuilder),
+    Ts(TimestampMicrosecondBuilder),
+    I32(Int32Builder),
+}
+
+/// Column builders for one record batch.
+struct BatchBuilder {
+    cols: Vec<ColBuilder>,
+    rows: usize,
+}
+
+impl BatchBuilder {
+    fn new(capacity: usize) -> Self {
+        let cols = schema::schema()
+            .fields()
+            .iter()
+            .map(|f| match f.data_type() {
+                arrow::datatypes::DataType::Timestamp(_, _) => {
+                    ColBuilder::Ts(TimestampMicrosecondBuilder::with_capacity(capacity).with_timezone("UTC"))
+                }
+                arrow::datatypes::DataType::Int32 => ColBuilder::I32(Int32Builder::with_capacity(capacity)),
+                _ => ColBuilder::Str(StringBuilder::with_capacity(capacity, capacity * 32)),
+            })
+            .collect();
+        Self { cols, rows: 0 }
+    }
+
+    /// Append one COPY row (column 0 is the tenant, the rest follow the schema).
+    fn append(&mut self, row: &BinaryCopyOutRow) -> Result<(), tokio_postgres::Error> {
+        for (i, col) in self.cols.iter_mut().enumerate() {
+            match col {
+                ColBuilder::Str(b) => b.append_option(row.try_get::<Option<&str>>(i + 1)?),
+                ColBuilder::Ts(b) => b.append_option(
+                    row.try_get::<Option<DateTime<Utc>>>(i + 1)?
+                        .map(|t| t.timestamp_micros()),
+                ),
+                ColBuilder::I32(b) => b.append_option(row.try_get::<Option<i32>>(i + 1)?),
+            }
+        }
+        self.rows += 1;
+        Ok(())
+    }
+
+    fn finish(&mut self, partition: &str) -> Result<RecordBatch, Error> {
+        let arrays: Vec<ArrayRef> = self
+            .cols
+            .iter_mut()
+            .map(|c| match c {
+                ColBuilder::Str(b) => Arc::new(b.finish()) as ArrayRef,
+                ColBuilder::Ts(b) => Arc::new(b.finish()) as ArrayRef,
+                ColBuilder::I32(b) => Arc::new(b.finish()) as ArrayRef,
+            })
+            .collect();
+        self.rows = 0;
+        RecordBatch::try_new(schema::schema(), arrays).map_err(|source| Error::Arrow {
+            partition: partition.to_string(),
+            step: Step::Export,
+            source,
+        })
+    }
+}
+
+/// The tenant being written: its current file and running hash tree.
+struct OpenTenant<'a, S: ArchiveStore> {
+    tenant_id: String,
+    merkle: MerkleBuilder,
+    rows: u64,
+    files: Vec<PartManifest>,
+    writer: Option<ParquetPartWriter<'a, S>>,
+}
+
+/// Export `partition` (the day `day`) to `store`. Returns one entry per tenant
+/// in archive order. On error every multipart upload this call started is aborted.
+pub async fn export<S: ArchiveStore>(
+    client: &Client,
+    store: &S,
+    config: &ArchiverConfig,
+    partition: &str,
+    day: NaiveDate,
+    deadline: Instant,
+) -> Result<Vec<TenantArchive>, Error> {
+    let mut open: Option<OpenTenant<'_, S>> = None;
+    let result = export_inner(client, store, config, partition, day, deadline, &mut open).await;
+    if result.is_err() {
+        if let Some(w) = open.and_then(|t| t.writer) {
+            w.abort().await;
+        }
+    }
+    result
+}
+
+async fn export_inner<'a, S: ArchiveStore>(
+    client: &Client,
+    store: &'a S,
+    config: &ArchiverConfig,
+    partition: &'a str,
+    day: NaiveDate,
+    deadline: Instant,
+    open: &mut Option<OpenTenant<'a, S>>,
+) -> Result<Vec<TenantArchive>, Error> {
+    let read_err = |source| Error::Read {
+        partition: partition.to_string(),
+        step: Step::Export,
+        source,
+    };
+    let copy = client
+        .copy_out(&format!("COPY ({}) TO STDOUT (FORMAT binary)", select_sql(partition)))
+        .await
+        .map_err(read_err)?;
+    let rows = BinaryCopyOutStream::new(copy, &copy_types());
+    pin_mut!(rows);
+
+    let mut done: Vec<TenantArchive> = Vec::new();
+    let mut batch = BatchBuilder::new(config.batch_rows);
+    let mut hash = [0u8; 32];
+
+    while let Some(row) = rows.next().await {
+        let row = row.map_err(read_err)?;
+        let tenant: &str = row.try_get(0).map_err(read_err)?;
+        let same_tenant = open.as_ref().is_some_and(|t| t.tenant_id == tenant);
+        if !same_tenant {
+            if let Some(t) = open.as_mut() {
+                flush_batch(&mut batch, t, partition).await?;
+            }
+            if let Some(t) = open.take() {
+                done.push(close_tenant(t).await?);
+            }
+            *open = Some(OpenTenant {
+                tenant_id: tenant.to_string(),
+                merkle: MerkleBuilder::new(),
+                rows: 0,
+                files: Vec::new(),
+                writer: None,
+            });
+        }
+        let Some(t) = open.as_mut() else { continue };
+        // A new file when the tenant's current one is full.
+        if t.writer
+            .as_ref()
+            .is_some_and(|w| w.rows() + batch.rows as u64 >= config.file_rows)
+        {
+            flush_batch(&mut batch, t, partition).await?;
+            if let Some(w) = t.writer.take() {
+                t.files.push(w.finish().await?);
+            }
+        }
+        if t.writer.is_none() {
+            let key = layout::part_key(&config.prefix, &t.tenant_id, day, t.files.len() as u32);
+            t.writer = Some(ParquetPartWriter::create(store, partition, key, config).await?);
+        }
+        let hex_hash: &str = row.try_get(schema::col::EVENT_HASH + 1).map_err(read_err)?;
+        hex::decode_to_slice(hex_hash, &mut hash).map_err(|e| Error::Invalid {
+            partition: partition.to_string(),
+            step: Step::Export,
+            detail: format!("event_hash `{hex_hash}` is not 32 bytes of hex: {e}"),
+        })?;
+        t.merkle.push(&hash);
+        t.rows += 1;
+        batch.append(&row).map_err(read_err)?;
+        if batch.rows >= config.batch_rows {
+            if Instant::now() >= deadline {
+                return Err(Error::OutOfTime {
+                    partition: partition.to_string(),
+                    step: Step::Export,
+                });
+            }
+            flush_batch(&mut batch, t, partition).await?;
+        }
+    }
+    if let Some(t) = open.as_mut() {
+        flush_batch(&mut batch, t, partition).await?;
+    }
+    if let Some(t) = open.take() {
+        done.push(close_tenant(t).await?);
+    }
+    Ok(done)
+}
+
+async fn flush_batch<S: ArchiveStore>(
+    batch: &mut BatchBuilder,
+    t: &mut OpenTenant<'_, S>,
+    partition: &str,
+) -> Result<(), Error> {
+    if batch.rows == 0 {
+        return Ok(());
+    }
+    let rb = batch.finish(partition)?;
+    match t.writer.as_mut() {
+        Some(w) => w.write(&rb).await,
+        None => Err(Error::Invalid {
+            partition: partition.to_string(),
+            step: Step::Export,
+            detail: "rows buffered without an open file".into(),
+        }),
+    }
+}
+
+async fn close_tenant<S: ArchiveStore>(mut t: OpenTenant<'_, S>) -> Result<TenantArchive, Error> {
+    if let Some(w) = t.writer.take() {
+        t.files.push(w.finish().await?);
+    }
+    Ok(TenantArchive {
+        tenant_id: t.tenant_id,
+        rows: t.rows,
+        merkle_root: t.merkle.root_hex(),
+        files: t.files,
+    })
+}
+
+/// Per-tenant row counts and Merkle roots as Postgres holds them now, read as
+/// a stream of (tenant, hash) in archive order.
+pub async fn postgres_roots(client: &Client, partition: &str) -> Result<Vec<(String, u64, String)>, Error> {
+    let read_err = |source| Error::Read {
+        partition: partition.to_string(),
+        step: Step::Verify,
+        source,
+    };
+    let sql = format!(
+        "COPY (SELECT tenant_id, event_hash FROM ONLY {partition}
+                ORDER BY tenant_id COLLATE \"C\", occurred_at, event_id) TO STDOUT (FORMAT binary)"
+    );
+    let copy = client.copy_out(&sql).await.map_err(read_err)?;
+    let rows = BinaryCopyOutStream::new(copy, &[Type::TEXT, Type::BYTEA]);
+    pin_mut!(rows);
+    let mut out: Vec<(String, u64, String)> = Vec::new();
+    let mut cur: Option<(String, MerkleBuilder)> = None;
+    while let Some(row) = rows.next().await {
+        let row = row.map_err(read_err)?;
+        let tenant: &str = row.try_get(0).map_err(read_err)?;
+        let hash: &[u8] = row.try_get(1).map_err(read_err)?;
+        if cur.as_ref().is_none_or(|(t, _)| t != tenant) {
+            if let Some((t, m)) = cur.take() {
+                out.push((t, m.leaves(), m.root_hex()));
+            }
+            cur = Some((tenant.to_string(), MerkleBuilder::new()));
+        }
+        if let Some((_, m)) = cur.as_mut() {
+            m.push(hash);
+        }
+    }
+    if let Some((t, m)) = cur.take() {
+        out.push((t, m.leaves(), m.root_hex()));
+    }
+    Ok(out)
+}

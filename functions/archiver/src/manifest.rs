@@ -1,0 +1,76 @@
+//! The per-day manifest, `<prefix>/_manifests/dt=<YYYY-MM-DD>.json`: what was
+//! archived (files, rows, bytes, SHA-256 per file, time range), a Merkle root
+//! of the event hashes per tenant, and the SHA-256 of the previous manifest so
+//! the manifests form a chain (as CloudTrail's digest files do).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::export::TenantArchive;
+
+pub const MERKLE_SCHEME: &str =
+    "RFC 6962 Merkle tree, SHA-256, leaves = event_hash bytes of one tenant in (occurred_at, event_id) order";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreviousManifest {
+    pub key: String,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format_version: u32,
+    pub table: String,
+    pub partition: String,
+    pub dt: String,
+    pub created_at: String,
+    pub rows: u64,
+    pub files: u32,
+    pub bytes: u64,
+    pub min_occurred_at: Option<String>,
+    pub max_occurred_at: Option<String>,
+    pub merkle_scheme: String,
+    pub tenants: Vec<TenantArchive>,
+    pub previous_manifest: Option<PreviousManifest>,
+}
+
+fn rfc3339_us(us: i64) -> Option<String> {
+    DateTime::<Utc>::from_timestamp_micros(us).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+}
+
+impl Manifest {
+    pub fn new(
+        partition: &str,
+        dt: chrono::NaiveDate,
+        tenants: Vec<TenantArchive>,
+        previous_manifest: Option<PreviousManifest>,
+        now: DateTime<Utc>,
+    ) -> Self {
+        let files = tenants.iter().flat_map(|t| &t.files);
+        let min = files.clone().filter_map(|f| f.min_occurred_at_us).min();
+        let max = files.clone().filter_map(|f| f.max_occurred_at_us).max();
+        Self {
+            format_version: 1,
+            table: stele_store::partitions::PARENT_TABLE.to_string(),
+            partition: partition.to_string(),
+            dt: dt.format("%Y-%m-%d").to_string(),
+            created_at: now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            rows: tenants.iter().map(|t| t.rows).sum(),
+            files: files.clone().count() as u32,
+            bytes: files.map(|f| f.bytes).sum(),
+            min_occurred_at: min.and_then(rfc3339_us),
+            max_occurred_at: max.and_then(rfc3339_us),
+            merkle_scheme: MERKLE_SCHEME.to_string(),
+            tenants,
+            previous_manifest,
+        }
+    }
+
+    /// The exact bytes stored in S3 and their SHA-256 (hex).
+    pub fn to_bytes(&self) -> (Vec<u8>, String) {
+        let bytes = serde_json::to_vec_pretty(self).unwrap_or_default();
+        let sha = hex::encode(Sha256::digest(&bytes));
+        (bytes, sha)
+    }
+}

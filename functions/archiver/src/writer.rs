@@ -1,0 +1,192 @@
+//! `ParquetPartWriter`: Arrow record batches in, one Parquet object out by S3
+//! multipart upload. Memory is bounded by one row group plus one part buffer,
+//! whatever the file's size; the SHA-256 of the file is computed on the way.
+
+use std::io::Write;
+
+use arrow::array::{Array, TimestampMicrosecondArray};
+use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::config::ArchiverConfig;
+use crate::error::{Error, Step};
+use crate::schema;
+use crate::store::ArchiveStore;
+
+/// What the manifest records of one file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartManifest {
+    pub key: String,
+    pub rows: u64,
+    pub bytes: u64,
+    pub sha256: String,
+    pub row_groups: u32,
+    /// Microseconds since the epoch, UTC.
+    pub min_occurred_at_us: Option<i64>,
+    pub max_occurred_at_us: Option<i64>,
+}
+
+/// The bytes Parquet has written and not yet uploaded, and the running hash.
+struct PartSink {
+    buf: Vec<u8>,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl Write for PartSink {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        self.hasher.update(data);
+        self.bytes += data.len() as u64;
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The writer properties of every archive file: zstd, row groups of
+/// `row_group_rows` (cut earlier past `row_group_bytes`), page statistics.
+pub fn writer_properties(config: &ArchiverConfig) -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
+        .set_max_row_group_row_count(Some(config.row_group_rows))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_created_by(format!("stele-archiver {}", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+pub struct ParquetPartWriter<'a, S: ArchiveStore> {
+    store: &'a S,
+    partition: &'a str,
+    key: String,
+    upload_id: String,
+    writer: ArrowWriter<PartSink>,
+    parts: Vec<(i32, String)>,
+    part_bytes: usize,
+    row_group_bytes: usize,
+    rows: u64,
+    min_us: Option<i64>,
+    max_us: Option<i64>,
+}
+
+impl<'a, S: ArchiveStore> ParquetPartWriter<'a, S> {
+    /// Start the multipart upload of `key`.
+    pub async fn create(store: &'a S, partition: &'a str, key: String, config: &ArchiverConfig) -> Result<Self, Error> {
+        let sink = PartSink {
+            buf: Vec::with_capacity(config.part_bytes + (1 << 20)),
+            hasher: Sha256::new(),
+            bytes: 0,
+        };
+        let writer =
+            ArrowWriter::try_new(sink, schema::schema(), Some(writer_properties(config))).map_err(|source| {
+                Error::Parquet {
+                    partition: partition.to_string(),
+                    step: Step::Export,
+                    source,
+                }
+            })?;
+        let upload_id = store
+            .create_upload(&key)
+            .await
+            .map_err(|e| e.at(partition, Step::Upload))?;
+        Ok(Self {
+            store,
+            partition,
+            key,
+            upload_id,
+            writer,
+            parts: Vec::new(),
+            part_bytes: config.part_bytes,
+            row_group_bytes: config.row_group_bytes,
+            rows: 0,
+            min_us: None,
+            max_us: None,
+        })
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    fn parquet_err(&self, source: parquet::errors::ParquetError) -> Error {
+        Error::Parquet {
+            partition: self.partition.to_string(),
+            step: Step::Export,
+            source,
+        }
+    }
+
+    /// Append a batch (of [`schema::schema`]); uploads a part whenever a part's worth is buffered.
+    pub async fn write(&mut self, batch: &RecordBatch) -> Result<(), Error> {
+        if let Some(ts) = batch
+            .column(schema::col::OCCURRED_AT)
+            .as_any()
+            .downcast_ref::<TimestampMicrosecondArray>()
+        {
+            for v in ts.iter().flatten() {
+                self.min_us = Some(self.min_us.map_or(v, |m| m.min(v)));
+                self.max_us = Some(self.max_us.map_or(v, |m| m.max(v)));
+            }
+        }
+        self.writer.write(batch).map_err(|e| self.parquet_err(e))?;
+        self.rows += batch.num_rows() as u64;
+        if self.writer.in_progress_size() >= self.row_group_bytes {
+            self.writer.flush().map_err(|e| self.parquet_err(e))?;
+        }
+        if self.writer.inner().buf.len() >= self.part_bytes {
+            self.upload_buffered().await?;
+        }
+        Ok(())
+    }
+
+    async fn upload_buffered(&mut self) -> Result<(), Error> {
+        let body = Bytes::from(std::mem::take(&mut self.writer.inner_mut().buf));
+        self.writer.inner_mut().buf.reserve(self.part_bytes + (1 << 20));
+        let number = self.parts.len() as i32 + 1;
+        let etag = self
+            .store
+            .upload_part(&self.key, &self.upload_id, number, body)
+            .await
+            .map_err(|e| e.at(self.partition, Step::Upload))?;
+        self.parts.push((number, etag));
+        Ok(())
+    }
+
+    /// Write the footer, upload the rest and complete the upload.
+    pub async fn finish(mut self) -> Result<PartManifest, Error> {
+        let meta = self.writer.finish().map_err(|e| self.parquet_err(e))?;
+        if !self.writer.inner().buf.is_empty() || self.parts.is_empty() {
+            self.upload_buffered().await?;
+        }
+        self.store
+            .complete_upload(&self.key, &self.upload_id, &self.parts)
+            .await
+            .map_err(|e| e.at(self.partition, Step::Upload))?;
+        let sink = self.writer.inner_mut();
+        let sha256 = hex::encode(std::mem::take(&mut sink.hasher).finalize());
+        Ok(PartManifest {
+            key: self.key,
+            rows: self.rows,
+            bytes: sink.bytes,
+            sha256,
+            row_groups: meta.num_row_groups() as u32,
+            min_occurred_at_us: self.min_us,
+            max_occurred_at_us: self.max_us,
+        })
+    }
+
+    /// Give up on this file: abort the multipart upload (best effort; the next
+    /// run aborts whatever is left).
+    pub async fn abort(self) {
+        if let Err(e) = self.store.abort_upload(&self.key, &self.upload_id).await {
+            tracing::warn!(partition = self.partition, key = %self.key, error = %e, "could not abort a multipart upload");
+        }
+    }
+}
