@@ -115,6 +115,22 @@ fn plain(status: StatusCode, error: &str, message: &str) -> hyper::Response<Full
     resp
 }
 
+/// `400` in the handler's problem shape, for requests the gateway cannot pass on.
+fn unreadable(message: &str) -> hyper::Response<Full<Bytes>> {
+    let body = json!({
+        "error": "invalid_body",
+        "message": message,
+        "problems": [{ "path": "", "code": "invalid_json", "message": message }],
+    });
+    let mut resp = hyper::Response::new(Full::new(Bytes::from(body.to_string())));
+    *resp.status_mut() = StatusCode::BAD_REQUEST;
+    resp.headers_mut().insert(
+        "content-type",
+        lambda_http::http::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
 fn to_hyper(resp: Response<Body>) -> hyper::Response<Full<Bytes>> {
     let (parts, body) = resp.into_parts();
     let bytes = match body {
@@ -141,7 +157,7 @@ async fn answer<S: EventSink>(
                 "the body is over the API Gateway payload limit",
             )
         }
-        Err(_) => return plain(StatusCode::BAD_REQUEST, "bad_request", "the body could not be read"),
+        Err(_) => return unreadable("the body could not be read"),
     };
     let path_and_query = parts.uri.path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
     let tenant = bearer_token(&parts.headers).and_then(|t| tenants.get(t));
@@ -157,11 +173,7 @@ async fn answer<S: EventSink>(
         Ok(request) => to_hyper(ingest.handle(request).await),
         Err(e) => {
             tracing::warn!(error = %e, "local gateway could not build the request");
-            plain(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                "the request could not be represented as an API Gateway event",
-            )
+            unreadable("the request could not be represented as an API Gateway event")
         }
     }
 }
