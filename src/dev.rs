@@ -1,36 +1,76 @@
-//! `stele dev`: the pipeline's real services on one machine.
+//! `stele dev`: the whole pipeline on one machine. Real PostgreSQL and
+//! LocalStack run as host processes; stele plays the managed parts itself with
+//! the same handler code Lambda runs: an HTTP front standing in for API Gateway
+//! (bearer tokens play the JWT authorizer), an event source mapping emulator
+//! feeding the batch-writer, and (with `--archive-every`) a timer for the archiver.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{Days, Utc};
-use stele::local::{aws, services};
+use stele::local::{aws, demo, esm, services};
+use stele_batch_writer::{BatchWriter, SqsDeadLetters};
+use stele_ingest::{Ingest, IngestConfig, KinesisSink};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 #[derive(clap::Args)]
 pub struct DevArgs {
+    /// Port of the local HTTP front of the ingest function (0 picks a free one).
+    #[arg(long, default_value_t = 8787)]
+    port: u16,
+    /// Development-only bearer tokens, TOKEN=TENANT (repeatable). Default: three demo tenants.
+    #[arg(long = "token", value_name = "TOKEN=TENANT")]
+    tokens: Vec<String>,
     /// Kinesis stream name.
     #[arg(long, default_value = "stele-events")]
     stream: String,
     /// Shards of the stream.
     #[arg(long, default_value_t = 2)]
     shards: i32,
-    /// Dead-letter queue name.
+    /// Dead-letter queue name (poison records and exhausted batches).
     #[arg(long, default_value = "stele-dlq")]
     dlq: String,
     /// Archive bucket name.
     #[arg(long, default_value = "stele-archive")]
     bucket: String,
-    /// Day partitions created ahead (and behind, for late events).
+    /// Event source mapping: records per batch.
+    #[arg(long, default_value_t = 500)]
+    batch_size: usize,
+    /// Event source mapping: batching window in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    batch_window_ms: u64,
+    /// Event source mapping: retries of a failing batch before it goes to the
+    /// on-failure destination (default: retry until it succeeds, like AWS's -1).
+    #[arg(long)]
+    max_retries: Option<u32>,
+    /// Day partitions created around today.
     #[arg(long, default_value_t = 3)]
     days_around: u64,
-    /// Provision, print, then stop everything instead of waiting for Ctrl-C.
+    /// Send realistic traffic from a few tenants and show progress.
+    #[arg(long)]
+    demo: bool,
+    /// Provision, print, then stop everything instead of serving.
     #[arg(long)]
     exit_when_ready: bool,
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The default development tokens (printed at start; never use them elsewhere).
+const DEMO_TOKENS: [(&str, &str); 3] = [
+    ("dev-token-acme", "acme"),
+    ("dev-token-globex", "globex"),
+    ("dev-token-initech", "initech"),
+];
+
 pub async fn run(args: DevArgs) -> Result<(), BoxError> {
     eprintln!("stele dev: starting PostgreSQL (installs Debian postgresql if missing)…");
     let pg = services::start_postgres(false)?;
-    eprintln!("stele dev: starting LocalStack in host mode (first run installs it, ~1 min)…");
+    eprintln!("stele dev: starting LocalStack in host mode (the first run installs it, about a minute)…");
     let localstack = match services::start_localstack() {
         Ok(ls) => ls,
         Err(e) => {
@@ -38,39 +78,163 @@ pub async fn run(args: DevArgs) -> Result<(), BoxError> {
             return Err(e.into());
         }
     };
-    let result = provision(&args, &pg.endpoint, &localstack.endpoint).await;
-    if let Ok(()) = &result {
-        if !args.exit_when_ready {
-            eprintln!("stele dev: ready. Ctrl-C stops everything.");
-            tokio::signal::ctrl_c().await?;
-            eprintln!("stele dev: stopping…");
-        }
-    }
+    let result = serve(&args, &pg.endpoint, &localstack.endpoint).await;
+    eprintln!("stele dev: stopping PostgreSQL and LocalStack…");
     localstack.stop();
     pg.stop();
     result
 }
 
-async fn provision(args: &DevArgs, pg_url: &str, aws_endpoint: &str) -> Result<(), BoxError> {
-    let store = stele_store::StoreConfig::new(pg_url);
-    let client = stele_store::connect(&store).await?;
+struct Provisioned {
+    dlq_url: String,
+}
+
+async fn provision(args: &DevArgs, pg_url: &str, sdk: &aws_config::SdkConfig) -> Result<Provisioned, BoxError> {
+    let client = stele_store::connect(&stele_store::StoreConfig::new(pg_url)).await?;
     let applied = stele_store::migrate(&client).await?;
     let today = Utc::now().date_naive();
     let from = today.checked_sub_days(Days::new(args.days_around)).unwrap_or(today);
     let to = today.checked_add_days(Days::new(args.days_around)).unwrap_or(today);
     let partitions = stele_store::partitions::ensure_range(&client, from, to).await?;
 
-    let sdk = aws::sdk_config(aws_endpoint).await;
-    aws::create_stream(&aws_sdk_kinesis::Client::new(&sdk), &args.stream, args.shards).await?;
-    let dlq_url = aws::create_queue(&aws_sdk_sqs::Client::new(&sdk), &args.dlq).await?;
-    aws::create_bucket(&aws::s3_client(&sdk), &args.bucket).await?;
+    aws::create_stream(&aws_sdk_kinesis::Client::new(sdk), &args.stream, args.shards).await?;
+    let dlq_url = aws::create_queue(&aws_sdk_sqs::Client::new(sdk), &args.dlq).await?;
+    aws::create_bucket(&aws::s3_client(sdk), &args.bucket).await?;
 
     println!("PostgreSQL     {pg_url}");
     println!("  migrations   {} applied", applied.len());
     println!("  partitions   {} created ({from} … {to})", partitions.created.len());
-    println!("LocalStack     {aws_endpoint}  (region us-east-1, any credentials)");
     println!("  stream       {} ({} shards)", args.stream, args.shards);
     println!("  dead letters {dlq_url}");
     println!("  archive      s3://{}", args.bucket);
+    Ok(Provisioned { dlq_url })
+}
+
+fn tenants(args: &DevArgs) -> Result<HashMap<String, String>, BoxError> {
+    if args.tokens.is_empty() {
+        return Ok(DEMO_TOKENS
+            .iter()
+            .map(|(t, n)| (t.to_string(), n.to_string()))
+            .collect());
+    }
+    args.tokens
+        .iter()
+        .map(|pair| match pair.split_once('=') {
+            Some((token, tenant)) if !token.is_empty() && !tenant.is_empty() => {
+                Ok((token.to_string(), tenant.to_string()))
+            }
+            _ => Err(format!("--token must be TOKEN=TENANT, got `{pair}`").into()),
+        })
+        .collect()
+}
+
+async fn serve(args: &DevArgs, pg_url: &str, aws_endpoint: &str) -> Result<(), BoxError> {
+    let sdk = aws::sdk_config(aws_endpoint).await;
+    println!("LocalStack     {aws_endpoint}  (region us-east-1, any credentials)");
+    let provisioned = provision(args, pg_url, &sdk).await?;
+    if args.exit_when_ready {
+        return Ok(());
+    }
+    let kinesis = aws_sdk_kinesis::Client::new(&sdk);
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    // Ingest: the Lambda's handler behind a local HTTP front.
+    let ingest_config = IngestConfig::new(&args.stream);
+    let ingest = Arc::new(Ingest::new(
+        ingest_config,
+        KinesisSink::new(kinesis.clone(), &args.stream),
+    ));
+    let tenants = Arc::new(tenants(args)?);
+    let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], args.port))).await?;
+    let addr = listener.local_addr()?;
+    let mut http_stop = stop_rx.clone();
+    let http = tokio::spawn(stele_ingest::local::serve(
+        listener,
+        ingest,
+        tenants.clone(),
+        async move {
+            let _ = http_stop.wait_for(|stop| *stop).await;
+        },
+    ));
+
+    // Batch-writer behind the event source mapping emulator.
+    let store_config = stele_store::StoreConfig::new(pg_url);
+    let writer = Arc::new(BatchWriter::new(
+        stele_store::PgEventStore::new(stele_store::pool(&store_config)?),
+        SqsDeadLetters::new(sqs.clone(), &provisioned.dlq_url),
+    ));
+    let written = Arc::new(demo::WriterTotals::default());
+    let handler: esm::Handler = {
+        let (writer, written) = (writer.clone(), written.clone());
+        Arc::new(move |event| {
+            let (writer, written) = (writer.clone(), written.clone());
+            Box::pin(async move {
+                let (response, report) = writer.process(event).await;
+                written.add(&report);
+                response
+            })
+        })
+    };
+    let mapping = esm::MappingSettings {
+        stream_name: args.stream.clone(),
+        stream_arn: format!("arn:aws:kinesis:us-east-1:000000000000:stream/{}", args.stream),
+        batch_size: args.batch_size,
+        batching_window: Duration::from_millis(args.batch_window_ms),
+        bisect_on_error: true,
+        max_retries: args.max_retries,
+        on_failure_queue: Some(provisioned.dlq_url.clone()),
+    };
+    let mapping_stats = Arc::new(esm::MappingStats::default());
+    let pollers = tokio::spawn(esm::run(
+        kinesis.clone(),
+        sqs.clone(),
+        mapping,
+        handler,
+        mapping_stats.clone(),
+        stop_rx.clone(),
+    ));
+
+    println!("ingest         http://{addr}/v1/events   (health: http://{addr}/v1/health)");
+    println!("  development-only bearer tokens (the JWT authorizer's stand-in):");
+    let mut listed: Vec<_> = tenants.iter().collect();
+    listed.sort();
+    for (token, tenant) in listed {
+        println!("    Authorization: Bearer {token}   → tenant {tenant}");
+    }
+    println!("ready: send events to http://{addr}/v1/events (Ctrl-C stops cleanly)");
+
+    let sent = Arc::new(demo::SenderTotals::default());
+    let demo_task = args.demo.then(|| {
+        let tokens: Vec<String> = tenants.keys().cloned().collect();
+        tokio::spawn(demo::send_traffic(addr, tokens, sent.clone(), stop_rx.clone()))
+    });
+    let progress = tokio::spawn(demo::report_progress(
+        sent.clone(),
+        written.clone(),
+        mapping_stats.clone(),
+        stop_rx.clone(),
+    ));
+
+    tokio::signal::ctrl_c().await?;
+    eprintln!("stele dev: Ctrl-C: no new requests; finishing what the stream holds…");
+    let _ = stop_tx.send(true);
+    if let Some(task) = demo_task {
+        let _ = task.await;
+    }
+    let _ = http.await;
+    match pollers.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => eprintln!("stele dev: event source mapping: {e}"),
+        Err(e) => eprintln!("stele dev: event source mapping stopped: {e}"),
+    }
+    let _ = progress.await;
+    eprintln!(
+        "stele dev: done. written {} (duplicates {}, dead letters {}), acknowledged {}",
+        written.inserted.load(Ordering::Relaxed),
+        written.duplicates.load(Ordering::Relaxed),
+        written.poison.load(Ordering::Relaxed),
+        mapping_stats.acknowledged.load(Ordering::Relaxed),
+    );
     Ok(())
 }

@@ -29,7 +29,8 @@ enum Command {
 async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,stele=info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,stele=info,stele_ingest=warn,stele_batch_writer=warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use aws_config::SdkConfig;
+#[allow(unused_imports)]
+pub use stele::local::services::repo_root;
 use stele::local::{aws, services};
 use tokio_postgres::{Client, NoTls};
 

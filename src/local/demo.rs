@@ -1,0 +1,117 @@
+//! Demo traffic and live progress for `stele dev --demo`.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+use super::esm::MappingStats;
+use super::http;
+
+/// What the demo sender saw at the API.
+#[derive(Debug, Default)]
+pub struct SenderTotals {
+    pub accepted: AtomicU64,
+    pub refused: AtomicU64,
+    pub unavailable: AtomicU64,
+}
+
+/// What the batch-writer reported, summed over batches.
+#[derive(Debug, Default)]
+pub struct WriterTotals {
+    pub inserted: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub poison: AtomicU64,
+}
+
+impl WriterTotals {
+    pub fn add(&self, report: &stele_batch_writer::BatchReport) {
+        self.inserted.fetch_add(report.inserted, Ordering::Relaxed);
+        self.duplicates.fetch_add(report.duplicates, Ordering::Relaxed);
+        self.poison.fetch_add(report.poison, Ordering::Relaxed);
+    }
+}
+
+const ACTIONS: [(&str, &str, &str); 8] = [
+    ("security", "user.login", "success"),
+    ("security", "user.login", "failure"),
+    ("security", "mfa.challenge", "success"),
+    ("audit", "role.grant", "success"),
+    ("audit", "permission.revoke", "success"),
+    ("audit", "export.create", "success"),
+    ("application", "report.generate", "error"),
+    ("audit", "document.delete", "denied"),
+];
+
+/// One realistic event; `n` varies the actor, action and resource.
+pub fn demo_event(n: u64) -> Value {
+    let (category, action, outcome) = ACTIONS[(n % ACTIONS.len() as u64) as usize];
+    json!({
+        "occurred_at": Utc::now().to_rfc3339(),
+        "category": category,
+        "action": action,
+        "outcome": outcome,
+        "actor": {
+            "id": format!("user-{}", n % 37),
+            "type": "user",
+            "ip": format!("203.0.113.{}", n % 250 + 1),
+            "user_agent": "Mozilla/5.0 (stele demo)"
+        },
+        "resource": {"type": "document", "id": format!("doc-{}", n % 101)},
+        "metadata": {"request_id": format!("req-{n}"), "plan": "enterprise"},
+        "source": {"service": "demo-app", "version": "1.4.2", "region": "us-east-1"}
+    })
+}
+
+/// Post batches of demo events round-robin over the tenants' tokens until stopped.
+pub async fn send_traffic(
+    addr: SocketAddr,
+    tokens: Vec<String>,
+    totals: Arc<SenderTotals>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut n = 0u64;
+    while !*stop.borrow() {
+        for token in &tokens {
+            let events: Vec<Value> = (0..20).map(|i| demo_event(n + i)).collect();
+            n += 20;
+            let body = json!({ "events": events }).to_string();
+            match http::post_json(addr, "/v1/events", Some(token), body.as_bytes()).await {
+                Ok(r) if r.status == 202 => totals.accepted.fetch_add(20, Ordering::Relaxed),
+                Ok(r) if r.status == 503 => totals.unavailable.fetch_add(20, Ordering::Relaxed),
+                Ok(_) | Err(_) => totals.refused.fetch_add(20, Ordering::Relaxed),
+            };
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(250), stop.changed()).await;
+    }
+}
+
+/// Print one progress line every two seconds until stopped.
+pub async fn report_progress(
+    sent: Arc<SenderTotals>,
+    written: Arc<WriterTotals>,
+    mapping: Arc<MappingStats>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let stopping = tokio::time::timeout(Duration::from_secs(2), stop.changed())
+            .await
+            .is_ok();
+        eprintln!(
+            "progress: accepted {} | written {} | duplicates {} | dead letters {} | redeliveries {} | lag {} ms",
+            sent.accepted.load(Ordering::Relaxed),
+            written.inserted.load(Ordering::Relaxed),
+            written.duplicates.load(Ordering::Relaxed),
+            written.poison.load(Ordering::Relaxed),
+            mapping.retries.load(Ordering::Relaxed),
+            mapping.lag_ms.load(Ordering::Relaxed),
+        );
+        if stopping || *stop.borrow() {
+            return;
+        }
+    }
+}

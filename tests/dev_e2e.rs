@@ -1,0 +1,227 @@
+//! End to end through `stele dev`, driven as a user would: a child process,
+//! HTTP on loopback, then rows read straight from its PostgreSQL.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use stele::local::{demo, http};
+
+struct DevProcess {
+    child: Child,
+    pg_url: String,
+    ingest: SocketAddr,
+}
+
+impl DevProcess {
+    fn start() -> DevProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_stele"))
+            .args([
+                "dev",
+                "--port",
+                "0",
+                "--batch-window-ms",
+                "200",
+                "--stream",
+                "e2e-events",
+            ])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start stele dev");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let (mut pg_url, mut ingest) = (None, None);
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while Instant::now() < deadline {
+            let Ok(line) = rx.recv_timeout(Duration::from_secs(1)) else {
+                continue;
+            };
+            if let Some(url) = line.strip_prefix("PostgreSQL") {
+                pg_url = Some(url.trim().to_string());
+            }
+            if let Some(rest) = line.strip_prefix("ingest") {
+                let url = rest.split_whitespace().next().unwrap_or_default();
+                let host = url.trim_start_matches("http://").trim_end_matches("/v1/events");
+                ingest = host.parse().ok();
+            }
+            if line.starts_with("ready:") {
+                break;
+            }
+        }
+        DevProcess {
+            child,
+            pg_url: pg_url.expect("stele dev printed its PostgreSQL URL"),
+            ingest: ingest.expect("stele dev printed its ingest address"),
+        }
+    }
+
+    /// Ctrl-C, as a user would; returns whether it exited cleanly.
+    fn interrupt(&mut self) -> bool {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        false
+    }
+}
+
+impl Drop for DevProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn event_with_id(n: u64, id: &str) -> Value {
+    let mut event = demo::demo_event(n);
+    event["event_id"] = json!(id);
+    event
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accepted_events_land_in_postgres_exactly_once_and_bad_ones_nowhere() {
+    let mut dev = DevProcess::start();
+    let tokens = [
+        ("dev-token-acme", "acme"),
+        ("dev-token-globex", "globex"),
+        ("dev-token-initech", "initech"),
+    ];
+
+    // 3 tenants × 8 batches × 100 events, each batch sent twice (a client retry).
+    let mut accepted: HashMap<(String, String), String> = HashMap::new();
+    let mut n = 0u64;
+    for (token, tenant) in tokens {
+        for _ in 0..8 {
+            let events: Vec<Value> = (0..100)
+                .map(|_| {
+                    n += 1;
+                    event_with_id(n, &uuid::Uuid::now_v7().to_string())
+                })
+                .collect();
+            let body = json!({ "events": events }).to_string();
+            for attempt in 0..2 {
+                let response = http::post_json(dev.ingest, "/v1/events", Some(token), body.as_bytes())
+                    .await
+                    .unwrap();
+                assert_eq!(response.status, 202, "attempt {attempt}: {}", response.body);
+                let answer: Value = serde_json::from_str(&response.body).unwrap();
+                for item in answer["accepted"].as_array().expect("accepted list") {
+                    let id = item["event_id"].as_str().unwrap().to_string();
+                    let hash = item["event_hash"].as_str().unwrap().to_string();
+                    // A retry is a new receipt (new received_at, so a new hash); the
+                    // first copy on the stream is the one that is kept.
+                    accepted.entry((tenant.to_string(), id)).or_insert(hash);
+                }
+            }
+        }
+    }
+    assert_eq!(accepted.len(), 2400);
+
+    // A batch with one bad event is refused whole; a forged tenant is refused.
+    let mut bad_batch: Vec<Value> = (0..10)
+        .map(|i| event_with_id(90_000 + i, &uuid::Uuid::now_v7().to_string()))
+        .collect();
+    bad_batch[4]["outcome"] = json!("maybe");
+    let refused_ids: Vec<String> = bad_batch
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap().to_string())
+        .collect();
+    let response = http::post_json(
+        dev.ingest,
+        "/v1/events",
+        Some("dev-token-acme"),
+        json!({ "events": bad_batch }).to_string().as_bytes(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status, 400, "{}", response.body);
+    assert!(response.body.contains("events[4].outcome"), "{}", response.body);
+    let mut forged = event_with_id(99_999, &uuid::Uuid::now_v7().to_string());
+    forged["tenant_id"] = json!("globex");
+    let forged_id = forged["event_id"].as_str().unwrap().to_string();
+    let response = http::post_json(
+        dev.ingest,
+        "/v1/events",
+        Some("dev-token-acme"),
+        forged.to_string().as_bytes(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status, 403, "{}", response.body);
+    let response = http::post_json(
+        dev.ingest,
+        "/v1/events",
+        None,
+        demo::demo_event(1).to_string().as_bytes(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status, 401, "{}", response.body);
+
+    // Wait for the batch-writer to drain the stream.
+    let (client, conn) = tokio_postgres::connect(&dev.pg_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut rows = 0i64;
+    while Instant::now() < deadline {
+        rows = client
+            .query_one("SELECT count(*) FROM audit_events", &[])
+            .await
+            .unwrap()
+            .get(0);
+        if rows >= accepted.len() as i64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(rows, accepted.len() as i64, "every accepted event is stored, once");
+
+    let stored = client
+        .query(
+            "SELECT tenant_id, event_id::text, encode(event_hash, 'hex') FROM audit_events",
+            &[],
+        )
+        .await
+        .unwrap();
+    let mut seen: HashMap<(String, String), String> = HashMap::new();
+    for row in &stored {
+        let key = (row.get::<_, String>(0), row.get::<_, String>(1));
+        assert!(seen.insert(key, row.get(2)).is_none(), "no event is stored twice");
+    }
+    assert_eq!(
+        seen, accepted,
+        "the stored rows are exactly the accepted events, with their hashes"
+    );
+    for id in refused_ids.iter().chain([&forged_id]) {
+        assert!(
+            !seen.keys().any(|(_, stored_id)| stored_id == id),
+            "refused event {id} is not stored"
+        );
+    }
+
+    assert!(dev.interrupt(), "Ctrl-C stops stele dev cleanly");
+    let gone = tokio_postgres::connect(&dev.pg_url, tokio_postgres::NoTls).await;
+    assert!(gone.is_err(), "its PostgreSQL is stopped");
+}
