@@ -1,96 +1,14 @@
 //! End to end through `stele dev`, driven as a user would: a child process,
 //! HTTP on loopback, then rows read straight from its PostgreSQL.
 
+mod support;
+
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use stele::local::{demo, http};
-
-struct DevProcess {
-    child: Child,
-    pg_url: String,
-    ingest: SocketAddr,
-}
-
-impl DevProcess {
-    fn start() -> DevProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_stele"))
-            .args([
-                "dev",
-                "--port",
-                "0",
-                "--batch-window-ms",
-                "200",
-                "--stream",
-                "e2e-events",
-            ])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start stele dev");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let (mut pg_url, mut ingest) = (None, None);
-        let deadline = Instant::now() + Duration::from_secs(300);
-        while Instant::now() < deadline {
-            let Ok(line) = rx.recv_timeout(Duration::from_secs(1)) else {
-                continue;
-            };
-            if let Some(url) = line.strip_prefix("PostgreSQL") {
-                pg_url = Some(url.trim().to_string());
-            }
-            if let Some(rest) = line.strip_prefix("ingest") {
-                let url = rest.split_whitespace().next().unwrap_or_default();
-                let host = url.trim_start_matches("http://").trim_end_matches("/v1/events");
-                ingest = host.parse().ok();
-            }
-            if line.starts_with("ready:") {
-                break;
-            }
-        }
-        DevProcess {
-            child,
-            pg_url: pg_url.expect("stele dev printed its PostgreSQL URL"),
-            ingest: ingest.expect("stele dev printed its ingest address"),
-        }
-    }
-
-    /// Ctrl-C, as a user would; returns whether it exited cleanly.
-    fn interrupt(&mut self) -> bool {
-        let _ = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.success();
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        false
-    }
-}
-
-impl Drop for DevProcess {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
+use support::DevProcess;
 
 fn event_with_id(n: u64, id: &str) -> Value {
     let mut event = demo::demo_event(n);
@@ -100,7 +18,7 @@ fn event_with_id(n: u64, id: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accepted_events_land_in_postgres_exactly_once_and_bad_ones_nowhere() {
-    let mut dev = DevProcess::start();
+    let mut dev = DevProcess::start(&["--stream", "e2e-events"]);
     let tokens = [
         ("dev-token-acme", "acme"),
         ("dev-token-globex", "globex"),

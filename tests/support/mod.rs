@@ -8,8 +8,12 @@
 //! process exits, however it exits.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use aws_config::SdkConfig;
 #[allow(unused_imports)]
@@ -170,4 +174,89 @@ pub fn unique_name(prefix: &str) -> String {
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     format!("{prefix}-{}-{n}-{nanos:x}", std::process::id())
+}
+
+/// `stele dev` as a child process, as a user runs it. Killed on drop.
+pub struct DevProcess {
+    pub child: Child,
+    /// Its PostgreSQL (printed at start).
+    pub pg_url: String,
+    /// Its ingest HTTP front.
+    pub ingest: SocketAddr,
+    /// Its LocalStack endpoint.
+    pub aws_endpoint: String,
+}
+
+impl DevProcess {
+    /// Start `stele dev --port 0` with `extra` arguments; returns once it prints "ready:".
+    pub fn start(extra: &[&str]) -> DevProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_stele"))
+            .args(["dev", "--port", "0", "--batch-window-ms", "200"])
+            .args(extra)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start stele dev");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let (mut pg_url, mut ingest, mut aws_endpoint) = (None, None, None);
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while Instant::now() < deadline {
+            let Ok(line) = rx.recv_timeout(Duration::from_secs(1)) else {
+                continue;
+            };
+            if let Some(url) = line.strip_prefix("PostgreSQL") {
+                pg_url = Some(url.trim().to_string());
+            }
+            if let Some(rest) = line.strip_prefix("ingest") {
+                let url = rest.split_whitespace().next().unwrap_or_default();
+                let host = url.trim_start_matches("http://").trim_end_matches("/v1/events");
+                ingest = host.parse().ok();
+            }
+            if let Some(rest) = line.strip_prefix("LocalStack") {
+                aws_endpoint = rest.split_whitespace().next().map(str::to_string);
+            }
+            if line.starts_with("ready:") {
+                break;
+            }
+        }
+        DevProcess {
+            child,
+            pg_url: pg_url.expect("stele dev printed its PostgreSQL URL"),
+            ingest: ingest.expect("stele dev printed its ingest address"),
+            aws_endpoint: aws_endpoint.expect("stele dev printed its LocalStack endpoint"),
+        }
+    }
+
+    /// Ctrl-C, as a user would; returns whether it exited cleanly.
+    pub fn interrupt(&mut self) -> bool {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        false
+    }
+}
+
+impl Drop for DevProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
