@@ -265,7 +265,7 @@ impl<S: ArchiveStore + 'static> Archiver<S> {
                 let rows = c
                     .query(
                         &format!(
-                            "SELECT tenant_id, count(*) FROM ONLY {partition} GROUP BY 1 ORDER BY 1 COLLATE \"C\""
+                            "SELECT tenant_id, count(*) FROM ONLY {partition} GROUP BY tenant_id ORDER BY tenant_id COLLATE \"C\""
                         ),
                         &[],
                     )

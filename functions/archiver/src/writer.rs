@@ -159,8 +159,30 @@ impl<'a, S: ArchiveStore> ParquetPartWriter<'a, S> {
         Ok(())
     }
 
-    /// Write the footer, upload the rest and complete the upload.
+    /// Write the footer, upload the rest and complete the upload. On failure
+    /// the multipart upload is aborted.
     pub async fn finish(mut self) -> Result<PartManifest, Error> {
+        let row_groups = match self.finish_upload().await {
+            Ok(n) => n,
+            Err(e) => {
+                self.abort().await;
+                return Err(e);
+            }
+        };
+        let sink = self.writer.inner_mut();
+        let sha256 = hex::encode(std::mem::take(&mut sink.hasher).finalize());
+        Ok(PartManifest {
+            key: self.key,
+            rows: self.rows,
+            bytes: sink.bytes,
+            sha256,
+            row_groups,
+            min_occurred_at_us: self.min_us,
+            max_occurred_at_us: self.max_us,
+        })
+    }
+
+    async fn finish_upload(&mut self) -> Result<u32, Error> {
         let meta = self.writer.finish().map_err(|e| self.parquet_err(e))?;
         if !self.writer.inner().buf.is_empty() || self.parts.is_empty() {
             self.upload_buffered().await?;
@@ -169,22 +191,12 @@ impl<'a, S: ArchiveStore> ParquetPartWriter<'a, S> {
             .complete_upload(&self.key, &self.upload_id, &self.parts)
             .await
             .map_err(|e| e.at(self.partition, Step::Upload))?;
-        let sink = self.writer.inner_mut();
-        let sha256 = hex::encode(std::mem::take(&mut sink.hasher).finalize());
-        Ok(PartManifest {
-            key: self.key,
-            rows: self.rows,
-            bytes: sink.bytes,
-            sha256,
-            row_groups: meta.num_row_groups() as u32,
-            min_occurred_at_us: self.min_us,
-            max_occurred_at_us: self.max_us,
-        })
+        Ok(meta.num_row_groups() as u32)
     }
 
     /// Give up on this file: abort the multipart upload (best effort; the next
     /// run aborts whatever is left).
-    pub async fn abort(self) {
+    pub async fn abort(&self) {
         if let Err(e) = self.store.abort_upload(&self.key, &self.upload_id).await {
             tracing::warn!(partition = self.partition, key = %self.key, error = %e, "could not abort a multipart upload");
         }
