@@ -8,6 +8,7 @@ mod dev;
 #[command(
     name = "stele",
     version,
+    args_override_self = true,
     about = "stele: audit events over HTTPS → Kinesis → PostgreSQL → S3 Parquet"
 )]
 struct Cli {
@@ -17,8 +18,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Start PostgreSQL and LocalStack on this machine, create the schema, stream,
-    /// dead-letter queue and archive bucket, and keep them up until Ctrl-C.
+    /// Run the whole pipeline locally: PostgreSQL and LocalStack as host processes,
+    /// the ingest handler behind a local HTTP front, the batch-writer behind an
+    /// event source mapping emulator; Ctrl-C drains the stream and stops everything.
     Dev(dev::DevArgs),
     /// Print the archive's Parquet columns, Hive partition keys and layout as
     /// JSON (the Glue table must match it).
