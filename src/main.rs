@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 
 mod dev;
+mod send;
 
 #[derive(Parser)]
 #[command(
@@ -22,6 +23,8 @@ enum Command {
     /// the ingest handler behind a local HTTP front, the batch-writer behind an
     /// event source mapping emulator; Ctrl-C drains the stream and stops everything.
     Dev(dev::DevArgs),
+    /// Post events from a file or stdin to an ingest endpoint (e.g. `stele dev`'s).
+    Send(send::SendArgs),
     /// Print the archive's Parquet columns, Hive partition keys and layout as
     /// JSON (the Glue table must match it).
     ArchiveSchema,
@@ -39,6 +42,7 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Dev(args) => dev::run(args).await,
+        Command::Send(args) => send::run(args).await,
         Command::ArchiveSchema => {
             println!("{:#}", stele_archiver::schema::describe());
             Ok(())

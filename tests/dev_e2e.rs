@@ -139,6 +139,46 @@ async fn accepted_events_land_in_postgres_exactly_once_and_bad_ones_nowhere() {
         );
     }
 
+    // `stele send` posts a file of NDJSON events as a user would.
+    let file = std::env::temp_dir().join(format!("stele-send-{}.ndjson", std::process::id()));
+    let sent_ids: Vec<String> = (0..3).map(|_| uuid::Uuid::now_v7().to_string()).collect();
+    let lines: Vec<String> = sent_ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| event_with_id(i as u64, id).to_string())
+        .collect();
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_stele"))
+        .args([
+            "send",
+            "--endpoint",
+            &dev.ingest.to_string(),
+            "--token",
+            "dev-token-globex",
+        ])
+        .arg(&file)
+        .status()
+        .unwrap();
+    let _ = std::fs::remove_file(&file);
+    assert!(status.success(), "stele send succeeds");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut found = 0i64;
+    while Instant::now() < deadline && found < 3 {
+        found = client
+            .query_one(
+                "SELECT count(*) FROM audit_events WHERE tenant_id = 'globex' AND event_id::text = ANY($1)",
+                &[&sent_ids],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(
+        found, 3,
+        "the events sent with `stele send` are stored for the token's tenant"
+    );
+
     assert!(dev.interrupt(), "Ctrl-C stops stele dev cleanly");
     let gone = tokio_postgres::connect(&dev.pg_url, tokio_postgres::NoTls).await;
     assert!(gone.is_err(), "its PostgreSQL is stopped");
