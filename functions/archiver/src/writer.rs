@@ -202,3 +202,89 @@ impl<'a, S: ArchiveStore> ParquetPartWriter<'a, S> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{ArrayRef, Int32Array, StringArray, TimestampMicrosecondArray};
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    use super::*;
+    use crate::store::MemoryStore;
+
+    fn batch(from: i64, n: usize) -> RecordBatch {
+        let cols: Vec<ArrayRef> = schema::schema()
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| -> ArrayRef {
+                match f.data_type() {
+                    arrow::datatypes::DataType::Timestamp(_, _) => Arc::new(
+                        TimestampMicrosecondArray::from_iter_values((0..n as i64).map(|k| (from + k) * 1_000_003))
+                            .with_timezone("UTC"),
+                    ),
+                    arrow::datatypes::DataType::Int32 => Arc::new(Int32Array::from(vec![1; n])),
+                    _ => Arc::new(StringArray::from_iter_values((0..n as i64).map(|k| {
+                        format!("{i}-{:x}", ((from + k) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+                    }))),
+                }
+            })
+            .collect();
+        RecordBatch::try_new(schema::schema(), cols).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_file_streamed_in_many_parts_is_one_valid_parquet_object_with_its_hash() {
+        let store = MemoryStore::new();
+        let mut config = ArchiverConfig::new("b");
+        config.part_bytes = 64 * 1024; // below S3's minimum: only the fake allows it
+        config.row_group_rows = 5_000;
+        let mut w = ParquetPartWriter::create(&store, "p", "k/part-00000.parquet".into(), &config)
+            .await
+            .unwrap();
+        for i in 0..12 {
+            w.write(&batch(i * 2_000, 2_000)).await.unwrap();
+        }
+        let part = w.finish().await.unwrap();
+        let object = store.get("k/part-00000.parquet").await.unwrap().unwrap();
+        assert_eq!(part.rows, 24_000);
+        assert_eq!(part.bytes, object.len() as u64);
+        assert_eq!(part.sha256, hex::encode(Sha256::digest(&object)));
+        assert_eq!(part.row_groups, 5);
+        assert_eq!(part.min_occurred_at_us, Some(0));
+        assert_eq!(store.pending_uploads(), 0);
+        let reader = ParquetRecordBatchReaderBuilder::try_new(object).unwrap();
+        assert_eq!(reader.metadata().file_metadata().num_rows(), 24_000);
+        assert_eq!(reader.schema().fields(), schema::schema().fields());
+    }
+
+    #[tokio::test]
+    async fn a_failed_part_aborts_the_upload() {
+        let mut store = MemoryStore::new();
+        store.fail_after_parts = Some(1);
+        let mut config = ArchiverConfig::new("b");
+        config.part_bytes = 16 * 1024;
+        config.row_group_rows = 1_024;
+        let mut w = ParquetPartWriter::create(&store, "p", "k".into(), &config)
+            .await
+            .unwrap();
+        let mut failed = None;
+        for i in 0..20 {
+            if let Err(e) = w.write(&batch(i * 1_000, 1_000)).await {
+                failed = Some(e);
+                break;
+            }
+        }
+        let err = match failed {
+            Some(e) => {
+                w.abort().await;
+                e
+            }
+            None => w.finish().await.unwrap_err(),
+        };
+        assert!(err.to_string().contains("p: upload"), "{err}");
+        assert_eq!(store.pending_uploads(), 0);
+        assert!(store.keys().is_empty());
+    }
+}
