@@ -50,6 +50,20 @@ pub struct DevArgs {
     /// Day partitions created around today.
     #[arg(long, default_value_t = 3)]
     days_around: u64,
+    /// Oldest accepted `occurred_at`, in hours (ingest's max lateness).
+    #[arg(long, default_value_t = 72)]
+    max_lateness_hours: i64,
+    /// Run the archiver every this many seconds (off when absent).
+    #[arg(long, value_name = "SECS")]
+    archive_every: Option<u64>,
+    /// Archiver: days a partition stays hot in PostgreSQL.
+    #[arg(long, default_value_t = 30)]
+    retention_days: i64,
+    /// Archiver: hours after a day's end before it may be archived (default: the
+    /// ingest max lateness). Below that, late rows for an archived day are sent to
+    /// the dead-letter queue rather than written — fine for a demo, not production.
+    #[arg(long)]
+    archive_lateness_hours: Option<i64>,
     /// Send realistic traffic from a few tenants and show progress.
     #[arg(long)]
     demo: bool,
@@ -140,7 +154,8 @@ async fn serve(args: &DevArgs, pg_url: &str, aws_endpoint: &str) -> Result<(), B
     let (stop_tx, stop_rx) = watch::channel(false);
 
     // Ingest: the Lambda's handler behind a local HTTP front.
-    let ingest_config = IngestConfig::new(&args.stream);
+    let mut ingest_config = IngestConfig::new(&args.stream);
+    ingest_config.window.max_lateness = chrono::TimeDelta::hours(args.max_lateness_hours);
     let ingest = Arc::new(Ingest::new(
         ingest_config,
         KinesisSink::new(kinesis.clone(), &args.stream),
@@ -209,10 +224,40 @@ async fn serve(args: &DevArgs, pg_url: &str, aws_endpoint: &str) -> Result<(), B
         let tokens: Vec<String> = tenants.keys().cloned().collect();
         tokio::spawn(demo::send_traffic(addr, tokens, sent.clone(), stop_rx.clone()))
     });
+    let archived = Arc::new(demo::ArchiveTotals::default());
+    let archive_timer = args.archive_every.map(|every| {
+        let settings = crate::archive::ArchiveSettings {
+            bucket: args.bucket.clone(),
+            prefix: "audit".into(),
+            retention_days: args.retention_days,
+            max_lateness_hours: args.archive_lateness_hours.unwrap_or(args.max_lateness_hours),
+            drop_after_archive: true,
+        };
+        let archiver = crate::archive::build(pg_url, &sdk, &settings);
+        println!(
+            "archiver       every {every} s: partitions older than {} days (and {} h of lateness) → s3://{}/audit/",
+            settings.retention_days, settings.max_lateness_hours, settings.bucket
+        );
+        // The archiver's export future is not `Send` (parquet's writer holds
+        // non-`Sync` state across awaits), so it gets a thread and runtime of its own.
+        let (archived, stop) = (archived.clone(), stop_rx.clone());
+        std::thread::spawn(
+            move || match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt.block_on(demo::archive_periodically(
+                    archiver,
+                    Duration::from_secs(every.max(1)),
+                    archived,
+                    stop,
+                )),
+                Err(e) => eprintln!("stele dev: archiver timer not started: {e}"),
+            },
+        )
+    });
     let progress = tokio::spawn(demo::report_progress(
         sent.clone(),
         written.clone(),
         mapping_stats.clone(),
+        archived.clone(),
         stop_rx.clone(),
     ));
 
@@ -227,6 +272,9 @@ async fn serve(args: &DevArgs, pg_url: &str, aws_endpoint: &str) -> Result<(), B
         Ok(Ok(())) => {}
         Ok(Err(e)) => eprintln!("stele dev: event source mapping: {e}"),
         Err(e) => eprintln!("stele dev: event source mapping stopped: {e}"),
+    }
+    if let Some(timer) = archive_timer {
+        let _ = tokio::task::spawn_blocking(move || timer.join()).await;
     }
     let _ = progress.await;
     eprintln!(

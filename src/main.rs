@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod archive;
 mod dev;
 mod send;
 
@@ -25,6 +26,9 @@ enum Command {
     Dev(dev::DevArgs),
     /// Post events from a file or stdin to an ingest endpoint (e.g. `stele dev`'s).
     Send(send::SendArgs),
+    /// Run the archiver once (as the scheduled Lambda does): old partitions to
+    /// S3 Parquet, verified, then detached and dropped. `--dry-run` changes nothing.
+    Archive(archive::ArchiveArgs),
     /// Print the archive's Parquet columns, Hive partition keys and layout as
     /// JSON (the Glue table must match it).
     ArchiveSchema,
@@ -43,6 +47,7 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Dev(args) => dev::run(args).await,
         Command::Send(args) => send::run(args).await,
+        Command::Archive(args) => archive::run(args).await,
         Command::ArchiveSchema => {
             println!("{:#}", stele_archiver::schema::describe());
             Ok(())
