@@ -179,13 +179,10 @@ impl<S: EventSink> Ingest<S> {
             }
             Err(TenantError::Unusable(msg)) => return error_response(StatusCode::FORBIDDEN, "forbidden", msg),
         };
-        let events = match request::check_media_type(req.headers()).and_then(|()| {
-            request::parse_events(
-                req.body().as_ref(),
-                self.config.max_request_bytes,
-                self.config.max_events,
-            )
-        }) {
+        let events = match request::check_media_type(req.headers())
+            .and_then(|()| request::decode_body(req.headers(), req.body().as_ref(), self.config.max_request_bytes))
+            .and_then(|body| request::parse_events(&body, self.config.max_request_bytes, self.config.max_events))
+        {
             Ok(events) => events,
             Err(BodyError::UnsupportedMediaType(msg)) => {
                 return error_response(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", msg)

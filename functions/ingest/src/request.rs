@@ -2,6 +2,9 @@
 //! single-or-batch shape. Nothing here looks inside an event; that is
 //! `stele_core::validate_event`'s job.
 
+use std::borrow::Cow;
+use std::io::Read;
+
 use lambda_http::http::{header, HeaderMap};
 use serde_json::Value;
 use stele_core::{Code, Problem};
@@ -27,7 +30,7 @@ pub struct Events {
 
 /// Check the headers that describe the body: `Content-Type` must be JSON
 /// (`application/json` or `application/<x>+json`, charset UTF-8 if given), and the
-/// body must not be content-encoded.
+/// body uncompressed or gzip (`Content-Encoding: gzip`, see [`decode_body`]).
 pub fn check_media_type(headers: &HeaderMap) -> Result<(), BodyError> {
     let unsupported = |why: String| Err(BodyError::UnsupportedMediaType(why));
     let Some(raw) = headers.get(header::CONTENT_TYPE) else {
@@ -53,15 +56,51 @@ pub fn check_media_type(headers: &HeaderMap) -> Result<(), BodyError> {
             }
         }
     }
-    if let Some(encoding) = headers.get(header::CONTENT_ENCODING) {
-        let encoding = encoding.to_str().unwrap_or("?").trim();
-        if !encoding.is_empty() && !encoding.eq_ignore_ascii_case("identity") {
-            return unsupported(format!(
-                "Content-Encoding `{encoding}` is not supported; send the body uncompressed"
-            ));
-        }
+    content_encoding(headers).map(|_| ())
+}
+
+/// `true` for a gzip body; `415` for any encoding but gzip and identity.
+fn content_encoding(headers: &HeaderMap) -> Result<bool, BodyError> {
+    let Some(encoding) = headers.get(header::CONTENT_ENCODING) else {
+        return Ok(false);
+    };
+    let encoding = encoding.to_str().unwrap_or("?").trim();
+    if encoding.is_empty() || encoding.eq_ignore_ascii_case("identity") {
+        return Ok(false);
     }
-    Ok(())
+    if encoding.eq_ignore_ascii_case("gzip") || encoding.eq_ignore_ascii_case("x-gzip") {
+        return Ok(true);
+    }
+    Err(BodyError::UnsupportedMediaType(format!(
+        "Content-Encoding `{encoding}` is not supported; send the body uncompressed or gzip"
+    )))
+}
+
+/// The body as sent, or decompressed when it is gzip. The byte limit applies
+/// to the decompressed body (a small bomb is refused with `413`, never inflated
+/// past `max_bytes + 1`); a body that is not valid gzip is `400`.
+pub fn decode_body<'a>(headers: &HeaderMap, body: &'a [u8], max_bytes: usize) -> Result<Cow<'a, [u8]>, BodyError> {
+    if !content_encoding(headers)? {
+        return Ok(Cow::Borrowed(body));
+    }
+    let mut out = Vec::new();
+    let limit = u64::try_from(max_bytes).unwrap_or(u64::MAX).saturating_add(1);
+    flate2::read::GzDecoder::new(body)
+        .take(limit)
+        .read_to_end(&mut out)
+        .map_err(|e| {
+            BodyError::Invalid(vec![Problem::new(
+                "",
+                Code::InvalidJson,
+                format!("the body is declared gzip but cannot be decompressed: {e}"),
+            )])
+        })?;
+    if out.len() > max_bytes {
+        return Err(BodyError::TooLarge(format!(
+            "the body is over {max_bytes} bytes once decompressed; the limit is {max_bytes}"
+        )));
+    }
+    Ok(Cow::Owned(out))
 }
 
 /// Parse a body into events, enforcing the byte and event-count limits.
@@ -169,16 +208,57 @@ mod tests {
     }
 
     #[test]
-    fn non_json_missing_latin1_or_gzip_bodies_are_unsupported() {
+    fn non_json_missing_latin1_or_brotli_bodies_are_unsupported() {
         let cases = [
             headers(&[]),
             headers(&[("content-type", "text/plain")]),
             headers(&[("content-type", "application/json; charset=latin1")]),
-            headers(&[("content-type", "application/json"), ("content-encoding", "gzip")]),
+            headers(&[("content-type", "application/json"), ("content-encoding", "br")]),
+            headers(&[("content-type", "application/json"), ("content-encoding", "gzip, br")]),
         ];
         for h in cases {
             assert!(matches!(check_media_type(&h), Err(BodyError::UnsupportedMediaType(_))));
         }
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(data).unwrap();
+        enc.finish().unwrap()
+    }
+
+    #[test]
+    fn a_gzip_body_is_decompressed_and_a_plain_one_kept() {
+        let json = headers(&[("content-type", "application/json"), ("content-encoding", "GZIP")]);
+        assert_eq!(check_media_type(&json), Ok(()));
+        let body = br#"{"events":[{},{}]}"#;
+        let zipped = gzip(body);
+        let decoded = decode_body(&json, &zipped, 1024).unwrap();
+        assert_eq!(&decoded[..], &body[..]);
+        let plain = headers(&[("content-type", "application/json"), ("content-encoding", "identity")]);
+        assert!(matches!(decode_body(&plain, body, 1024), Ok(Cow::Borrowed(_))));
+    }
+
+    #[test]
+    fn the_size_limit_applies_after_decompression() {
+        let h = headers(&[("content-encoding", "gzip")]);
+        let bomb = gzip(&vec![b' '; 64 * 1024]);
+        assert!(bomb.len() < 1024);
+        assert!(matches!(decode_body(&h, &bomb, 1024), Err(BodyError::TooLarge(_))));
+        assert!(decode_body(&h, &gzip(&[b' '; 1024]), 1024).is_ok(), "exactly the limit");
+    }
+
+    #[test]
+    fn a_body_that_is_not_gzip_is_invalid() {
+        let h = headers(&[("content-encoding", "gzip")]);
+        let Err(BodyError::Invalid(p)) = decode_body(&h, br#"{"events":[]}"#, 1024) else {
+            panic!("expected invalid");
+        };
+        assert_eq!(p[0].code, Code::InvalidJson);
+        let mut cut = gzip(br#"{"events":[{}]}"#);
+        cut.truncate(cut.len() - 6);
+        assert!(matches!(decode_body(&h, &cut, 1024), Err(BodyError::Invalid(_))));
     }
 
     #[test]
