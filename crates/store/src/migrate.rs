@@ -22,7 +22,7 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
 }];
 
 /// Arbitrary constant key for `pg_advisory_xact_lock`: "stele" in ASCII.
-const MIGRATION_LOCK_KEY: i64 = 0x7374_656c_65;
+const MIGRATION_LOCK_KEY: i64 = 0x7374656c65;
 
 /// Apply pending migrations; returns the versions applied by this call.
 pub async fn migrate(client: &Client) -> Result<Vec<i32>> {

@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 pub const PARENT_TABLE: &str = "audit_events";
 
 /// Advisory lock key serialising partition DDL between writers and the archiver.
-const PARTITION_LOCK_KEY: i64 = 0x7374_656c_6570;
+const PARTITION_LOCK_KEY: i64 = 0x7374656c6570;
 
 /// A day partition as it exists in the catalog.
 #[derive(Debug, Clone, PartialEq, Eq)]
