@@ -8,6 +8,8 @@
 //! process exits, however it exits.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod faults;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
