@@ -90,7 +90,7 @@ const ACTIONS: [(&str, &str, &str); 8] = [
 /// archiver with a short retention has something to archive in a demo.
 pub fn demo_event(n: u64) -> Value {
     let (category, action, outcome) = ACTIONS[(n % ACTIONS.len() as u64) as usize];
-    let occurred_at = if n % 10 == 0 {
+    let occurred_at = if n.is_multiple_of(10) {
         Utc::now() - chrono::TimeDelta::days(2)
     } else {
         Utc::now()
