@@ -73,6 +73,8 @@ async fn a_burst_from_many_tasks_is_stored_exactly_once_and_shutdown_sends_the_r
         .service("client-test")
         // Nothing leaves by age: a batch goes when full (500), the rest only at shutdown.
         .max_batch_age(Duration::from_secs(3600))
+        // LocalStack's Kinesis takes ~2 000 records/s: a generous deadline, not a speed claim.
+        .shutdown_timeout(Duration::from_secs(120))
         .build()
         .expect("client");
 
