@@ -178,3 +178,195 @@ async fn the_same_batch_written_twice_concurrently_stores_each_event_once() {
     acc.assert_exact();
     assert_eq!(acc.stored, acc.accepted);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kinesis_put_faults_through_a_loopback_proxy_lose_no_accepted_event_and_store_none_refused() {
+    use support::faults::{FaultProxy, ProxyAction::*};
+    let env = TestEnv::get().await;
+    let db = env.fresh_database().await;
+    db.migrated_client().await;
+    let stream = faults::stream(env, 2).await;
+    // Only the ingest function's PutRecords go through the proxy; the mapping
+    // reads LocalStack directly. The plan repeats: throttling, 500s, refused
+    // connections, and answers lost after Kinesis stored the records (the
+    // ambiguous case: the SDK or the handler puts them again).
+    let proxy = FaultProxy::start(
+        &env.aws_endpoint,
+        vec![
+            Pass,
+            Throttle,
+            Pass,
+            LoseAnswer,
+            Refuse,
+            Pass,
+            ServerError,
+            Throttle,
+            LoseAnswer,
+            Pass,
+            Refuse,
+        ],
+    )
+    .await;
+    let through_proxy = aws_sdk_kinesis::Client::new(&stele::local::aws::sdk_config(&proxy.endpoint()).await);
+    let ingest = ingest(through_proxy, &stream);
+    let mapping = Mapping::start(env, &stream, &db.url, 200).await;
+
+    let mut ledger = Ledger::new();
+    let now = Utc::now();
+    let mut answers = std::collections::BTreeMap::<u16, usize>::new();
+    for r in 0..16 {
+        let events = faults::events(40, now, Duration::from_secs(3600), r * 40);
+        // A client tries a 503'd request 3 times in all, with the same ids.
+        let status = ledger.post(&ingest, TENANTS[r % 3], &events, 3).await;
+        *answers.entry(status).or_default() += 1;
+        if r % 5 == 0 {
+            let status = ledger.post(&ingest, TENANTS[r % 3], &refused_request(3), 1).await;
+            assert_eq!(status, 400);
+        }
+    }
+    proxy.armed.store(false, Ordering::Relaxed);
+    mapping.drain(Duration::from_secs(90)).await;
+
+    let on_stream = faults::read_stream(&env.kinesis().await, &stream).await.len();
+    let acc = faults::reconcile(
+        "Kinesis PutRecords throttled / 500 / refused / answer lost (loopback proxy)",
+        &ledger,
+        &db.client().await,
+        None,
+    )
+    .await;
+    eprintln!(
+        "(proxy: {}; final answers {answers:?}; records on the stream {on_stream})",
+        proxy.stats.summary()
+    );
+    acc.assert_exact();
+    let injected = proxy.stats.throttled.load(Ordering::Relaxed)
+        + proxy.stats.refused.load(Ordering::Relaxed)
+        + proxy.stats.lost_answers.load(Ordering::Relaxed)
+        + proxy.stats.server_errors.load(Ordering::Relaxed);
+    assert!(injected >= 5, "faults were injected: {}", proxy.stats.summary());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_connections_dropped_while_batches_flow_lose_and_duplicate_no_event() {
+    let env = TestEnv::get().await;
+    let db = env.fresh_database().await;
+    db.migrated_client().await;
+    let stream = faults::stream(env, 2).await;
+    let ingest = ingest(env.kinesis().await, &stream);
+    let mapping = Mapping::start(env, &stream, &db.url, 50).await;
+
+    // Terminate every other session of the database every 100 ms until told
+    // to stop (bounded: at most 600 rounds).
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let admin = db.client().await;
+    let terminator = tokio::spawn(async move {
+        let mut terminated = 0i64;
+        for _ in 0..600 {
+            terminated += faults::terminate_backends(&admin).await;
+            if tokio::time::timeout(Duration::from_millis(100), stopped.changed())
+                .await
+                .is_ok()
+            {
+                break;
+            }
+        }
+        terminated
+    });
+
+    let mut ledger = Ledger::new();
+    let mut round = 0;
+    for _ in 0..4 {
+        send(&mut ledger, &ingest, &mut round, 4).await;
+        assert_eq!(ledger.post(&ingest, "initech", &refused_request(2), 1).await, 400);
+    }
+    let accepted = ledger.count(|s| s.outcome == faults::Outcome::Accepted) as u64;
+    let caught_up = mapping
+        .wait_for(Duration::from_secs(60), |m| m.acknowledged() >= accepted)
+        .await;
+    let _ = stop.send(true);
+    let terminated = terminator.await.expect("terminator");
+    assert!(caught_up, "the writer caught up while connections were being dropped");
+    let failed = mapping.failed_items.clone();
+    mapping.drain(Duration::from_secs(60)).await;
+
+    let acc = faults::reconcile(
+        "PostgreSQL connections dropped (pg_terminate_backend every 100 ms)",
+        &ledger,
+        &db.client().await,
+        None,
+    )
+    .await;
+    eprintln!(
+        "(sessions terminated: {terminated}; batch items reported failed and redelivered: {})",
+        failed.load(Ordering::Relaxed)
+    );
+    acc.assert_exact();
+    assert_eq!(acc.stored, acc.accepted);
+    assert!(terminated > 0, "connections were dropped");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_out_of_order_across_shards_are_each_stored_once() {
+    let env = TestEnv::get().await;
+    let db = env.fresh_database().await;
+    db.migrated_client().await;
+    let stream = faults::stream(env, 4).await;
+    let kinesis = env.kinesis().await;
+    // One hot tenant spread over 8 partition keys, so its day lands on every shard.
+    let mut config = IngestConfig::new(&stream);
+    config.hot_tenants = stele_ingest::HotTenants::parse("hot=8").expect("hot tenants");
+    let ingest = Ingest::new(config, KinesisSink::new(kinesis.clone(), &stream)).with_policy(policy());
+    let mut ledger = Ledger::new();
+    let now = Utc::now();
+    for r in 0..12 {
+        let tenant = if r % 3 == 2 { "acme" } else { "hot" };
+        let events = faults::events(50, now, Duration::from_secs(3600), r * 50);
+        assert_eq!(ledger.post(&ingest, tenant, &events, 5).await, 202);
+    }
+    assert_eq!(ledger.post(&ingest, "hot", &refused_request(5), 1).await, 400);
+
+    let records = faults::read_stream(&kinesis, &stream).await;
+    let hot_shards: std::collections::BTreeSet<String> = records
+        .iter()
+        .filter(|(_, r)| r.kinesis.partition_key.starts_with("hot#"))
+        .map(|(shard, _)| shard.clone())
+        .collect();
+    assert!(hot_shards.len() >= 2, "the hot tenant spans shards: {hot_shards:?}");
+
+    // First, every record in a shuffled order across shards (newest first,
+    // shards interleaved), in batches of 37, by one writer; then the first
+    // batches again, stale, as a late redelivery would bring them.
+    let mut shuffled: Vec<_> = records.into_iter().map(|(_, r)| r).collect();
+    shuffled.reverse();
+    shuffled.sort_by_key(|r| {
+        let seq = &r.kinesis.sequence_number;
+        seq.bytes()
+            .rev()
+            .take(6)
+            .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)))
+    });
+    let writer = faults::writer(env, &db.url).await;
+    let batches: Vec<_> = shuffled.chunks(37).collect();
+    for batch in batches.iter().chain(batches.iter().take(3)) {
+        let response = writer
+            .handle_batch(stele_batch_writer::kinesis::event(batch.to_vec()))
+            .await;
+        assert!(response.batch_item_failures.is_empty(), "a healthy write");
+    }
+    // Then the mapping delivers every shard again, each shard's poller at its
+    // own pace, in parallel.
+    let mapping = Mapping::start(env, &stream, &db.url, 100).await;
+    mapping.drain(Duration::from_secs(60)).await;
+
+    let acc = faults::reconcile(
+        "records out of order across shards (shuffled, stale redelivery, then per-shard pollers)",
+        &ledger,
+        &db.client().await,
+        None,
+    )
+    .await;
+    eprintln!("(the hot tenant's records were on {} shards)", hot_shards.len());
+    acc.assert_exact();
+    assert_eq!(acc.stored, acc.accepted);
+}
