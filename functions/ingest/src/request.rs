@@ -85,20 +85,28 @@ pub fn decode_body<'a>(headers: &HeaderMap, body: &'a [u8], max_bytes: usize) ->
     }
     let mut out = Vec::new();
     let limit = u64::try_from(max_bytes).unwrap_or(u64::MAX).saturating_add(1);
-    flate2::read::GzDecoder::new(body)
+    let invalid = |why: String| {
+        BodyError::Invalid(vec![Problem::new(
+            "",
+            Code::InvalidJson,
+            format!("the body is declared gzip but cannot be decompressed: {why}"),
+        )])
+    };
+    // `bufread` over the slice, so that what follows the gzip member is known exactly.
+    let mut decoder = flate2::bufread::GzDecoder::new(body);
+    (&mut decoder)
         .take(limit)
         .read_to_end(&mut out)
-        .map_err(|e| {
-            BodyError::Invalid(vec![Problem::new(
-                "",
-                Code::InvalidJson,
-                format!("the body is declared gzip but cannot be decompressed: {e}"),
-            )])
-        })?;
+        .map_err(|e| invalid(e.to_string()))?;
     if out.len() > max_bytes {
         return Err(BodyError::TooLarge(format!(
             "the body is over {max_bytes} bytes once decompressed; the limit is {max_bytes}"
         )));
+    }
+    // Bytes after the first member (a second member, garbage) would be silently
+    // dropped here while another reader of the same body might decode them.
+    if !decoder.into_inner().is_empty() {
+        return Err(invalid("data follows the end of the gzip stream".into()));
     }
     Ok(Cow::Owned(out))
 }
