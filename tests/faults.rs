@@ -370,3 +370,281 @@ async fn records_out_of_order_across_shards_are_each_stored_once() {
     acc.assert_exact();
     assert_eq!(acc.stored, acc.accepted);
 }
+
+/// Events a few days old (ingest's window widened) for 3 tenants over two
+/// days, through ingest → Kinesis → mapping → writer, drained. Returns the
+/// ledger and the two days.
+async fn old_days_in_postgres(env: &TestEnv, db: &support::TestDb) -> (Ledger, [chrono::NaiveDate; 2]) {
+    let stream = faults::stream(env, 2).await;
+    let mut config = IngestConfig::new(&stream);
+    config.window.max_lateness = chrono::TimeDelta::days(10);
+    let ingest = Ingest::new(config, KinesisSink::new(env.kinesis().await, &stream)).with_policy(policy());
+    let mapping = Mapping::start(env, &stream, &db.url, 200).await;
+    let today = Utc::now().date_naive();
+    let days = [today - chrono::Duration::days(5), today - chrono::Duration::days(4)];
+    let mut ledger = Ledger::new();
+    for r in 0..12 {
+        let noon = days[r % 2].and_hms_opt(18, 0, 0).expect("time").and_utc();
+        let events = faults::events(50, noon, Duration::from_secs(6 * 3600), r * 50);
+        assert_eq!(ledger.post(&ingest, TENANTS[r % 3], &events, 5).await, 202);
+    }
+    assert_eq!(ledger.post(&ingest, "acme", &refused_request(4), 1).await, 400);
+    mapping.drain(Duration::from_secs(60)).await;
+    (ledger, days)
+}
+
+fn archiver<S: stele_archiver::ArchiveStore + 'static>(
+    db: &support::TestDb,
+    bucket: &str,
+    store: std::sync::Arc<S>,
+) -> stele_archiver::Archiver<S> {
+    let mut config = stele_archiver::ArchiverConfig::new(bucket);
+    config.prefix = ARCHIVE_PREFIX.into();
+    config.retention = chrono::Duration::days(1);
+    config.max_lateness = chrono::Duration::days(1);
+    config.file_rows = 60; // several files per tenant and day
+    stele_archiver::Archiver::new(store, db.store_config(), config)
+}
+
+const ARCHIVE_PREFIX: &str = "audit";
+
+fn run_deadline() -> std::time::Instant {
+    std::time::Instant::now() + Duration::from_secs(600)
+}
+
+/// Both days' partitions are gone from PostgreSQL.
+async fn assert_partitions_gone(client: &tokio_postgres::Client, days: &[chrono::NaiveDate]) {
+    for day in days {
+        let name = stele_store::partitions::partition_name(*day);
+        let exists: Option<String> = client
+            .query_one("SELECT to_regclass($1)::text", &[&name])
+            .await
+            .expect("to_regclass")
+            .get(0);
+        assert_eq!(exists, None, "{name} was dropped after archiving");
+    }
+}
+
+/// An archive run (a fresh archiver, as a new invocation) that must end clean.
+async fn clean_run<S: stele_archiver::ArchiveStore + 'static>(
+    db: &support::TestDb,
+    bucket: &str,
+    store: std::sync::Arc<S>,
+) -> stele_archiver::RunReport {
+    let report = archiver(db, bucket, store).run(Utc::now(), run_deadline()).await;
+    assert_eq!(report.error, None, "{report:?}");
+    assert!(report.remaining.is_empty(), "{report:?}");
+    report
+}
+
+/// The real S3 adapter, except that chosen calls fail: every `every`-th write
+/// call (create/part/complete/put of the manifest) fails, `budget` times in all.
+struct FlakyS3 {
+    inner: stele_archiver::S3Store,
+    every: u64,
+    budget: u64,
+    calls: std::sync::atomic::AtomicU64,
+    failed: std::sync::atomic::AtomicU64,
+}
+
+impl FlakyS3 {
+    fn trip(&self, op: &'static str, key: &str) -> Result<(), stele_archiver::error::StoreError> {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        if n % self.every == 0 && self.failed.load(Ordering::SeqCst) < self.budget {
+            self.failed.fetch_add(1, Ordering::SeqCst);
+            return Err(stele_archiver::error::StoreError::new(
+                op,
+                key,
+                "InternalError: We encountered an internal error (injected)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl stele_archiver::ArchiveStore for FlakyS3 {
+    async fn create_upload(&self, key: &str) -> Result<String, stele_archiver::error::StoreError> {
+        self.trip("CreateMultipartUpload", key)?;
+        self.inner.create_upload(key).await
+    }
+    async fn upload_part(
+        &self,
+        key: &str,
+        id: &str,
+        n: i32,
+        body: bytes::Bytes,
+    ) -> Result<String, stele_archiver::error::StoreError> {
+        self.trip("UploadPart", key)?;
+        self.inner.upload_part(key, id, n, body).await
+    }
+    async fn complete_upload(
+        &self,
+        key: &str,
+        id: &str,
+        parts: &[(i32, String)],
+    ) -> Result<(), stele_archiver::error::StoreError> {
+        self.trip("CompleteMultipartUpload", key)?;
+        self.inner.complete_upload(key, id, parts).await
+    }
+    async fn abort_upload(&self, key: &str, id: &str) -> Result<(), stele_archiver::error::StoreError> {
+        self.inner.abort_upload(key, id).await
+    }
+    async fn list_uploads(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<stele_archiver::store::PendingUpload>, stele_archiver::error::StoreError> {
+        self.inner.list_uploads(prefix).await
+    }
+    async fn put(&self, key: &str, body: bytes::Bytes) -> Result<(), stele_archiver::error::StoreError> {
+        self.trip("PutObject", key)?;
+        self.inner.put(key, body).await
+    }
+    async fn get(&self, key: &str) -> Result<Option<bytes::Bytes>, stele_archiver::error::StoreError> {
+        self.inner.get(key).await
+    }
+    async fn get_range(
+        &self,
+        key: &str,
+        range: std::ops::Range<u64>,
+    ) -> Result<bytes::Bytes, stele_archiver::error::StoreError> {
+        self.inner.get_range(key, range).await
+    }
+    async fn head(&self, key: &str) -> Result<Option<u64>, stele_archiver::error::StoreError> {
+        self.inner.head(key).await
+    }
+    async fn list(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<stele_archiver::store::ObjectInfo>, stele_archiver::error::StoreError> {
+        self.inner.list(prefix).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), stele_archiver::error::StoreError> {
+        self.inner.delete(key).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_errors_during_archive_uploads_end_with_every_event_archived_exactly_once() {
+    let env = TestEnv::get().await;
+    let db = env.fresh_database().await;
+    db.migrated_client().await;
+    let bucket = support::unique_name("faults");
+    env.create_bucket(&bucket).await;
+    let s3 = env.s3().await;
+    let (ledger, days) = old_days_in_postgres(env, &db).await;
+
+    // Every 4th S3 write fails, 6 times in all; each failure fails the run,
+    // and the next scheduled run (a fresh invocation) picks up from there.
+    let flaky = std::sync::Arc::new(FlakyS3 {
+        inner: stele_archiver::S3Store::new(s3.clone(), &bucket),
+        every: 4,
+        budget: 6,
+        calls: Default::default(),
+        failed: Default::default(),
+    });
+    let client = db.client().await;
+    let mut failed_runs = 0;
+    for run in 0.. {
+        assert!(run < 20, "the archive never completed");
+        let report = archiver(&db, &bucket, flaky.clone())
+            .run(Utc::now(), run_deadline())
+            .await;
+        if report.error.is_none() && report.remaining.is_empty() {
+            break;
+        }
+        failed_runs += 1;
+        // Whatever failed, no accepted event is nowhere and nothing refused appears.
+        let archive = faults::ArchiveRead::load(&s3, &bucket, ARCHIVE_PREFIX, &ledger).await;
+        let mid = faults::reconcile("mid-run", &ledger, &client, Some(&archive)).await;
+        assert_eq!(
+            (mid.lost, mid.refused_but_stored),
+            (0, 0),
+            "after a failed run: {mid:?}"
+        );
+    }
+    assert!(failed_runs >= 1, "S3 errors failed at least one run");
+
+    let archive = faults::ArchiveRead::load(&s3, &bucket, ARCHIVE_PREFIX, &ledger).await;
+    let acc = faults::reconcile(
+        "S3 errors during archive uploads (every 4th S3 write, 6 in all)",
+        &ledger,
+        &client,
+        Some(&archive),
+    )
+    .await;
+    eprintln!(
+        "(S3 errors injected: {}, failed runs before a clean one: {failed_runs}, manifests: {}, archived rows: {})",
+        flaky.failed.load(Ordering::SeqCst),
+        archive.manifests,
+        archive.rows
+    );
+    acc.assert_exact();
+    assert_eq!(
+        (acc.archived, acc.stored),
+        (acc.accepted, 0),
+        "everything accepted is archived, nothing left hot"
+    );
+    assert_partitions_gone(&client, &days).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archiver_killed_after_each_step_heals_with_every_event_archived_exactly_once() {
+    use stele_archiver::FailPoint;
+    let env = TestEnv::get().await;
+    let db = env.fresh_database().await;
+    db.migrated_client().await;
+    let bucket = support::unique_name("faults");
+    env.create_bucket(&bucket).await;
+    let s3 = env.s3().await;
+    let (ledger, days) = old_days_in_postgres(env, &db).await;
+    let store = std::sync::Arc::new(stele_archiver::S3Store::new(s3.clone(), &bucket));
+    let client = db.client().await;
+
+    // One invocation dies after each step in turn (each a fresh archiver, as a
+    // new Lambda invocation after a crash), then a clean one heals everything.
+    for fail_point in [
+        FailPoint::AfterUpload,
+        FailPoint::AfterManifest,
+        FailPoint::AfterVerify,
+        FailPoint::AfterDetach,
+    ] {
+        let report = archiver(&db, &bucket, store.clone())
+            .with_fail_point(Some(fail_point))
+            .run(Utc::now(), run_deadline())
+            .await;
+        assert!(
+            report.error.is_some(),
+            "{fail_point:?}: the run was cut off: {report:?}"
+        );
+        let archive = faults::ArchiveRead::load(&s3, &bucket, ARCHIVE_PREFIX, &ledger).await;
+        let mid = faults::reconcile(&format!("killed {fail_point:?}"), &ledger, &client, Some(&archive)).await;
+        // Until the detach is recorded an event may be both hot and archived;
+        // it is never nowhere.
+        assert_eq!(
+            (mid.lost, mid.refused_but_stored),
+            (0, 0),
+            "after {fail_point:?}: {mid:?}"
+        );
+        eprintln!(
+            "(killed {fail_point:?}: stored {}, archived {}, lost {})",
+            mid.stored, mid.archived, mid.lost
+        );
+    }
+    clean_run(&db, &bucket, store.clone()).await;
+
+    let archive = faults::ArchiveRead::load(&s3, &bucket, ARCHIVE_PREFIX, &ledger).await;
+    let acc = faults::reconcile(
+        "archiver killed after upload, manifest, verify, detach; then a clean run",
+        &ledger,
+        &client,
+        Some(&archive),
+    )
+    .await;
+    acc.assert_exact();
+    assert_eq!(
+        (acc.archived, acc.stored),
+        (acc.accepted, 0),
+        "everything accepted is archived, nothing left hot"
+    );
+    assert_partitions_gone(&client, &days).await;
+}
