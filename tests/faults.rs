@@ -450,7 +450,7 @@ struct FlakyS3 {
 impl FlakyS3 {
     fn trip(&self, op: &'static str, key: &str) -> Result<(), stele_archiver::error::StoreError> {
         let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
-        if n % self.every == 0 && self.failed.load(Ordering::SeqCst) < self.budget {
+        if n.checked_rem(self.every) == Some(0) && self.failed.load(Ordering::SeqCst) < self.budget {
             self.failed.fetch_add(1, Ordering::SeqCst);
             return Err(stele_archiver::error::StoreError::new(
                 op,
