@@ -1441,3 +1441,110 @@ async fn every_hostile_request_gets_its_documented_status_and_nothing_refused_is
     );
     server.shutdown().await;
 }
+
+// ---------------------------------------------------------------- fuzz smoke
+
+/// The body of the cargo-fuzz target (`fuzz/fuzz_targets/ingest_request.rs`),
+/// shared so that the regular test run exercises it too.
+#[path = "../fuzz/fuzz_targets/ingest_one.rs"]
+mod ingest_one;
+
+/// A small xorshift generator: deterministic per seed, no dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// Tokens a mutation may insert: the places parsers and validators break.
+const TOKENS_OF_INTEREST: [&[u8]; 16] = [
+    b"{",
+    b"}",
+    b"[",
+    b"\"",
+    b"\\u0000",
+    b"\\ud800",
+    b"1e999",
+    b"-0",
+    b"9007199254740993",
+    b"null",
+    b"\"events\":",
+    b"\"tenant_id\":\"globex\",",
+    b"\xff",
+    b"\xed\xa0\x80",
+    b",",
+    b"\"\xf0\x9f\x94\x90\"",
+];
+
+fn mutate(rng: &mut Rng, seeds: &[Vec<u8>]) -> Vec<u8> {
+    let mut data = seeds[rng.below(seeds.len())].clone();
+    for _ in 0..=rng.below(4) {
+        let at = rng.below(data.len() + 1);
+        match rng.below(6) {
+            0 if !data.is_empty() => {
+                let i = at.min(data.len() - 1);
+                data[i] ^= 1 << rng.below(8);
+            }
+            1 => data.insert(at, rng.next() as u8),
+            2 => {
+                let end = (at + rng.below(16)).min(data.len());
+                data.drain(at..end);
+            }
+            3 => {
+                let token = TOKENS_OF_INTEREST[rng.below(TOKENS_OF_INTEREST.len())];
+                data.splice(at..at, token.iter().copied());
+            }
+            4 => {
+                let other = &seeds[rng.below(seeds.len())];
+                let from = rng.below(other.len());
+                let to = (from + rng.below(64)).min(other.len());
+                data.splice(at..at, other[from..to].iter().copied());
+            }
+            _ => data.truncate(at),
+        }
+    }
+    data
+}
+
+#[test]
+fn the_fuzz_target_holds_on_the_corpus_and_on_bounded_random_mutations() {
+    // Seeds: every case body of the corpus under 64 KiB, with its placeholder time filled.
+    let seeds: Vec<Vec<u8>> = cases()
+        .iter()
+        .filter(|c| c.raw.is_none() && c.body.len() <= 64 * 1024)
+        .map(|c| fill_now(&c.body))
+        .collect();
+    assert!(seeds.len() >= 200);
+    let mut accepted = 0;
+    for (i, seed) in seeds.iter().enumerate() {
+        for selector in [0u8, 0x20, 0x80, i as u8] {
+            let mut input = vec![selector];
+            input.extend_from_slice(seed);
+            accepted += ingest_one::ingest_one(&input);
+        }
+    }
+    assert!(accepted > 0, "the corpus holds valid events");
+    // Bounded: a fixed number of mutated and purely random inputs.
+    let mut rng = Rng(0x5eed_57e1e);
+    for _ in 0..4000 {
+        let mut input = vec![rng.next() as u8];
+        input.extend(mutate(&mut rng, &seeds));
+        ingest_one::ingest_one(&input);
+    }
+    for _ in 0..1000 {
+        let len = rng.below(256);
+        let input: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+        ingest_one::ingest_one(&input);
+    }
+}
