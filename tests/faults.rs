@@ -224,6 +224,25 @@ async fn kinesis_put_faults_through_a_loopback_proxy_lose_no_accepted_event_and_
             assert_eq!(status, 400);
         }
     }
+    // Then a proxy that loses every answer: the records get in, the caller
+    // never hears so, and the API answers 503. One such request is sent again
+    // later through the first proxy (same ids) and accepted; the other is not
+    // sent again, so it stays "not accepted" (it may be stored; never lost).
+    let blackhole = FaultProxy::start(&env.aws_endpoint, vec![LoseAnswer]).await;
+    let lossy = self::ingest(
+        aws_sdk_kinesis::Client::new(&stele::local::aws::sdk_config(&blackhole.endpoint()).await),
+        &stream,
+    );
+    let resent = faults::events(20, now, Duration::from_secs(3600), 5_000);
+    assert_eq!(ledger.post(&lossy, "acme", &resent, 1).await, 503);
+    let abandoned = faults::events(20, now, Duration::from_secs(3600), 6_000);
+    assert_eq!(ledger.post(&lossy, "globex", &abandoned, 1).await, 503);
+    assert_eq!(
+        ledger.post(&ingest, "acme", &resent, 5).await,
+        202,
+        "the resend is accepted"
+    );
+
     proxy.armed.store(false, Ordering::Relaxed);
     mapping.drain(Duration::from_secs(90)).await;
 
@@ -236,10 +255,16 @@ async fn kinesis_put_faults_through_a_loopback_proxy_lose_no_accepted_event_and_
     )
     .await;
     eprintln!(
-        "(proxy: {}; final answers {answers:?}; records on the stream {on_stream})",
-        proxy.stats.summary()
+        "(proxy: {}; final answers {answers:?}; lossy proxy: {}; records on the stream {on_stream})",
+        proxy.stats.summary(),
+        blackhole.stats.summary()
     );
     acc.assert_exact();
+    assert_eq!(acc.not_accepted, 20, "the abandoned 503 request");
+    // Known gap (reported): the resent request's events are stored once, but
+    // with the hash of the 503'd attempt (received_at is part of the hash), so
+    // at most those 20 events carry a 202 hash that is not the stored one.
+    assert!(acc.rehashed_after_503 <= 20, "{acc:?}");
     let injected = proxy.stats.throttled.load(Ordering::Relaxed)
         + proxy.stats.refused.load(Ordering::Relaxed)
         + proxy.stats.lost_answers.load(Ordering::Relaxed)
