@@ -77,8 +77,8 @@ async fn main() -> Res<()> {
                          changes, metadata, correlation_id, trace_parent, source_service, source_version, source_region,
                          schema_version, event_hash, kinesis_shard, kinesis_seq)
                      SELECT 'tenant-' || (g % $4), gen_random_uuid(),
-                            ($1::date::timestamp + make_interval(secs => (g * 86399.0 / $3))) AT TIME ZONE 'UTC',
-                            ($1::date::timestamp + make_interval(secs => (g * 86399.0 / $3) + 0.2)) AT TIME ZONE 'UTC',
+                            ($1::date::timestamp + make_interval(secs => (g * 86399.0 / $3::float8))) AT TIME ZONE 'UTC',
+                            ($1::date::timestamp + make_interval(secs => (g * 86399.0 / $3::float8) + 0.2)) AT TIME ZONE 'UTC',
                             'audit', (ARRAY['user.login','user.logout','document.update','role.grant'])[1 + g % 4],
                             CASE WHEN g % 11 = 0 THEN 'failure' ELSE 'success' END,
                             'user-' || (g % 5000), 'user', 'User ' || (g % 5000), '10.1.' || (g % 250) || '.' || (g % 199),
