@@ -10,6 +10,7 @@ use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -51,10 +52,32 @@ impl Write for PartSink {
     }
 }
 
+/// Columns whose values are (nearly) unique per row: dictionary encoding
+/// only costs CPU and memory there (the dictionary grows to its 1 MiB page
+/// limit per column before falling back), so it is off for them.
+const NO_DICTIONARY: [&str; 11] = [
+    "event_id",
+    "occurred_at",
+    "received_at",
+    "changes",
+    "metadata",
+    "correlation_id",
+    "causation_id",
+    "trace_parent",
+    "trace_state",
+    "event_hash",
+    "kinesis_seq",
+];
+
 /// The writer properties of every archive file: zstd, row groups of
-/// `row_group_rows` (cut earlier past `row_group_bytes`), page statistics.
+/// `row_group_rows` (cut earlier past `row_group_bytes`), page statistics,
+/// dictionaries only on repetitive columns.
 pub fn writer_properties(config: &ArchiverConfig) -> WriterProperties {
-    WriterProperties::builder()
+    let mut builder = WriterProperties::builder();
+    for column in NO_DICTIONARY {
+        builder = builder.set_column_dictionary_enabled(ColumnPath::from(column), false);
+    }
+    builder
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
         .set_max_row_group_row_count(Some(config.row_group_rows))
         .set_statistics_enabled(EnabledStatistics::Page)
