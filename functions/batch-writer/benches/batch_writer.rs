@@ -3,7 +3,8 @@
 //! database with the same partitioned table and indexes:
 //!
 //! - writer:      `BatchWriter::process` on Kinesis batches (decode, hash
-//!                re-check, partitions, one UNNEST insert per batch)
+//!                re-check, partitions, chunked inserts overlapping decoding),
+//!                with UNNEST (`writer`) and COPY-stage (`writer-copy`)
 //! - unnest/copy: the store alone, `insert_batch` with each `InsertMethod`
 //!                (already-opened events), side by side
 //! - per-row:     one prepared `INSERT … VALUES ($1…$29)` per event, one
@@ -218,8 +219,8 @@ fn store(url: &str, method: InsertMethod) -> PgEventStore {
     PgEventStore::with_method(stele_store::pool(&StoreConfig::new(url.to_string())).unwrap(), method)
 }
 
-async fn run_writer(url: &str, batches: &[KinesisEvent]) -> Duration {
-    let writer = BatchWriter::new(store(url, InsertMethod::Unnest), MemoryDeadLetters::default());
+async fn run_writer(url: &str, batches: &[KinesisEvent], method: InsertMethod) -> Duration {
+    let writer = BatchWriter::new(store(url, method), MemoryDeadLetters::default());
     let started = Instant::now();
     for batch in batches {
         let (response, report) = writer.process(batch.clone()).await;
@@ -346,7 +347,7 @@ fn rss_child(payload: &str, url: &str) {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let writer = BatchWriter::new(store(url, InsertMethod::Unnest), MemoryDeadLetters::default());
+        let writer = BatchWriter::new(store(url, InsertMethod::default()), MemoryDeadLetters::default());
         writer.ensure_days_ahead(days().0, 2).await.unwrap();
         let before = vm_hwm_kib();
         let bytes = std::fs::read(payload).unwrap();
@@ -387,10 +388,18 @@ fn main() {
     );
 
     let csv = work.join("rows.csv");
-    let mut results: Vec<(&str, Vec<f64>)> = ["writer", "unnest", "copy", "per-row", "\\copy", "redelivery"]
-        .into_iter()
-        .map(|k| (k, Vec::new()))
-        .collect();
+    let mut results: Vec<(&str, Vec<f64>)> = [
+        "writer",
+        "writer-copy",
+        "unnest",
+        "copy",
+        "per-row",
+        "\\copy",
+        "redelivery",
+    ]
+    .into_iter()
+    .map(|k| (k, Vec::new()))
+    .collect();
     let mut push = |k: &str, v: f64| {
         if let Some((_, vs)) = results.iter_mut().find(|(name, _)| *name == k) {
             vs.push(v);
@@ -399,10 +408,10 @@ fn main() {
     runtime.block_on(async {
         for round in 0..rounds {
             let url = cluster.fresh("bench_writer").await;
-            let d = run_writer(&url, &batches).await;
+            let d = run_writer(&url, &batches, InsertMethod::Unnest).await;
             assert_eq!(cluster.count(&url).await, n as i64);
             push("writer", rate(n, d));
-            let d = run_writer(&url, &batches).await;
+            let d = run_writer(&url, &batches, InsertMethod::Unnest).await;
             assert_eq!(cluster.count(&url).await, n as i64, "redelivery adds nothing");
             push("redelivery", rate(n, d));
             if round == 0 {
@@ -415,6 +424,12 @@ fn main() {
                 );
             }
             cluster.drop_db("bench_writer").await;
+
+            let url = cluster.fresh("bench_writer_copy").await;
+            let d = run_writer(&url, &batches, InsertMethod::CopyStage).await;
+            assert_eq!(cluster.count(&url).await, n as i64);
+            push("writer-copy", rate(n, d));
+            cluster.drop_db("bench_writer_copy").await;
 
             for (name, method) in [("unnest", InsertMethod::Unnest), ("copy", InsertMethod::CopyStage)] {
                 let url = cluster.fresh("bench_store").await;

@@ -20,12 +20,18 @@ use crate::metrics::{emf_line, BatchReport};
 /// instead of being cached: they are the only ones the archiver may be closing.
 const CACHE_DAYS_BACK: u64 = 2;
 
+/// Default records per insert statement: a 10 000-record batch is five
+/// statements (see docs/BENCHMARKS.md, "Batch-writer").
+pub const DEFAULT_CHUNK_RECORDS: usize = 2_000;
+
 /// The handler state, built once per process and shared by every invocation.
 pub struct BatchWriter<S, D> {
     store: S,
     dead_letters: D,
     /// Days whose partition is known to exist (saves two catalog queries per batch).
     known_days: Mutex<HashSet<NaiveDate>>,
+    /// Records per insert statement (and per transaction).
+    chunk_records: usize,
 }
 
 /// The good records of a batch, with their positions in it.
@@ -40,7 +46,15 @@ impl<S: EventStore, D: DeadLetterSink> BatchWriter<S, D> {
             store,
             dead_letters,
             known_days: Mutex::new(HashSet::new()),
+            chunk_records: DEFAULT_CHUNK_RECORDS,
         }
+    }
+
+    /// Records per insert statement; a batch is decoded and written in chunks
+    /// of this size so that decoding overlaps the database.
+    pub fn with_chunk_records(mut self, n: usize) -> Self {
+        self.chunk_records = n.max(1);
+        self
     }
 
     pub fn store(&self) -> &S {
@@ -82,55 +96,74 @@ impl<S: EventStore, D: DeadLetterSink> BatchWriter<S, D> {
     /// [`BatchWriter::handle_batch`] without the logging, returning the figures.
     pub async fn process(&self, event: KinesisEvent) -> (KinesisEventResponse, BatchReport) {
         let started = Instant::now();
-        let records = event.records;
+        let mut records = event.records;
         let mut report = BatchReport {
             records: records.len() as u64,
             ..Default::default()
         };
 
-        let mut good = Good {
-            events: Vec::with_capacity(records.len()),
-            positions: Vec::with_capacity(records.len()),
-        };
-        let mut poison: Vec<(usize, Poison)> = Vec::new();
-        for (i, record) in records.iter().enumerate() {
-            match open_record(&record.kinesis.data.0) {
-                Ok((event, hash)) => {
-                    good.events.push(StoredEvent {
-                        event,
-                        hash,
-                        kinesis_shard: shard_of(record.event_id.as_deref()).map(str::to_string),
-                        kinesis_seq: Some(record.kinesis.sequence_number.clone()),
-                    });
-                    good.positions.push(i);
+        // Decoding (CPU) of the next chunk overlaps the insert (database) of
+        // this one. Chunks commit in stream order, so "everything before the
+        // first failed chunk is committed" still holds.
+        let mut chunks = Vec::new();
+        for (c, part) in records.chunks_mut(self.chunk_records).enumerate() {
+            let start = c * self.chunk_records;
+            let inputs: Vec<RecordInput> = part
+                .iter_mut()
+                .map(|r| RecordInput {
+                    data: std::mem::take(&mut r.kinesis.data.0),
+                    shard: shard_of(r.event_id.as_deref()).map(str::to_string),
+                    sequence_number: r.kinesis.sequence_number.clone(),
+                })
+                .collect();
+            chunks.push((start, inputs));
+        }
+        let mut chunks = chunks.into_iter();
+        let mut pending = chunks.next().map(spawn_decode);
+        let mut poison: Vec<(usize, Poison, Vec<u8>)> = Vec::new();
+        let mut db_failed_at = None;
+        while let Some(decoding) = pending.take() {
+            let mut decoded = match decoding.await {
+                Ok(decoded) => decoded,
+                Err(e) => {
+                    // A panic in decoding would be a bug; never acknowledge what was not written.
+                    tracing::error!(error = %e, "decoding task failed");
+                    db_failed_at = Some(0);
+                    report.db_failed = true;
+                    break;
                 }
-                Err(p) => poison.push((i, p)),
+            };
+            pending = chunks.next().map(spawn_decode);
+            let mut chunk_poison: Vec<(usize, Poison)> = Vec::new();
+            let result = self.write(&mut decoded.good, &mut chunk_poison, &mut report).await;
+            for (i, p) in chunk_poison {
+                let data = decoded.data_of(i);
+                poison.push((i, p, data));
+            }
+            poison.append(&mut decoded.poison);
+            if let Err(e) = result {
+                report.db_failed = true;
+                let first = decoded.good.positions.first().copied();
+                tracing::error!(error = %e, first_unwritten = ?first, "batch not written; reporting it for redelivery");
+                // Database first: poison after the first unwritten record comes
+                // back with it, so it is not dead-lettered twice.
+                db_failed_at = first;
+                break;
             }
         }
+        drop(pending);
 
-        // Database first: if it fails, poison records after the first good one
-        // will come back anyway, so they are not dead-lettered twice.
-        let db_failed_at = match self.write(&mut good, &mut poison, &mut report).await {
-            Ok(()) => None,
-            Err(e) => {
-                report.db_failed = true;
-                let first = good.positions.first().copied();
-                tracing::error!(error = %e, first_unwritten = ?first, "batch not written; reporting it for redelivery");
-                first
-            }
-        };
-
-        poison.sort_by_key(|(i, _)| *i);
+        poison.sort_by_key(|(i, _, _)| *i);
+        poison.retain(|(i, _, _)| db_failed_at.is_none_or(|f| *i < f));
         let letters: Vec<DeadLetter> = poison
-            .iter()
-            .filter(|(i, _)| db_failed_at.is_none_or(|f| *i < f))
-            .map(|(i, p)| dead_letter(&records[*i], p))
+            .iter_mut()
+            .map(|(i, p, data)| dead_letter(&records[*i], p, std::mem::take(data)))
             .collect();
         let dlq_failed_at = match self.dead_letters.send_in_order(&letters).await {
             Ok(()) => None,
             Err(failure) => {
                 report.dlq_failed = true;
-                let position = poison.get(failure.delivered).map(|(i, _)| *i);
+                let position = poison.get(failure.delivered).map(|(i, _, _)| *i);
                 tracing::error!(error = %failure.error, first_undelivered = ?position, "dead-letter queue send failed");
                 position
             }
@@ -144,7 +177,7 @@ impl<S: EventStore, D: DeadLetterSink> BatchWriter<S, D> {
                 "poison record"
             );
         }
-        report.poison = poison.len() as u64;
+        report.poison = letters.len() as u64;
 
         let first_unacked = checkpoint::earliest([db_failed_at, dlq_failed_at]);
         report.unacknowledged = first_unacked.map_or(0, |f| (records.len() - f) as u64);
@@ -167,8 +200,8 @@ impl<S: EventStore, D: DeadLetterSink> BatchWriter<S, D> {
             self.ensure_partitions(good, poison, report).await?;
             match self.store.insert_batch(&good.events).await {
                 Ok(outcome) => {
-                    report.inserted = outcome.inserted;
-                    report.duplicates = outcome.duplicates;
+                    report.inserted += outcome.inserted;
+                    report.duplicates += outcome.duplicates;
                     return Ok(());
                 }
                 Err(e) if attempt == 1 && e.is_missing_partition() => {
@@ -242,7 +275,66 @@ impl<S: EventStore, D: DeadLetterSink> BatchWriter<S, D> {
     }
 }
 
-fn dead_letter(record: &KinesisEventRecord, poison: &Poison) -> DeadLetter {
+/// What decoding needs of a record (moved out of the event, so it can run on
+/// the blocking pool).
+struct RecordInput {
+    data: Vec<u8>,
+    shard: Option<String>,
+    sequence_number: String,
+}
+
+/// One decoded chunk: good events, poison (with the original bytes), and the
+/// bytes of the good records (kept only until the chunk is written, for a
+/// record that turns out to belong to an archived day).
+struct Decoded {
+    good: Good,
+    poison: Vec<(usize, Poison, Vec<u8>)>,
+    good_data: Vec<(usize, Vec<u8>)>,
+}
+
+impl Decoded {
+    fn data_of(&mut self, position: usize) -> Vec<u8> {
+        self.good_data
+            .iter_mut()
+            .find(|(i, _)| *i == position)
+            .map(|(_, d)| std::mem::take(d))
+            .unwrap_or_default()
+    }
+}
+
+fn spawn_decode((start, inputs): (usize, Vec<RecordInput>)) -> tokio::task::JoinHandle<Decoded> {
+    tokio::task::spawn_blocking(move || decode_chunk(start, inputs))
+}
+
+fn decode_chunk(start: usize, inputs: Vec<RecordInput>) -> Decoded {
+    let mut decoded = Decoded {
+        good: Good {
+            events: Vec::with_capacity(inputs.len()),
+            positions: Vec::with_capacity(inputs.len()),
+        },
+        poison: Vec::new(),
+        good_data: Vec::with_capacity(inputs.len()),
+    };
+    for (k, input) in inputs.into_iter().enumerate() {
+        let position = start + k;
+        match open_record(&input.data) {
+            Ok((event, hash)) => {
+                decoded.good.events.push(StoredEvent {
+                    event,
+                    hash,
+                    kinesis_shard: input.shard,
+                    kinesis_seq: Some(input.sequence_number),
+                });
+                decoded.good.positions.push(position);
+                decoded.good_data.push((position, input.data));
+            }
+            Err(p) => decoded.poison.push((position, p, input.data)),
+        }
+    }
+    decoded
+}
+
+fn dead_letter(record: &KinesisEventRecord, poison: &Poison, data: Vec<u8>) -> DeadLetter {
     DeadLetter {
         shard_id: shard_of(record.event_id.as_deref()).map(str::to_string),
         sequence_number: record.kinesis.sequence_number.clone(),
@@ -251,7 +343,7 @@ fn dead_letter(record: &KinesisEventRecord, poison: &Poison) -> DeadLetter {
         approximate_arrival: record.kinesis.approximate_arrival_timestamp.0,
         code: poison.code,
         reason: poison.reason.clone(),
-        data: record.kinesis.data.0.clone(),
+        data,
     }
 }
 
@@ -272,6 +364,8 @@ mod tests {
         partitions: Mutex<HashSet<NaiveDate>>,
         closed: Mutex<HashSet<NaiveDate>>,
         down: Mutex<bool>,
+        /// Insert calls that succeed before the store goes down.
+        inserts_before_down: Mutex<Option<usize>>,
     }
 
     impl EventStore for MemoryStore {
@@ -293,6 +387,13 @@ mod tests {
         }
 
         async fn insert_batch(&self, events: &[StoredEvent]) -> stele_store::Result<InsertOutcome> {
+            if let Some(left) = self.inserts_before_down.lock().unwrap().as_mut() {
+                if *left == 0 {
+                    *self.down.lock().unwrap() = true;
+                } else {
+                    *left -= 1;
+                }
+            }
             if *self.down.lock().unwrap() {
                 return Err(stele_store::Error::Pool("down (test)".into()));
             }
@@ -426,6 +527,25 @@ mod tests {
             letters[0].reason.contains("audit_events_p20260227"),
             "{}",
             letters[0].reason
+        );
+    }
+
+    #[tokio::test]
+    async fn chunks_commit_in_order_and_a_failure_reports_from_the_first_uncommitted_chunk() {
+        let w = writer().with_chunk_records(2);
+        *w.store().inserts_before_down.lock().unwrap() = Some(1);
+        let data: Vec<Vec<u8>> = (0..6)
+            .map(|i| sealed(&format!("t{i}"), "2026-03-01T10:00:00Z").record)
+            .collect();
+        let mut data = data;
+        data[3] = b"junk3".to_vec();
+        let (resp, report) = w.process(batch(data)).await;
+        assert_eq!(failed_ids(&resp), ["102", "103", "104", "105"]);
+        assert_eq!(report.inserted, 2);
+        assert_eq!(w.store().rows.lock().unwrap().len(), 2);
+        assert!(
+            w.dead_letters().taken().is_empty(),
+            "poison after the checkpoint comes back later"
         );
     }
 
