@@ -6,13 +6,13 @@
 #   archiver_full    stele: export + manifest + verify from S3 + DETACH CONCURRENTLY (table kept)
 # and the peak RSS of each process (/usr/bin/time -v), for every size given.
 #
-# usage: bench/archiver/run.sh [ROWS ...]        (default: 100000 1000000)
+# usage: [BENCH_TENANTS=20] bench/archiver/run.sh [ROWS ...]   (default: 100000 1000000)
 # Needs: cargo, python3.11; starts its own PostgreSQL (fsync on) and LocalStack.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 sizes=("${@:-100000 1000000}")
 read -r -a sizes <<<"${sizes[*]}"
-tenants=20
+tenants=${BENCH_TENANTS:-20}
 out_dir=".bench/archiver"; mkdir -p "$out_dir"
 results="$out_dir/results-$(date -u +%Y%m%dT%H%M%SZ).jsonl"
 
