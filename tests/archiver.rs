@@ -7,9 +7,8 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::ops::Range;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -70,17 +69,6 @@ async fn pg_roots(client: &Client, day: NaiveDate) -> Vec<(String, u64, String)>
         .expect("roots")
 }
 
-async fn list_keys(s3: &aws_sdk_s3::Client, bucket: &str) -> Vec<String> {
-    let out = s3.list_objects_v2().bucket(bucket).send().await.expect("list");
-    let mut keys: Vec<String> = out
-        .contents()
-        .iter()
-        .filter_map(|o| o.key().map(str::to_string))
-        .collect();
-    keys.sort();
-    keys
-}
-
 async fn pending_uploads(s3: &aws_sdk_s3::Client, bucket: &str) -> usize {
     let out = s3
         .list_multipart_uploads()
@@ -89,67 +77,6 @@ async fn pending_uploads(s3: &aws_sdk_s3::Client, bucket: &str) -> usize {
         .await
         .expect("list uploads");
     out.uploads().len()
-}
-
-async fn get(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Bytes {
-    let out = s3.get_object().bucket(bucket).key(key).send().await.expect("get");
-    out.body.collect().await.expect("body").into_bytes()
-}
-
-/// The project-local venv with the pinned DuckDB, made once per test binary.
-fn python() -> PathBuf {
-    static PY: OnceLock<PathBuf> = OnceLock::new();
-    static LOCK: Mutex<()> = Mutex::new(());
-    PY.get_or_init(|| {
-        let _g = LOCK.lock().unwrap_or_else(|p| p.into_inner());
-        let root = support::repo_root();
-        let py = root.join(".venv-tests/bin/python");
-        let run = |cmd: &mut std::process::Command| {
-            let out = cmd.output().expect("run python");
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        };
-        if !py.exists() {
-            run(std::process::Command::new("python3.11")
-                .args(["-m", "venv"])
-                .arg(root.join(".venv-tests")));
-        }
-        let has = std::process::Command::new(&py)
-            .args(["-c", "import duckdb, sys; sys.exit(duckdb.__version__ != '1.5.5')"])
-            .status()
-            .is_ok_and(|s| s.success());
-        if !has {
-            run(std::process::Command::new(&py)
-                .args(["-m", "pip", "install", "-q", "--disable-pip-version-check", "-r"])
-                .arg(root.join("tests/python/requirements.txt")));
-        }
-        py
-    })
-    .clone()
-}
-
-/// Copy the bucket to a temp dir and read it with DuckDB and Hive partitioning.
-async fn duckdb_readback(s3: &aws_sdk_s3::Client, bucket: &str) -> Value {
-    let dir = std::env::temp_dir().join(support::unique_name("archive"));
-    for key in list_keys(s3, bucket).await {
-        if !key.ends_with(".parquet") {
-            continue;
-        }
-        let path = dir.join(&key);
-        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-        std::fs::write(&path, get(s3, bucket, &key).await).expect("write");
-    }
-    let out = std::process::Command::new(python())
-        .arg(support::repo_root().join("tests/python/check_archive.py"))
-        .arg(dir.join(PREFIX))
-        .output()
-        .expect("run check_archive.py");
-    let _ = std::fs::remove_dir_all(&dir);
-    assert!(
-        out.status.success(),
-        "check_archive.py: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("check_archive.py prints JSON")
 }
 
 fn as_map(roots: &[(String, u64, String)]) -> BTreeMap<String, (u64, String)> {
@@ -196,7 +123,7 @@ async fn assert_one_archive(
         "unfinished multipart uploads left"
     );
     let manifest_key = job.manifest_key.clone().expect("manifest key");
-    let bytes = get(s3, bucket, &manifest_key).await;
+    let bytes = support::archive::get(s3, bucket, &manifest_key).await;
     assert_eq!(Some(hex::encode(Sha256::digest(&bytes))), job.manifest_sha256);
     let manifest: Value = serde_json::from_slice(&bytes).expect("manifest JSON");
     let mut expected_keys: Vec<String> = manifest["tenants"]
@@ -208,7 +135,7 @@ async fn assert_one_archive(
         .collect();
     expected_keys.push(manifest_key.clone());
     expected_keys.sort();
-    let in_bucket: Vec<String> = list_keys(s3, bucket)
+    let in_bucket: Vec<String> = support::archive::list_keys(s3, bucket)
         .await
         .into_iter()
         .filter(|k| k.contains(&format!("dt={}", day.format("%Y-%m-%d"))))
@@ -266,7 +193,7 @@ async fn old_partitions_are_archived_detached_and_dropped_and_duckdb_reads_what_
     let manifest = assert_one_archive(&client, &s3, &bucket, old, &before).await;
     assert_eq!(manifest["rows"], 5_000);
     assert!(manifest["files"].as_u64().expect("files") >= 6, "{}", manifest["files"]);
-    let duck = duckdb_readback(&s3, &bucket).await;
+    let duck = support::archive::duckdb_readback(&s3, &bucket, PREFIX).await;
     assert_eq!(duck["rows"], 5_000);
     assert_eq!(duck_map(&duck), as_map(&before));
     assert_eq!(duck["days"], serde_json::json!([old.format("%Y-%m-%d").to_string()]));
@@ -283,10 +210,11 @@ async fn old_partitions_are_archived_detached_and_dropped_and_duckdb_reads_what_
         (empty_job.state, empty_job.rows, empty_job.files),
         (JobState::Done, Some(0), Some(0))
     );
-    let empty_manifest: Value =
-        serde_json::from_slice(&get(&s3, &bucket, empty_job.manifest_key.as_deref().expect("key")).await)
-            .expect("json");
-    let old_bytes = get(
+    let empty_manifest: Value = serde_json::from_slice(
+        &support::archive::get(&s3, &bucket, empty_job.manifest_key.as_deref().expect("key")).await,
+    )
+    .expect("json");
+    let old_bytes = support::archive::get(
         &s3,
         &bucket,
         &format!("{PREFIX}/_manifests/dt={}.json", old.format("%Y-%m-%d")),
@@ -313,10 +241,10 @@ async fn old_partitions_are_archived_detached_and_dropped_and_duckdb_reads_what_
     assert_eq!(n, 100);
 
     // A second run has nothing to do and changes nothing.
-    let keys = list_keys(&s3, &bucket).await;
+    let keys = support::archive::list_keys(&s3, &bucket).await;
     let again = archiver.run(Utc::now(), deadline()).await;
     assert!(again.archived.is_empty() && again.error.is_none(), "{again:?}");
-    assert_eq!(list_keys(&s3, &bucket).await, keys);
+    assert_eq!(support::archive::list_keys(&s3, &bucket).await, keys);
     // The archived day is closed: the partition manager will not re-create it.
     let ensured = partitions::ensure_days(&client, &[old]).await.expect("ensure");
     assert_eq!(ensured.closed, [old]);
@@ -348,7 +276,7 @@ async fn dry_run_and_recent_partitions_change_nothing() {
         .expect_err("recent partitions are not eligible");
     assert!(refused.to_string().contains("not eligible"), "{refused}");
 
-    assert!(list_keys(&s3, &bucket).await.is_empty());
+    assert!(support::archive::list_keys(&s3, &bucket).await.is_empty());
     let jobs: i64 = client
         .query_one("SELECT count(*) FROM archive_jobs", &[])
         .await
@@ -396,7 +324,7 @@ async fn crash_then_heal(fail_point: FailPoint) {
         .await;
     assert_eq!(healed.error, None, "{healed:?}");
     assert_one_archive(&client, &s3, &bucket, day, &before).await;
-    let duck = duckdb_readback(&s3, &bucket).await;
+    let duck = support::archive::duckdb_readback(&s3, &bucket, PREFIX).await;
     assert_eq!(duck_map(&duck), as_map(&before), "no lost or duplicated rows");
     let attempts = archive_jobs::get(&client, &partitions::partition_name(day))
         .await
@@ -507,7 +435,10 @@ async fn s3_failure_mid_upload_leaves_the_partition_attached_and_the_next_run_fi
         "the failed multipart upload is aborted"
     );
     assert!(
-        !list_keys(&s3, &bucket).await.iter().any(|k| k.contains("_manifests")),
+        !support::archive::list_keys(&s3, &bucket)
+            .await
+            .iter()
+            .any(|k| k.contains("_manifests")),
         "no manifest for an unfinished export"
     );
     let n: i64 = client

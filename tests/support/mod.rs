@@ -8,6 +8,7 @@
 //! process exits, however it exits.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod archive;
 pub mod faults;
 
 use std::io::{BufRead, BufReader};
