@@ -2,22 +2,23 @@
 //! baselines, in one run, on the same generated events, each into a fresh
 //! database with the same partitioned table and indexes:
 //!
-//! - writer:      `BatchWriter::process` on Kinesis batches (decode, hash
-//!                re-check, partitions, chunked inserts overlapping decoding),
-//!                with UNNEST (`writer`) and COPY-stage (`writer-copy`)
+//! - writer: `BatchWriter::process` on Kinesis batches (decode, hash re-check,
+//!   partitions, chunked inserts overlapping decoding), with UNNEST (`writer`)
+//!   and COPY-stage (`writer-copy`)
 //! - unnest/copy: the store alone, `insert_batch` with each `InsertMethod`
-//!                (already-opened events), side by side
-//! - per-row:     one prepared `INSERT … VALUES ($1…$29)` per event, one
-//!                transaction per batch (the naive design)
-//! - \copy:       `psql -c "\copy audit_events (…) FROM 'rows.csv' (FORMAT csv)"`
-//!                of the same rows (the floor)
+//!   (already-opened events), side by side
+//! - per-row: one prepared `INSERT … VALUES ($1…$29)` per event, one transaction
+//!   per batch (the naive design)
+//! - \copy: `psql -c "\copy audit_events (…) FROM 'rows.csv' (FORMAT csv)"` of
+//!   the same rows (the floor)
 //!
 //! and the peak RSS of a process that deserialises one 10 000-record Lambda
 //! payload and writes it (`/usr/bin/time -v` and VmHWM).
 //!
 //! Run: `cargo bench -p stele-batch-writer --bench batch_writer`
 //! Settings: STELE_BENCH_EVENTS (50000), STELE_BENCH_BATCH (10000),
-//! STELE_BENCH_ROUNDS (3), STELE_BENCH_PG_URL (an existing cluster's
+//! STELE_BENCH_ROUNDS (3), STELE_BENCH_CHUNK (records per insert statement,
+//! default 2000), STELE_BENCH_PG_URL (an existing cluster's
 //! superuser URL; default: a new `scripts/pg.sh start --durable` cluster).
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -220,7 +221,8 @@ fn store(url: &str, method: InsertMethod) -> PgEventStore {
 }
 
 async fn run_writer(url: &str, batches: &[KinesisEvent], method: InsertMethod) -> Duration {
-    let writer = BatchWriter::new(store(url, method), MemoryDeadLetters::default());
+    let chunk = setting("STELE_BENCH_CHUNK", stele_batch_writer::writer::DEFAULT_CHUNK_RECORDS);
+    let writer = BatchWriter::new(store(url, method), MemoryDeadLetters::default()).with_chunk_records(chunk);
     let started = Instant::now();
     for batch in batches {
         let (response, report) = writer.process(batch.clone()).await;
@@ -385,6 +387,17 @@ fn main() {
     let events = stored(&sealed);
     println!(
         "batch-writer benchmark: {n} events ({avg} B each on average), batches of {batch}, {rounds} rounds, fsync on"
+    );
+
+    // Decoding alone (one thread): what the writer does before any SQL.
+    let started = Instant::now();
+    for s in &sealed {
+        std::hint::black_box(stele_batch_writer::decode::open_record(&s.record).is_ok());
+    }
+    let decode_rate = rate(n, started.elapsed());
+    println!(
+        "decode + hash re-check alone: {decode_rate:.0} events/s on one thread; writer chunk size {}",
+        setting("STELE_BENCH_CHUNK", stele_batch_writer::writer::DEFAULT_CHUNK_RECORDS)
     );
 
     let csv = work.join("rows.csv");

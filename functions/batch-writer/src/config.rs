@@ -1,6 +1,6 @@
 //! Settings, read from the environment once at start-up.
 
-use stele_store::StoreConfig;
+use stele_store::{InsertMethod, StoreConfig};
 
 use crate::error::{Error, Result};
 
@@ -21,6 +21,9 @@ pub struct WriterConfig {
     pub dlq_url: String,
     /// `STELE_PARTITION_DAYS_AHEAD` (default 3): partitions made on start.
     pub partition_days_ahead: u32,
+    /// `STELE_DB_INSERT_METHOD`: `copy` (default, the faster when measured) or
+    /// `unnest` (no temp table: keeps RDS Proxy from pinning the connection).
+    pub insert_method: InsertMethod,
 }
 
 impl WriterConfig {
@@ -54,10 +57,20 @@ impl WriterConfig {
                 ))
             })?,
         };
+        let insert_method = match non_empty("STELE_DB_INSERT_METHOD").as_deref() {
+            None | Some("copy") => InsertMethod::CopyStage,
+            Some("unnest") => InsertMethod::Unnest,
+            Some(other) => {
+                return Err(Error::Config(format!(
+                    "STELE_DB_INSERT_METHOD must be `copy` or `unnest`, got `{other}`"
+                )))
+            }
+        };
         let config = Self {
             db,
             dlq_url,
             partition_days_ahead,
+            insert_method,
         };
         // Check the store settings now, so a typo fails the start, not the first batch.
         if let DbSource::Url(url) = &config.db {
@@ -142,6 +155,14 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(cfg.partition_days_ahead, 3);
+        assert_eq!(cfg.insert_method, InsertMethod::CopyStage);
+        let bad_method = WriterConfig::from_lookup(lookup(&[
+            ("STELE_DLQ_URL", "http://q"),
+            ("DATABASE_URL", "postgres://u@h/db"),
+            ("STELE_DB_INSERT_METHOD", "rows"),
+        ]))
+        .unwrap_err();
+        assert!(bad_method.to_string().contains("`copy` or `unnest`"), "{bad_method}");
         let bad_tls = WriterConfig::from_lookup(lookup(&[
             ("STELE_DLQ_URL", "http://q"),
             ("DATABASE_URL", "postgres://u@h/db"),

@@ -16,7 +16,7 @@ async fn build() -> Result<(stele_batch_writer::PgBatchWriter, u32), Error> {
         DbSource::Secret { arn } => secrets::database_conninfo(&aws_sdk_secretsmanager::Client::new(&aws), arn).await?,
     };
     let store_config = config.store_config(&url, &|k| std::env::var(k).ok())?;
-    let store = PgEventStore::new(stele_store::pool(&store_config)?);
+    let store = PgEventStore::with_method(stele_store::pool(&store_config)?, config.insert_method);
     let dead_letters = SqsDeadLetters::new(aws_sdk_sqs::Client::new(&aws), &config.dlq_url);
     Ok((BatchWriter::new(store, dead_letters), config.partition_days_ahead))
 }

@@ -118,11 +118,14 @@ impl<S: EventStore, D: DeadLetterSink> BatchWriter<S, D> {
                 .collect();
             chunks.push((start, inputs));
         }
+        // Decode up to `ahead` chunks at once (one per CPU, at least two) while
+        // the oldest one is written.
+        let ahead = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
         let mut chunks = chunks.into_iter();
-        let mut pending = chunks.next().map(spawn_decode);
+        let mut pending: std::collections::VecDeque<_> = chunks.by_ref().take(ahead).map(spawn_decode).collect();
         let mut poison: Vec<(usize, Poison, Vec<u8>)> = Vec::new();
         let mut db_failed_at = None;
-        while let Some(decoding) = pending.take() {
+        while let Some(decoding) = pending.pop_front() {
             let mut decoded = match decoding.await {
                 Ok(decoded) => decoded,
                 Err(e) => {
@@ -133,7 +136,7 @@ impl<S: EventStore, D: DeadLetterSink> BatchWriter<S, D> {
                     break;
                 }
             };
-            pending = chunks.next().map(spawn_decode);
+            pending.extend(chunks.next().map(spawn_decode));
             let mut chunk_poison: Vec<(usize, Poison)> = Vec::new();
             let result = self.write(&mut decoded.good, &mut chunk_poison, &mut report).await;
             for (i, p) in chunk_poison {
