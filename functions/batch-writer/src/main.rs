@@ -1,5 +1,5 @@
 //! Lambda entry point: settings, the Postgres pool and SQS client (built once),
-//! partitions ahead, then the runtime.
+//! migrations and partitions ahead, then the runtime.
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -40,7 +40,18 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             std::process::exit(2);
         }
     };
-    // Best effort: a database that is down now is retried by the first batch.
+    // The schema ships inside the binary: apply pending migrations (idempotent,
+    // serialised across concurrent cold starts by an advisory lock). Best effort,
+    // like the partitions below: a database that is down now fails the first
+    // batch, which the event source mapping redelivers to a later cold start.
+    match writer.store().pool().get().await {
+        Ok(conn) => {
+            if let Err(e) = stele_store::migrate(&conn).await {
+                tracing::warn!(error = %e, "could not apply migrations at start");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "no database connection at start"),
+    }
     let today = chrono::Utc::now().date_naive();
     if let Err(e) = writer.ensure_days_ahead(today, days_ahead).await {
         tracing::warn!(error = %e, "could not create partitions ahead at start");
