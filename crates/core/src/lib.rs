@@ -8,6 +8,7 @@ pub mod canonical;
 pub mod event;
 pub mod json;
 pub mod limits;
+pub mod settings;
 pub mod validate;
 
 pub use event::{

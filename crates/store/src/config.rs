@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use stele_core::settings;
+
 use crate::error::{Error, Result};
 
 /// How to secure the connection to Postgres.
@@ -63,15 +65,9 @@ impl StoreConfig {
             }
         };
         let number = |key: &str, default: u64| -> Result<u64> {
-            match get(key) {
-                None => Ok(default),
-                Some(v) => v
-                    .trim()
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| Error::Config(format!("{key} must be a positive integer, got `{v}`"))),
-            }
+            Ok(settings::number(&get, key, 1..=u64::from(u32::MAX))
+                .map_err(Error::Config)?
+                .unwrap_or(default))
         };
         Ok(Self {
             url,
@@ -106,10 +102,7 @@ impl StoreConfig {
 mod tests {
     use super::*;
 
-    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let pairs: Vec<(String, String)> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        move |k| pairs.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone())
-    }
+    use stele_core::settings::from_pairs as lookup;
 
     #[test]
     fn missing_database_url_names_the_variable() {

@@ -72,15 +72,9 @@ impl ArchiverConfig {
             c.prefix = p.trim().trim_matches('/').to_string();
         }
         let num = |key: &str, default: u64, min: u64| -> Result<u64, Error> {
-            match get(key) {
-                None => Ok(default),
-                Some(v) => v
-                    .trim()
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|n| *n >= min)
-                    .ok_or_else(|| Error::Config(format!("{key} must be an integer ≥ {min}, got `{v}`"))),
-            }
+            Ok(stele_core::settings::number(&get, key, min..=u64::from(u32::MAX))
+                .map_err(Error::Config)?
+                .unwrap_or(default))
         };
         c.retention = chrono::Duration::days(num("STELE_RETENTION_DAYS", 30, 1)? as i64);
         c.max_lateness = chrono::Duration::seconds(num("STELE_MAX_LATENESS_SECS", 259_200, 0)? as i64);
@@ -109,10 +103,7 @@ impl ArchiverConfig {
 mod tests {
     use super::*;
 
-    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let pairs: Vec<(String, String)> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        move |k| pairs.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone())
-    }
+    use stele_core::settings::from_pairs as lookup;
 
     #[test]
     fn bucket_is_required_and_named() {

@@ -32,7 +32,7 @@ impl WriterConfig {
     }
 
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self> {
-        let non_empty = |k: &str| get(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let non_empty = |k: &str| stele_core::settings::text(&get, k);
         let db = match (non_empty("DATABASE_URL"), non_empty("STELE_DB_SECRET_ARN")) {
             (Some(_), Some(_)) => {
                 return Err(Error::Config(
@@ -49,14 +49,9 @@ impl WriterConfig {
         };
         let dlq_url = non_empty("STELE_DLQ_URL")
             .ok_or_else(|| Error::Config("STELE_DLQ_URL is not set (the SQS queue URL for poison records)".into()))?;
-        let partition_days_ahead = match non_empty("STELE_PARTITION_DAYS_AHEAD") {
-            None => 3,
-            Some(v) => v.parse::<u32>().ok().filter(|n| *n <= 366).ok_or_else(|| {
-                Error::Config(format!(
-                    "STELE_PARTITION_DAYS_AHEAD must be an integer from 0 to 366, got `{v}`"
-                ))
-            })?,
-        };
+        let partition_days_ahead = stele_core::settings::number(&get, "STELE_PARTITION_DAYS_AHEAD", 0..=366)
+            .map_err(Error::Config)?
+            .map_or(3, |n| n as u32);
         let insert_method = match non_empty("STELE_DB_INSERT_METHOD").as_deref() {
             None | Some("copy") => InsertMethod::CopyStage,
             Some("unnest") => InsertMethod::Unnest,
@@ -121,10 +116,7 @@ pub fn conninfo_from_secret(secret_json: &str) -> Result<String, String> {
 mod tests {
     use super::*;
 
-    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let pairs: Vec<(String, String)> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        move |k| pairs.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone())
-    }
+    use stele_core::settings::from_pairs as lookup;
 
     #[test]
     fn the_dlq_url_is_required() {

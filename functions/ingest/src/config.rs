@@ -141,16 +141,9 @@ impl IngestConfig {
             cfg.tenant_claim = claim.to_owned();
         }
         let number = |var: &'static str, min: u64, max: u64| -> Result<Option<u64>, Error> {
-            let Some(raw) = get(var) else {
-                return Ok(None);
-            };
-            match raw.trim().parse::<u64>() {
-                Ok(n) if (min..=max).contains(&n) => Ok(Some(n)),
-                _ => Err(bad(
-                    var,
-                    format!("`{raw}` is not a whole number between {min} and {max}"),
-                )),
-            }
+            // The shared message starts with the variable's name; `bad` adds it too.
+            stele_core::settings::number(&get, var, min..=max)
+                .map_err(|reason| bad(var, reason.trim_start_matches(var).trim_start().to_owned()))
         };
         let secs = |n: u64| TimeDelta::seconds(i64::try_from(n).unwrap_or(i64::MAX));
         if let Some(n) = number("STELE_MAX_LATENESS_SECS", 1, 365 * 86_400)? {
@@ -184,10 +177,7 @@ impl IngestConfig {
 mod tests {
     use super::*;
 
-    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        move |k| map.get(k).cloned()
-    }
+    use stele_core::settings::from_pairs as lookup;
 
     #[test]
     fn missing_stream_name_is_an_error_naming_the_variable() {
