@@ -6,85 +6,13 @@
 
 mod support;
 
-use std::path::PathBuf;
-use std::process::Command;
-
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::json;
 use stele_batch_writer::{kinesis, BatchWriter, KinesisEvent, SqsDeadLetters};
 use stele_core::{validate_event, Context, SealedEvent, TimeWindow};
 use stele_store::{PgEventStore, StoreConfig};
+use support::faults::{crash_postgres, OwnPostgres};
 use support::{unique_name, TestEnv};
-
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A PostgreSQL cluster of this test's own (`scripts/pg.sh`), removed on drop.
-struct Cluster {
-    url: String,
-    dir: PathBuf,
-}
-
-impl Cluster {
-    fn start() -> Cluster {
-        let out = pg_sh(&["start", "--watch-pid", &std::process::id().to_string()]);
-        let value = |key: &str| {
-            out.lines()
-                .find_map(|l| l.strip_prefix(&format!("{key}=")).map(str::to_string))
-                .unwrap_or_else(|| panic!("pg.sh start printed no {key}"))
-        };
-        Cluster {
-            url: value("STELE_PG_URL"),
-            dir: PathBuf::from(value("STELE_PG_DIR")),
-        }
-    }
-
-    /// Start it again on the same port (`scripts/pg.sh restart`).
-    fn restart(&self) {
-        pg_sh(&["restart", &self.dir.to_string_lossy()]);
-    }
-}
-
-/// `pg_ctl -m immediate stop` of the cluster in `dir` (as its owner).
-fn kill(dir: &std::path::Path) {
-    let script = r#"
-            set -e
-            dir="$1"
-            bin="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)"
-            if [ "$(id -u)" = 0 ]; then
-              runuser -u "$(stat -c %U "$dir")" -- "$bin/pg_ctl" -D "$dir/data" -m immediate -w stop
-            else
-              "$bin/pg_ctl" -D "$dir/data" -m immediate -w stop
-            fi"#;
-    let status = Command::new("bash")
-        .args(["-c", script, "kill"])
-        .arg(dir)
-        .current_dir(dir)
-        .status()
-        .expect("run pg_ctl stop");
-    assert!(status.success(), "pg_ctl stop failed");
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(repo_root().join("scripts/pg.sh"))
-            .args(["stop", &self.dir.to_string_lossy()])
-            .status();
-    }
-}
-
-fn pg_sh(args: &[&str]) -> String {
-    let out = Command::new("bash")
-        .arg(repo_root().join("scripts/pg.sh"))
-        .args(args)
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .expect("run scripts/pg.sh");
-    assert!(out.status.success(), "scripts/pg.sh {args:?} failed");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn now() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap()
@@ -177,7 +105,7 @@ async fn deliver(writer: &BatchWriter<PgEventStore, SqsDeadLetters>, shard: &mut
 #[tokio::test]
 async fn postgres_stopped_mid_run_and_restarted_ends_with_every_record_written_exactly_once() {
     let env = TestEnv::get().await;
-    let cluster = Cluster::start();
+    let cluster = OwnPostgres::start();
     let client = support::connect(&cluster.url).await;
     stele_store::migrate(&client).await.unwrap();
     drop(client);
@@ -206,7 +134,7 @@ async fn postgres_stopped_mid_run_and_restarted_ends_with_every_record_written_e
     let in_flight = shard.next_batch();
     let delivered = in_flight.records.len();
     let dir = cluster.dir.clone();
-    let killer = tokio::task::spawn_blocking(move || kill(&dir));
+    let killer = tokio::task::spawn_blocking(move || crash_postgres(&dir));
     let response = writer.handle_batch(in_flight).await;
     killer.await.unwrap();
     let failures: Vec<String> = response
