@@ -543,10 +543,11 @@ fn write_svg(path: &str, samples: &[Sample], ceiling: Option<f64>, inprocess: Op
             let v = max * f64::from(i) / 4.0;
             let yy = top + panel_h * (1.0 - f64::from(i) / 4.0);
             svg.push_str(&format!(
-                "<line x1=\"{left}\" x2=\"{right}\" y1=\"{yy:.1}\" y2=\"{yy:.1}\" stroke=\"#eee\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{:.0}{unit}</text>\n",
+                "<line x1=\"{left}\" x2=\"{right}\" y1=\"{yy:.1}\" y2=\"{yy:.1}\" stroke=\"#eee\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}{unit}</text>\n",
                 left - 5.0,
                 yy + 4.0,
-                v
+                // Seconds of lag are small: keep a decimal where whole numbers would repeat.
+                if max < 10.0 { format!("{v:.1}") } else { format!("{v:.0}") }
             ));
         }
         for i in 0..=5 {
