@@ -594,7 +594,9 @@ fn cases() -> Vec<Case> {
     c.push(Case::new(
         "500 tiny-but-invalid events",
         bytes(&json!({ "events": vec![json!({}); 500] })),
-        invalid("required", "events[499].occurred_at"),
+        // 6 problems per event, 3 000 in all: every one is counted, the first
+        // 1 000 listed (through events[166]).
+        invalid("required", "events[166].occurred_at"),
     ));
     let mut many = Vec::new();
     for _ in 0..500 {
@@ -633,7 +635,7 @@ fn cases() -> Vec<Case> {
     c.push(Case::new(
         "100k NUL strings in changes (problem flood)",
         bytes(&with("/changes", json!({ "after": vec![json!("\u{0}"); 100_000] }))),
-        invalid("invalid_character", "changes.after[99999]"),
+        invalid("invalid_character", "changes.after[999]"),
     ));
 
     // --- injection strings: valid text is stored byte-exact, never interpreted.
@@ -1377,6 +1379,16 @@ fn check_case(case: &Case, answer: &Answer, new_records: &[stele_ingest::Record]
                 serde_json::from_slice(&answer.body).map_err(|e| format!("error body: {e}: {body_text}"))?;
             if reply["error"] != json!(error) || !reply["message"].is_string() {
                 return fail(format!("expected error {error}"));
+            }
+            if let Some(problems) = reply["problems"].as_array() {
+                // Every problem is counted; the list stops at the cap.
+                let total = reply["problems_total"].as_u64().unwrap_or(0) as usize;
+                let counted = reply["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with(&format!("{total} problem(s)")));
+                if problems.len() != total.min(stele_core::limits::MAX_PROBLEMS_LISTED) || !counted {
+                    return fail(format!("{} problems listed of problems_total {total}", problems.len()));
+                }
             }
             if let Some((code, path)) = problem {
                 let listed = reply["problems"]

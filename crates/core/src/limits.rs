@@ -22,3 +22,7 @@ pub const MAX_DISPLAY_CHARS: usize = 256;
 pub const MAX_USER_AGENT_CHARS: usize = 1024;
 /// Largest integer an IEEE-754 double holds exactly (2^53).
 pub const MAX_EXACT_INTEGER: f64 = 9_007_199_254_740_992.0;
+/// Problems listed in one `400` answer. Every problem is counted, but a hostile
+/// 5 MiB body can hold hundreds of thousands, and a Lambda answer may not exceed
+/// 6 MB: the list stops here and `problems_total` says how many there were.
+pub const MAX_PROBLEMS_LISTED: usize = 1000;

@@ -75,9 +75,15 @@ fn problems_response(status: StatusCode, error: &str, problems: &[Problem]) -> R
         problems.len(),
         events.len()
     );
+    let listed = &problems[..problems.len().min(stele_core::limits::MAX_PROBLEMS_LISTED)];
     json_response(
         status,
-        &json!({ "error": error, "message": message, "problems": problems }),
+        &json!({
+            "error": error,
+            "message": message,
+            "problems": listed,
+            "problems_total": problems.len(),
+        }),
     )
 }
 
@@ -430,6 +436,33 @@ mod tests {
             .collect();
         assert_eq!(paths, vec!["events[1].actor.id", "events[1].actor.type"]);
         assert_eq!(b["problems"][0]["index"], 1);
+        assert!(ingest.sink().records().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_problems_is_counted_in_full_but_listed_only_up_to_the_cap() {
+        let ingest = ingest();
+        // 500 events × 3 problems (two unknown fields and a bad outcome) = 1 500.
+        let mut bad = event();
+        bad["outcome"] = json!("maybe");
+        bad["x1"] = json!(1);
+        bad["x2"] = json!(2);
+        let events: Vec<Value> = (0..500).map(|_| bad.clone()).collect();
+        let resp = ingest
+            .handle(post(&json!({ "events": events }), Some("acme"), &[]))
+            .await;
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+        let b = body(&resp);
+        assert_eq!(b["problems_total"], 1500);
+        let listed = b["problems"].as_array().unwrap();
+        assert_eq!(listed.len(), stele_core::limits::MAX_PROBLEMS_LISTED);
+        // Body order: three problems per event, so the 1 000th belongs to event 333.
+        assert_eq!(listed[0]["index"], 0);
+        assert_eq!(listed[999]["index"], 333);
+        assert!(b["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("1500 problem(s) in 500 event(s)"));
         assert!(ingest.sink().records().is_empty());
     }
 
