@@ -217,7 +217,6 @@ async fn serve(args: &DevArgs, pg_url: &str, aws_endpoint: &str) -> Result<(), B
     for (token, tenant) in listed {
         println!("    Authorization: Bearer {token}   → tenant {tenant}");
     }
-    println!("ready: send events to http://{addr}/v1/events (Ctrl-C stops cleanly)");
 
     let sent = Arc::new(demo::SenderTotals::default());
     let demo_task = args.demo.then(|| {
@@ -253,6 +252,7 @@ async fn serve(args: &DevArgs, pg_url: &str, aws_endpoint: &str) -> Result<(), B
             },
         )
     });
+    println!("ready: send events to http://{addr}/v1/events (Ctrl-C stops cleanly)");
     let progress = tokio::spawn(demo::report_progress(
         sent.clone(),
         written.clone(),
