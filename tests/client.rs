@@ -163,7 +163,9 @@ async fn with_the_endpoint_down_events_are_spilled_and_delivered_when_it_returns
     // The endpoint comes up on that port.
     let dev = DevProcess::start(&["--stream", "client-spill", "--port", &port.to_string()]);
     let deadline = Instant::now() + Duration::from_secs(120);
-    while client.stats().replayed < 250 && Instant::now() < deadline {
+    // The file is rewritten (here: removed) after a replay turn's last batch is
+    // counted, so wait for both.
+    while (client.stats().replayed < 250 || spill.exists()) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let stats = client.stats();
