@@ -75,7 +75,10 @@ pub struct Archiver<S> {
 impl<S: ArchiveStore + 'static> Archiver<S> {
     /// Clients are built once: `store` here, the Postgres connection lazily and
     /// re-opened if it drops between invocations.
-    pub fn new(store: Arc<S>, db: StoreConfig, config: ArchiverConfig) -> Self {
+    pub fn new(store: Arc<S>, mut db: StoreConfig, config: ArchiverConfig) -> Self {
+        // An export is one long COPY: the session gets the archiver's own
+        // timeout through the store's connection settings.
+        db.statement_timeout = config.statement_timeout;
         Self {
             store,
             db,
@@ -107,16 +110,6 @@ impl<S: ArchiveStore + 'static> Archiver<S> {
             let c = stele_store::connect(&self.db)
                 .await
                 .map_err(Error::store(partition, Step::Plan))?;
-            c.batch_execute(&format!(
-                "SET statement_timeout = {}",
-                self.config.statement_timeout.as_millis()
-            ))
-            .await
-            .map_err(|source| Error::Read {
-                partition: partition.to_string(),
-                step: Step::Plan,
-                source,
-            })?;
             *guard = Some(c);
         }
         Ok(guard)
