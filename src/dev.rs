@@ -232,7 +232,7 @@ async fn serve(args: &DevArgs, pg_url: &str, aws_endpoint: &str) -> Result<(), B
             max_lateness_hours: args.archive_lateness_hours.unwrap_or(args.max_lateness_hours),
             drop_after_archive: true,
         };
-        let archiver = crate::archive::build(pg_url, &sdk, &settings);
+        let archiver = crate::archive::build(stele_store::StoreConfig::new(pg_url), &sdk, &settings);
         println!(
             "archiver       every {every} s: partitions older than {} days (and {} h of lateness) → s3://{}/audit/",
             settings.retention_days, settings.max_lateness_hours, settings.bucket

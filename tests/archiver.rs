@@ -51,11 +51,15 @@ async fn fill(client: &Client, day: NaiveDate, n: i32, tenants: i32) {
         .expect("insert rows");
 }
 
-fn archiver<S: ArchiveStore + 'static>(db: &support::TestDb, store: S, file_rows: u64) -> Archiver<S> {
+fn archiver<S: ArchiveStore + 'static>(
+    db: &support::TestDb,
+    store: S,
+    file_rows: u64,
+) -> stele_archiver::PgArchiver<S> {
     let mut config = ArchiverConfig::new("unused");
     config.prefix = PREFIX.into();
     config.file_rows = file_rows;
-    Archiver::new(Arc::new(store), db.store_config(), config)
+    Archiver::with_postgres(Arc::new(store), db.store_config(), config)
 }
 
 fn deadline() -> Instant {
@@ -63,8 +67,9 @@ fn deadline() -> Instant {
 }
 
 /// (tenant, rows, root) per tenant as Postgres has them, in archive order.
-async fn pg_roots(client: &Client, day: NaiveDate) -> Vec<(String, u64, String)> {
-    stele_archiver::export::postgres_roots(client, &partitions::partition_name(day))
+async fn pg_roots(db: &support::TestDb, day: NaiveDate) -> Vec<(String, u64, String)> {
+    let pg = stele_store::PgArchiveDb::new(db.store_config());
+    stele_archiver::export::postgres_roots(&pg, &partitions::partition_name(day))
         .await
         .expect("roots")
 }
@@ -176,7 +181,7 @@ async fn old_partitions_are_archived_detached_and_dropped_and_duckdb_reads_what_
         .await
         .expect("empty partition");
     fill(&client, recent, 100, 2).await;
-    let before = pg_roots(&client, old).await;
+    let before = pg_roots(&db, old).await;
     assert_eq!(before.len(), 3);
 
     // Files of at most 1 000 rows: every tenant's day spans several parts.
@@ -300,7 +305,7 @@ async fn crash_then_heal(fail_point: FailPoint) {
     let s3 = env.s3().await;
     let day = days_ago(31 + fail_point as i64);
     fill(&client, day, 2_000, 2).await;
-    let before = pg_roots(&client, day).await;
+    let before = pg_roots(&db, day).await;
 
     let crashing = archiver(&db, S3Store::new(s3.clone(), &bucket), 700).with_fail_point(Some(fail_point));
     let report = crashing.run(Utc::now(), deadline()).await;
@@ -410,7 +415,7 @@ async fn s3_failure_mid_upload_leaves_the_partition_attached_and_the_next_run_fi
     let s3 = env.s3().await;
     let day = days_ago(50);
     fill(&client, day, 3_000, 3).await;
-    let before = pg_roots(&client, day).await;
+    let before = pg_roots(&db, day).await;
     let name = partitions::partition_name(day);
 
     // Two files go up, the third fails mid-upload.
@@ -453,4 +458,118 @@ async fn s3_failure_mid_upload_leaves_the_partition_attached_and_the_next_run_fi
         .await;
     assert_eq!(healed.error, None, "{healed:?}");
     assert_one_archive(&client, &s3, &bucket, day, &before).await;
+}
+
+/// The archiver Lambda's cold start with exactly the environment the Terraform
+/// module gives it (infra/terraform/modules/stele/lambda.tf: the database as a
+/// Secrets Manager ARN, no DATABASE_URL), then one scheduled run.
+#[tokio::test]
+async fn the_archiver_starts_with_only_the_terraform_environment() {
+    let env = support::TestEnv::get().await;
+    let db = env.fresh_database().await;
+    let client = db.migrated_client().await;
+    let bucket = support::unique_name("arch");
+    env.create_bucket(&bucket).await;
+    let s3 = env.s3().await;
+    let day = days_ago(45);
+    fill(&client, day, 300, 2).await;
+    let before = pg_roots(&db, day).await;
+
+    let arn = env.create_db_secret(&db).await;
+    let terraform_env = [
+        ("STELE_DB_SECRET_ARN", arn.as_str()),
+        ("STELE_DB_TLS", "disable"),
+        ("STELE_ARCHIVE_BUCKET", bucket.as_str()),
+        ("STELE_ARCHIVE_PREFIX", PREFIX),
+        ("STELE_RETENTION_DAYS", "30"),
+        ("STELE_MAX_LATENESS_SECS", "259200"),
+        ("STELE_DROP_AFTER_ARCHIVE", "true"),
+        ("RUST_LOG", "info"),
+    ];
+    let archiver = stele_archiver::startup::archiver(
+        stele_core::settings::from_pairs(&terraform_env),
+        s3.clone(),
+        &env.secrets().await,
+    )
+    .await
+    .expect("the archiver starts with what Terraform sets");
+    let report = archiver.run(Utc::now(), deadline()).await;
+    assert_eq!(report.error, None, "{report:?}");
+    assert_one_archive(&client, &s3, &bucket, day, &before).await;
+
+    // Without the secret ARN the start fails, naming both ways to give a database.
+    let without_db: Vec<(&str, &str)> = terraform_env
+        .iter()
+        .copied()
+        .filter(|(k, _)| *k != "STELE_DB_SECRET_ARN")
+        .collect();
+    let err = stele_archiver::startup::archiver(
+        stele_core::settings::from_pairs(&without_db),
+        s3.clone(),
+        &env.secrets().await,
+    )
+    .await
+    .err()
+    .expect("no database, no start")
+    .to_string();
+    assert!(
+        err.contains("DATABASE_URL") && err.contains("STELE_DB_SECRET_ARN"),
+        "{err}"
+    );
+}
+
+/// The schedule and a manual `stele archive` at the same moment: the run lock
+/// lets one of them work and the other report that it did nothing; every day
+/// ends archived exactly once with the manifest chain intact.
+#[tokio::test]
+async fn two_runs_started_together_archive_each_day_once() {
+    let env = support::TestEnv::get().await;
+    let db = env.fresh_database().await;
+    let client = db.migrated_client().await;
+    let bucket = support::unique_name("arch");
+    env.create_bucket(&bucket).await;
+    let s3 = env.s3().await;
+    let days = [days_ago(50), days_ago(49), days_ago(48)];
+    let mut before = Vec::new();
+    for day in days {
+        fill(&client, day, 1_500, 2).await;
+        before.push(pg_roots(&db, day).await);
+    }
+    let first = archiver(&db, S3Store::new(s3.clone(), &bucket), 400);
+    let second = archiver(&db, S3Store::new(s3.clone(), &bucket), 400);
+    let (a, b) = tokio::join!(first.run(Utc::now(), deadline()), second.run(Utc::now(), deadline()));
+    println!(
+        "run A: busy={} archived={:?} error={:?}",
+        a.busy,
+        a.archived.iter().map(|r| &r.dt).collect::<Vec<_>>(),
+        a.error
+    );
+    println!(
+        "run B: busy={} archived={:?} error={:?}",
+        b.busy,
+        b.archived.iter().map(|r| &r.dt).collect::<Vec<_>>(),
+        b.error
+    );
+    assert_eq!((a.error.as_deref(), b.error.as_deref()), (None, None));
+    let mut archived: Vec<String> = a
+        .archived
+        .iter()
+        .chain(&b.archived)
+        .filter(|r| r.rows > 0 || r.dropped)
+        .map(|r| r.dt.clone())
+        .collect();
+    archived.sort();
+    let expected: Vec<String> = days.iter().map(|d| d.format("%Y-%m-%d").to_string()).collect();
+    assert_eq!(archived, expected, "each day archived by exactly one run");
+    assert!(a.busy || b.busy || a.archived.is_empty() || b.archived.is_empty());
+    let mut previous: Option<String> = None;
+    for (day, roots) in days.iter().zip(&before) {
+        let manifest = assert_one_archive(&client, &s3, &bucket, *day, roots).await;
+        assert_eq!(
+            manifest["previous_manifest"]["key"].as_str().map(str::to_string),
+            previous,
+            "the chain links {day} to the day before"
+        );
+        previous = Some(stele_archiver::layout::manifest_key(PREFIX, *day));
+    }
 }

@@ -422,13 +422,13 @@ fn archiver<S: stele_archiver::ArchiveStore + 'static>(
     db: &support::TestDb,
     bucket: &str,
     store: std::sync::Arc<S>,
-) -> stele_archiver::Archiver<S> {
+) -> stele_archiver::PgArchiver<S> {
     let mut config = stele_archiver::ArchiverConfig::new(bucket);
     config.prefix = ARCHIVE_PREFIX.into();
     config.retention = chrono::Duration::days(1);
     config.max_lateness = chrono::Duration::days(1);
     config.file_rows = 60; // several files per tenant and day
-    stele_archiver::Archiver::new(store, db.store_config(), config)
+    stele_archiver::Archiver::with_postgres(store, db.store_config(), config)
 }
 
 const ARCHIVE_PREFIX: &str = "audit";

@@ -178,3 +178,34 @@ async fn store_config_connects_with_utc_session_and_statement_timeout() {
     let message = stele_store::pg_message(&err);
     assert!(message.contains("statement timeout"), "{message}");
 }
+
+/// The one connection path, in its deployed form: `STELE_DB_SECRET_ARN` names a
+/// real Secrets Manager secret (LocalStack) in the RDS JSON form, and the store
+/// connects with it to the test PostgreSQL.
+#[tokio::test]
+async fn a_database_secret_in_secrets_manager_connects() {
+    let env = TestEnv::get().await;
+    let db = env.fresh_database().await;
+    let arn = env.create_db_secret(&db).await;
+    let settings = stele_store::StoreSettings::from_lookup(stele_core::settings::from_pairs(&[
+        ("STELE_DB_SECRET_ARN", arn.as_str()),
+        ("STELE_DB_TLS", "disable"),
+    ]))
+    .expect("settings");
+    let config = settings.resolve(&env.secrets().await).await.expect("secret resolves");
+    let client = stele_store::connect(&config).await.expect("connects");
+    let name: String = client.query_one("SELECT current_database()", &[]).await.unwrap().get(0);
+    assert_eq!(name, db.name);
+
+    // A secret that does not exist is a start-up error naming the ARN.
+    let missing = stele_store::StoreSettings::from_lookup(stele_core::settings::from_pairs(&[(
+        "STELE_DB_SECRET_ARN",
+        "arn:aws:secretsmanager:us-east-1:000000000000:secret:stele-missing",
+    )]))
+    .unwrap()
+    .resolve(&env.secrets().await)
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(missing.contains("stele-missing"), "{missing}");
+}

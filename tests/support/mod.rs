@@ -97,6 +97,39 @@ impl TestEnv {
     }
 
     /// Create a queue; returns its URL.
+    pub async fn secrets(&self) -> aws_sdk_secretsmanager::Client {
+        aws_sdk_secretsmanager::Client::new(&self.aws_config().await)
+    }
+
+    /// A Secrets Manager secret in the RDS form (host, port, username,
+    /// password, dbname) for `db`, as Terraform's database module makes it.
+    /// Returns its ARN.
+    pub async fn create_db_secret(&self, db: &TestDb) -> String {
+        let pg: tokio_postgres::Config = db.url.parse().expect("test database URL");
+        let host = match pg.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+            other => panic!("test database is not on TCP: {other:?}"),
+        };
+        let secret = serde_json::json!({
+            "engine": "postgres",
+            "host": host,
+            "port": pg.get_ports().first().copied().unwrap_or(5432),
+            "username": pg.get_user().expect("user"),
+            "password": pg.get_password().map(|p| String::from_utf8_lossy(p).into_owned()).unwrap_or_default(),
+            "dbname": pg.get_dbname().expect("dbname"),
+        });
+        let out = self
+            .secrets()
+            .await
+            .create_secret()
+            .name(format!("stele/{}", db.name))
+            .secret_string(secret.to_string())
+            .send()
+            .await
+            .expect("create the database secret in LocalStack");
+        out.arn().expect("secret ARN").to_string()
+    }
+
     pub async fn create_queue(&self, name: &str) -> String {
         aws::create_queue(&self.sqs().await, name).await.expect("create queue")
     }

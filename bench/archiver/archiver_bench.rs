@@ -108,7 +108,7 @@ async fn main() -> Res<()> {
             let started = Instant::now();
             let sql = format!(
                 "COPY ({}) TO STDOUT (FORMAT binary)",
-                stele_archiver::export::select_sql(&name)
+                stele_store::archive_db::export_sql(&name)
             );
             let stream = c.copy_out(&sql).await?;
             futures_util::pin_mut!(stream);
@@ -137,8 +137,10 @@ async fn main() -> Res<()> {
             let started = Instant::now();
             if mode == "export" {
                 config.prefix = "scratch".into();
-                let c = client(&url).await?;
-                let tenants = stele_archiver::export::export(&c, &*store, &config, &name, d, far).await?;
+                let mut db = StoreConfig::new(url);
+                db.statement_timeout = config.statement_timeout;
+                let db = stele_store::PgArchiveDb::new(db);
+                let tenants = stele_archiver::export::export(&db, &*store, &config, &name, d, far).await?;
                 let rows: u64 = tenants.iter().map(|t| t.rows).sum();
                 let bytes: u64 = tenants.iter().flat_map(|t| &t.files).map(|f| f.bytes).sum();
                 eprintln!(
@@ -147,7 +149,7 @@ async fn main() -> Res<()> {
                 );
                 report("archiver_export", rows, started);
             } else {
-                let archiver = stele_archiver::Archiver::new(store, StoreConfig::new(url), config);
+                let archiver = stele_archiver::Archiver::with_postgres(store, StoreConfig::new(url), config);
                 let r = archiver.archive_partition(&name, false, Utc::now(), far).await?;
                 eprintln!("archive: {} files, {} bytes", r.files, r.bytes);
                 report("archiver_full", r.rows, started);
