@@ -237,14 +237,11 @@ impl ArchiveDb for MemoryArchiveDb {
             let name = partitions::partition_name(day);
             if s.jobs.contains_key(&name) {
                 outcome.closed.push(day);
-            } else if !s.tables.contains_key(&name) {
-                s.tables.insert(
-                    name,
-                    Table {
-                        attached: true,
-                        rows: Vec::new(),
-                    },
-                );
+            } else if let std::collections::btree_map::Entry::Vacant(slot) = s.tables.entry(name) {
+                slot.insert(Table {
+                    attached: true,
+                    rows: Vec::new(),
+                });
                 outcome.created.push(day);
             }
             day = match day.succ_opt() {
