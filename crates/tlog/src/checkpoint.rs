@@ -24,7 +24,12 @@ pub struct Checkpoint {
 
 impl Checkpoint {
     pub fn new(origin: &str, size: u64, root: Hash) -> Self {
-        Checkpoint { origin: origin.to_owned(), size, root, extensions: Vec::new() }
+        Checkpoint {
+            origin: origin.to_owned(),
+            size,
+            root,
+            extensions: Vec::new(),
+        }
     }
 
     /// The note text (ends in a newline). Refuses fields that could not be read back.
@@ -51,7 +56,9 @@ impl Checkpoint {
 
     /// Parses a checkpoint note text (the part before the signatures).
     pub fn parse(text: &str) -> Result<Self, Error> {
-        let body = text.strip_suffix('\n').ok_or(Error::MalformedCheckpoint("text does not end in a newline"))?;
+        let body = text
+            .strip_suffix('\n')
+            .ok_or(Error::MalformedCheckpoint("text does not end in a newline"))?;
         let lines: Vec<&str> = body.split('\n').collect();
         if lines.len() < 3 {
             return Err(Error::MalformedCheckpoint("fewer than three lines"));
@@ -61,9 +68,13 @@ impl Checkpoint {
         }
         let size_s = lines[1];
         if !size_s.bytes().all(|b| b.is_ascii_digit()) || (size_s.len() > 1 && size_s.starts_with('0')) {
-            return Err(Error::MalformedCheckpoint("tree size is not a decimal without leading zeros"));
+            return Err(Error::MalformedCheckpoint(
+                "tree size is not a decimal without leading zeros",
+            ));
         }
-        let size = size_s.parse().map_err(|_| Error::MalformedCheckpoint("tree size out of range"))?;
+        let size = size_s
+            .parse()
+            .map_err(|_| Error::MalformedCheckpoint("tree size out of range"))?;
         let root = Hash::from_base64(lines[2]).map_err(|_| Error::MalformedCheckpoint("root is not a base64 hash"))?;
         Ok(Checkpoint {
             origin: lines[0].to_owned(),
@@ -92,7 +103,10 @@ pub fn open_checkpoint(msg: &[u8], verifiers: &Verifiers, origin: &str) -> Resul
     let note = note::open(msg, verifiers)?;
     let checkpoint = Checkpoint::parse(&note.text)?;
     if checkpoint.origin != origin {
-        return Err(Error::OriginMismatch { expected: origin.to_owned(), found: checkpoint.origin });
+        return Err(Error::OriginMismatch {
+            expected: origin.to_owned(),
+            found: checkpoint.origin,
+        });
     }
     Ok(SignedCheckpoint { checkpoint, note })
 }
@@ -115,14 +129,14 @@ mod tests {
         for bad in [
             String::new(),
             format!("o\n1\n{root}"),
-            format!("o\n1\n"),
+            "o\n1\n".to_string(),
             format!("\n1\n{root}\n"),
             format!("o\n01\n{root}\n"),
             format!("o\n-1\n{root}\n"),
             format!("o\n+1\n{root}\n"),
             format!("o\n18446744073709551616\n{root}\n"),
             format!("o\n1\n{}\n", Hash([0; 32]).to_base64().trim_end_matches('=')),
-            format!("o\n1\nAAAA\n"),
+            "o\n1\nAAAA\n".to_string(),
             format!("o\n1\n{root}\n\n"),
             format!("o\n1\n{root}\next\n\n"),
         ] {

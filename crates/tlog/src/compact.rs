@@ -37,7 +37,10 @@ impl Frontier {
     pub fn from_hashes(size: u64, hashes: Vec<Hash>) -> Result<Self, Error> {
         let want = size.count_ones() as usize;
         if hashes.len() != want {
-            return Err(Error::HashCount { got: hashes.len(), want });
+            return Err(Error::HashCount {
+                got: hashes.len(),
+                want,
+            });
         }
         Ok(Frontier { size, hashes })
     }

@@ -32,7 +32,11 @@ pub struct LeafData {
 
 impl LeafData {
     pub fn new(tenant_id: &str, event_hash: [u8; 32], received_at_micros: i64) -> Self {
-        LeafData { tenant_id: tenant_id.to_owned(), event_hash, received_at_micros }
+        LeafData {
+            tenant_id: tenant_id.to_owned(),
+            event_hash,
+            received_at_micros,
+        }
     }
 
     /// The v1 encoding above.
@@ -48,7 +52,9 @@ impl LeafData {
     /// Reads a v1 encoding; refuses any other tag, a bad length, bad UTF-8 or trailing bytes.
     pub fn decode(bytes: &[u8]) -> Result<Self, Error> {
         let bad = |why: &'static str| Error::LeafData(why);
-        let rest = bytes.strip_prefix(LEAF_TAG_V1.as_slice()).ok_or(bad("unknown leaf tag"))?;
+        let rest = bytes
+            .strip_prefix(LEAF_TAG_V1.as_slice())
+            .ok_or(bad("unknown leaf tag"))?;
         let (len, rest) = rest.split_first_chunk::<2>().ok_or(bad("truncated tenant length"))?;
         let len = usize::from(u16::from_be_bytes(*len));
         if len == 0 {
@@ -102,7 +108,10 @@ mod tests {
         want.extend_from_slice(&[0xab; 32]);
         want.extend_from_slice(&1_700_000_000_000_001i64.to_be_bytes());
         assert_eq!(data, want);
-        assert_eq!(LeafData::decode(&data).unwrap(), LeafData::new("acme", [0xab; 32], 1_700_000_000_000_001));
+        assert_eq!(
+            LeafData::decode(&data).unwrap(),
+            LeafData::new("acme", [0xab; 32], 1_700_000_000_000_001)
+        );
     }
 
     #[test]
@@ -111,8 +120,14 @@ mod tests {
         let a = encode_leaf("ab", &[b'c'; 32], 0).unwrap();
         let b = encode_leaf("abc", &[b'c'; 32], 0).unwrap();
         assert_ne!(a, b);
-        assert_ne!(event_leaf_hash("t", &[1; 32], 5).unwrap(), event_leaf_hash("t", &[1; 32], 6).unwrap());
-        assert_ne!(event_leaf_hash("t", &[1; 32], 5).unwrap(), event_leaf_hash("u", &[1; 32], 5).unwrap());
+        assert_ne!(
+            event_leaf_hash("t", &[1; 32], 5).unwrap(),
+            event_leaf_hash("t", &[1; 32], 6).unwrap()
+        );
+        assert_ne!(
+            event_leaf_hash("t", &[1; 32], 5).unwrap(),
+            event_leaf_hash("u", &[1; 32], 5).unwrap()
+        );
     }
 
     #[test]

@@ -24,14 +24,22 @@ impl NodeId {
         NodeId { level: 0, index }
     }
 
-    /// First leaf covered.
+    /// First leaf covered (saturating: a node past `u64` leaves is in no tree).
     pub fn start(&self) -> u64 {
-        self.index << self.level
+        self.shifted(self.index)
     }
 
     /// One past the last leaf covered: the tree size from which this node exists.
+    /// Saturating, so a nonsense node is simply never complete.
     pub fn end(&self) -> u64 {
-        (self.index + 1) << self.level
+        self.shifted(self.index.saturating_add(1))
+    }
+
+    fn shifted(&self, i: u64) -> u64 {
+        if self.level >= 64 {
+            return if i == 0 { 0 } else { u64::MAX };
+        }
+        u64::try_from(u128::from(i) << self.level).unwrap_or(u64::MAX)
     }
 }
 
@@ -48,7 +56,11 @@ pub(crate) fn perfect_nodes(start: u64, end: u64) -> Vec<NodeId> {
         let size = end - a;
         // Power-of-two ranges are one node; otherwise the left part is the largest
         // power of two strictly below the size (RFC 6962 §2.1) and the rest recurses.
-        let k = if size.is_power_of_two() { size } else { largest_power_of_two_below(size) };
+        let k = if size.is_power_of_two() {
+            size
+        } else {
+            largest_power_of_two_below(size)
+        };
         let level = k.trailing_zeros() as u8;
         debug_assert_eq!(a % k, 0, "range [{start}, {end}) is not RFC-aligned");
         out.push(NodeId::new(level, a >> level));
@@ -83,6 +95,13 @@ mod tests {
     fn right_border_range_decomposes_from_its_aligned_start() {
         assert_eq!(perfect_nodes(8, 13), vec![NodeId::new(2, 2), NodeId::new(0, 12)]);
         assert_eq!(perfect_nodes(12, 14), vec![NodeId::new(1, 6)]);
+    }
+
+    #[test]
+    fn nodes_beyond_any_tree_saturate_instead_of_overflowing() {
+        assert_eq!(NodeId::new(200, 1).end(), u64::MAX);
+        assert_eq!(NodeId::new(1, u64::MAX).end(), u64::MAX);
+        assert_eq!(NodeId::new(63, 1).start(), 1 << 63);
     }
 
     #[test]

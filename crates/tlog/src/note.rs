@@ -81,7 +81,9 @@ impl Note {
     pub fn parse(msg: &[u8]) -> Result<Note, Error> {
         let msg = check_note_chars(msg)?;
         // The text ends at the last blank line.
-        let split = msg.rfind("\n\n").ok_or(Error::MalformedNote("no blank line before signatures"))?;
+        let split = msg
+            .rfind("\n\n")
+            .ok_or(Error::MalformedNote("no blank line before signatures"))?;
         let (text, sigs) = (&msg[..split + 1], &msg[split + 2..]);
         if sigs.is_empty() {
             return Err(Error::MalformedNote("no signatures"));
@@ -94,12 +96,18 @@ impl Note {
             if signatures.len() == MAX_SIGNATURES {
                 return Err(Error::MalformedNote("too many signatures"));
             }
-            let rest = line.strip_prefix(SIG_PREFIX).ok_or(Error::MalformedNote("line is not a signature"))?;
-            let (name, b64) = rest.split_once(' ').ok_or(Error::MalformedNote("signature line has no space"))?;
+            let rest = line
+                .strip_prefix(SIG_PREFIX)
+                .ok_or(Error::MalformedNote("line is not a signature"))?;
+            let (name, b64) = rest
+                .split_once(' ')
+                .ok_or(Error::MalformedNote("signature line has no space"))?;
             if !is_valid_key_name(name) {
                 return Err(Error::MalformedNote("invalid key name"));
             }
-            let raw = B64.decode(b64).map_err(|_| Error::MalformedNote("signature is not base64"))?;
+            let raw = B64
+                .decode(b64)
+                .map_err(|_| Error::MalformedNote("signature is not base64"))?;
             if raw.len() < 5 {
                 return Err(Error::MalformedNote("signature too short"));
             }
@@ -109,7 +117,10 @@ impl Note {
                 signature: raw[4..].to_vec(),
             });
         }
-        Ok(Note { text: text.to_owned(), signatures })
+        Ok(Note {
+            text: text.to_owned(),
+            signatures,
+        })
     }
 
     /// The note's bytes: text, blank line, signature lines.
@@ -167,7 +178,10 @@ pub fn open(msg: &[u8], verifiers: &Verifiers) -> Result<OpenedNote, Error> {
                     continue;
                 }
                 if !v.verify(note.text.as_bytes(), &sig.signature) {
-                    return Err(Error::InvalidSignature { name: sig.name, key_id: sig.key_id });
+                    return Err(Error::InvalidSignature {
+                        name: sig.name,
+                        key_id: sig.key_id,
+                    });
                 }
                 verified.push(sig);
             }
@@ -175,10 +189,17 @@ pub fn open(msg: &[u8], verifiers: &Verifiers) -> Result<OpenedNote, Error> {
     }
     if verified.is_empty() {
         return Err(Error::NoTrustedSignature {
-            keys: unverified.iter().map(|s| format!("{}+{:08x}", s.name, s.key_id)).collect(),
+            keys: unverified
+                .iter()
+                .map(|s| format!("{}+{:08x}", s.name, s.key_id))
+                .collect(),
         });
     }
-    Ok(OpenedNote { text: note.text, verified, unverified })
+    Ok(OpenedNote {
+        text: note.text,
+        verified,
+        unverified,
+    })
 }
 
 /// Signs note texts: an Ed25519 key here, AWS KMS in production. Async because a
@@ -199,8 +220,16 @@ pub async fn sign<S: Signer>(text: &str, signer: &S) -> Result<String, Error> {
         return Err(Error::MalformedKey("invalid key name"));
     }
     let signature = signer.sign(text.as_bytes()).await?;
-    let sig = NoteSignature { name: signer.name().to_owned(), key_id: signer.key_id(), signature };
-    Note { text: text.to_owned(), signatures: vec![sig] }.render()
+    let sig = NoteSignature {
+        name: signer.name().to_owned(),
+        key_id: signer.key_id(),
+        signature,
+    };
+    Note {
+        text: text.to_owned(),
+        signatures: vec![sig],
+    }
+    .render()
 }
 
 /// Checks signatures by one key.
@@ -232,7 +261,10 @@ impl Verifiers {
         let mut hits = self.0.iter().filter(|v| v.name() == name && v.key_id() == key_id);
         let first = hits.next();
         if hits.next().is_some() {
-            return Err(Error::AmbiguousKey { name: name.to_owned(), key_id });
+            return Err(Error::AmbiguousKey {
+                name: name.to_owned(),
+                key_id,
+            });
         }
         Ok(first.map(|b| b.as_ref()))
     }
@@ -252,7 +284,11 @@ impl Ed25519Verifier {
             return Err(Error::MalformedKey("invalid key name"));
         }
         let key = VerifyingKey::from_bytes(public_key).map_err(|_| Error::MalformedKey("not an Ed25519 public key"))?;
-        Ok(Ed25519Verifier { name: name.to_owned(), key_id: key_id(name, ALG_ED25519, public_key), key })
+        Ok(Ed25519Verifier {
+            name: name.to_owned(),
+            key_id: key_id(name, ALG_ED25519, public_key),
+            key,
+        })
     }
 
     /// Parses `<name>+<hex key ID>+<base64(0x01 || public key)>`; the key ID must match.
@@ -260,7 +296,9 @@ impl Ed25519Verifier {
         let (name, rest) = vkey.split_once('+').ok_or(Error::MalformedKey("vkey has no '+'"))?;
         let (id_hex, key_b64) = rest.split_once('+').ok_or(Error::MalformedKey("vkey has no key"))?;
         let id = parse_key_id(id_hex)?;
-        let raw = B64.decode(key_b64).map_err(|_| Error::MalformedKey("key is not base64"))?;
+        let raw = B64
+            .decode(key_b64)
+            .map_err(|_| Error::MalformedKey("key is not base64"))?;
         let (&alg, key) = raw.split_first().ok_or(Error::MalformedKey("empty key"))?;
         if !is_valid_key_name(name) {
             return Err(Error::MalformedKey("invalid key name"));
@@ -271,7 +309,9 @@ impl Ed25519Verifier {
         if alg != ALG_ED25519 {
             return Err(Error::UnknownAlgorithm(alg));
         }
-        let key: &[u8; 32] = key.try_into().map_err(|_| Error::MalformedKey("Ed25519 key is not 32 bytes"))?;
+        let key: &[u8; 32] = key
+            .try_into()
+            .map_err(|_| Error::MalformedKey("Ed25519 key is not 32 bytes"))?;
         Self::new(name, key)
     }
 
@@ -321,7 +361,10 @@ pub struct Ed25519Signer {
 
 impl std::fmt::Debug for Ed25519Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ed25519Signer").field("name", &self.name).field("key_id", &self.key_id).finish()
+        f.debug_struct("Ed25519Signer")
+            .field("name", &self.name)
+            .field("key_id", &self.key_id)
+            .finish()
     }
 }
 
@@ -333,7 +376,11 @@ impl Ed25519Signer {
         }
         let key = SigningKey::from_bytes(seed);
         let key_id = key_id(name, ALG_ED25519, key.verifying_key().as_bytes());
-        Ok(Ed25519Signer { name: name.to_owned(), key_id, key })
+        Ok(Ed25519Signer {
+            name: name.to_owned(),
+            key_id,
+            key,
+        })
     }
 
     /// A new random key (from the operating system's CSPRNG via `rand`).
@@ -347,16 +394,26 @@ impl Ed25519Signer {
     /// Parses the private-key text form; the key ID must match the derived public key.
     pub fn from_skey(skey: &str) -> Result<Self, Error> {
         let skey = skey.trim_end_matches(['\n', '\r']);
-        let rest = skey.strip_prefix("PRIVATE+KEY+").ok_or(Error::MalformedKey("not a PRIVATE+KEY"))?;
-        let (name, rest) = rest.split_once('+').ok_or(Error::MalformedKey("private key has no key ID"))?;
-        let (id_hex, key_b64) = rest.split_once('+').ok_or(Error::MalformedKey("private key has no key"))?;
+        let rest = skey
+            .strip_prefix("PRIVATE+KEY+")
+            .ok_or(Error::MalformedKey("not a PRIVATE+KEY"))?;
+        let (name, rest) = rest
+            .split_once('+')
+            .ok_or(Error::MalformedKey("private key has no key ID"))?;
+        let (id_hex, key_b64) = rest
+            .split_once('+')
+            .ok_or(Error::MalformedKey("private key has no key"))?;
         let id = parse_key_id(id_hex)?;
-        let raw = B64.decode(key_b64).map_err(|_| Error::MalformedKey("key is not base64"))?;
+        let raw = B64
+            .decode(key_b64)
+            .map_err(|_| Error::MalformedKey("key is not base64"))?;
         let (&alg, seed) = raw.split_first().ok_or(Error::MalformedKey("empty key"))?;
         if alg != ALG_ED25519 {
             return Err(Error::UnknownAlgorithm(alg));
         }
-        let seed: &[u8; 32] = seed.try_into().map_err(|_| Error::MalformedKey("Ed25519 seed is not 32 bytes"))?;
+        let seed: &[u8; 32] = seed
+            .try_into()
+            .map_err(|_| Error::MalformedKey("Ed25519 seed is not 32 bytes"))?;
         let signer = Self::from_seed(name, seed)?;
         if signer.key_id != id {
             return Err(Error::KeyIdMismatch);
@@ -373,7 +430,11 @@ impl Ed25519Signer {
 
     /// The matching verifier.
     pub fn verifier(&self) -> Ed25519Verifier {
-        Ed25519Verifier { name: self.name.clone(), key_id: self.key_id, key: self.key.verifying_key() }
+        Ed25519Verifier {
+            name: self.name.clone(),
+            key_id: self.key_id,
+            key: self.key.verifying_key(),
+        }
     }
 
     /// Signs without going through the async trait.
@@ -386,7 +447,11 @@ impl Ed25519Signer {
         check_text(text)?;
         Note {
             text: text.to_owned(),
-            signatures: vec![NoteSignature { name: self.name.clone(), key_id: self.key_id, signature: self.sign_now(text.as_bytes()) }],
+            signatures: vec![NoteSignature {
+                name: self.name.clone(),
+                key_id: self.key_id,
+                signature: self.sign_now(text.as_bytes()),
+            }],
         }
         .render()
     }

@@ -81,7 +81,10 @@ impl ProofPlan {
     /// The proof from the hashes of `nodes()`, in that order.
     pub fn assemble(&self, hashes: &[Hash]) -> Result<Vec<Hash>, Error> {
         if hashes.len() != self.nodes.len() {
-            return Err(Error::HashCount { got: hashes.len(), want: self.nodes.len() });
+            return Err(Error::HashCount {
+                got: hashes.len(),
+                want: self.nodes.len(),
+            });
         }
         Ok(self
             .spans
@@ -143,11 +146,10 @@ pub fn root_from_inclusion_proof(index: u64, size: u64, leaf: &Hash, proof: &[Ha
         }
         if fnode & 1 == 1 || fnode == snode {
             r = node_hash(p, &r);
-            if fnode & 1 == 0 {
-                while fnode & 1 == 0 && fnode != 0 {
-                    fnode >>= 1;
-                    snode >>= 1;
-                }
+            // Right border: skip the levels where this node has no right sibling.
+            while fnode & 1 == 0 && fnode != 0 {
+                fnode >>= 1;
+                snode >>= 1;
             }
         } else {
             r = node_hash(&r, p);
@@ -218,7 +220,10 @@ fn check_root(computed: &Hash, expected: &Hash) -> Result<(), Error> {
     if computed == expected {
         Ok(())
     } else {
-        Err(Error::RootMismatch { computed: *computed, expected: *expected })
+        Err(Error::RootMismatch {
+            computed: *computed,
+            expected: *expected,
+        })
     }
 }
 

@@ -1,7 +1,7 @@
 //! Reading stored hashes: the [`HashReader`] port and an in-memory store for tests.
 
-use std::cell::Cell;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::compact::Frontier;
 use crate::hash::Hash;
@@ -55,7 +55,7 @@ pub fn frontier_at<R: HashReader>(reader: &R, size: u64) -> Result<Frontier, R::
 pub struct MemoryLog {
     frontier: Frontier,
     nodes: HashMap<NodeId, Hash>,
-    reads: Cell<u64>,
+    reads: AtomicU64,
 }
 
 impl MemoryLog {
@@ -91,7 +91,7 @@ impl MemoryLog {
 
     /// Hashes read so far.
     pub fn reads(&self) -> u64 {
-        self.reads.get()
+        self.reads.load(Ordering::Relaxed)
     }
 
     /// Overwrites a stored hash: for tests that tamper with storage.
@@ -104,7 +104,7 @@ impl HashReader for MemoryLog {
     type Error = Error;
 
     fn read_hashes(&self, nodes: &[NodeId]) -> Result<Vec<Hash>, Error> {
-        self.reads.set(self.reads.get() + nodes.len() as u64);
+        self.reads.fetch_add(nodes.len() as u64, Ordering::Relaxed);
         nodes
             .iter()
             .map(|id| self.nodes.get(id).copied().ok_or(Error::MissingNode(*id)))

@@ -10,6 +10,7 @@
 //! the form a log publishes for offline verifiers (`<prefix>/tile/<L>/<N>[.p/<W>]`).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::hash::Hash;
 use crate::node::NodeId;
@@ -43,7 +44,7 @@ impl TileId {
     /// The tile holding `node` in the tree of `size` leaves, with the width it has at
     /// that size, and the entries `[from, to)` of the tile whose fold is the node.
     pub fn for_node(node: NodeId, size: u64) -> Result<(TileId, u16, u16), Error> {
-        if node.end() > size || node.level >= 64 {
+        if node.level >= 64 || node.end() > size {
             return Err(Error::MissingNode(node));
         }
         let level = node.level / TILE_HEIGHT;
@@ -96,7 +97,11 @@ impl TileId {
         let elems: Vec<&str> = index_s.split('/').collect();
         let mut index: u64 = 0;
         for (i, e) in elems.iter().enumerate() {
-            let digits = if i + 1 < elems.len() { e.strip_prefix('x').ok_or_else(bad)? } else { e };
+            let digits = if i + 1 < elems.len() {
+                e.strip_prefix('x').ok_or_else(bad)?
+            } else {
+                e
+            };
             if digits.len() != 3 || !digits.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(bad());
             }
@@ -135,7 +140,11 @@ pub fn new_tiles(old_size: u64, new_size: u64) -> Vec<TileId> {
             if start + width <= old_entries {
                 continue;
             }
-            out.push(TileId { level, index, width: width as u16 });
+            out.push(TileId {
+                level,
+                index,
+                width: width as u16,
+            });
         }
     }
     out
@@ -145,7 +154,9 @@ pub fn new_tiles(old_size: u64, new_size: u64) -> Vec<TileId> {
 pub fn tile_data<R: HashReader>(reader: &R, tile: TileId) -> Result<Vec<u8>, R::Error> {
     let level = tile.level * TILE_HEIGHT;
     let first = tile.index << TILE_HEIGHT;
-    let ids: Vec<NodeId> = (0..u64::from(tile.width)).map(|i| NodeId::new(level, first + i)).collect();
+    let ids: Vec<NodeId> = (0..u64::from(tile.width))
+        .map(|i| NodeId::new(level, first + i))
+        .collect();
     let hashes = reader.read_hashes(&ids)?;
     Ok(hashes.iter().flat_map(|h| h.0).collect())
 }
@@ -166,18 +177,24 @@ pub struct TileAppend {
 /// Groups created nodes into per-tile appends, in tile order.
 pub fn tile_appends(created: &[(NodeId, Hash)]) -> Vec<TileAppend> {
     let mut out: Vec<TileAppend> = Vec::new();
-    let mut entries: Vec<&(NodeId, Hash)> =
-        created.iter().filter(|(id, _)| id.level % TILE_HEIGHT == 0).collect();
+    let mut entries: Vec<&(NodeId, Hash)> = created.iter().filter(|(id, _)| id.level % TILE_HEIGHT == 0).collect();
     entries.sort_by_key(|(id, _)| (id.level, id.index));
     for (id, h) in entries {
         let level = id.level / TILE_HEIGHT;
         let index = id.index >> TILE_HEIGHT;
         let offset = (id.index % u64::from(TILE_WIDTH)) as u16;
         match out.last_mut() {
-            Some(a) if a.level == level && a.index == index && a.offset as usize + a.data.len() / 32 == offset as usize => {
+            Some(a)
+                if a.level == level && a.index == index && a.offset as usize + a.data.len() / 32 == offset as usize =>
+            {
                 a.data.extend_from_slice(&h.0)
             }
-            _ => out.push(TileAppend { level, index, offset, data: h.0.to_vec() }),
+            _ => out.push(TileAppend {
+                level,
+                index,
+                offset,
+                data: h.0.to_vec(),
+            }),
         }
     }
     out
@@ -212,11 +229,14 @@ pub fn hashes_from_tiles(size: u64, nodes: &[NodeId], tiles: &[(TileId, &[u8])])
             let data = by_key.get(&t.key()).ok_or(Error::MissingNode(n))?;
             let want = usize::from(to) * 32;
             if data.len() < want || data.len() % 32 != 0 {
-                return Err(Error::ShortTile { tile: t, len: data.len() });
+                return Err(Error::ShortTile {
+                    tile: t,
+                    len: data.len(),
+                });
             }
             let entries: Vec<Hash> = data[usize::from(from) * 32..want]
                 .chunks_exact(32)
-                .map(|c| Hash::from_slice(c))
+                .map(Hash::from_slice)
                 .collect::<Result<_, _>>()?;
             // A run of 2^sub entries is a perfect subtree: fold it pairwise.
             perfect_root(&entries).ok_or(Error::MissingNode(n))
@@ -264,7 +284,7 @@ impl<T: TileReader> HashReader for TileHashReader<'_, T> {
 #[derive(Debug, Default)]
 pub struct MemoryTiles {
     tiles: HashMap<(u8, u64), Vec<u8>>,
-    reads: std::cell::Cell<u64>,
+    reads: AtomicU64,
 }
 
 impl MemoryTiles {
@@ -277,7 +297,11 @@ impl MemoryTiles {
         for a in appends {
             let t = self.tiles.entry((a.level, a.index)).or_default();
             if t.len() != usize::from(a.offset) * 32 || t.len() + a.data.len() > usize::from(TILE_WIDTH) * 32 {
-                return Err(Error::TileAppendOffset { level: a.level, index: a.index, offset: a.offset });
+                return Err(Error::TileAppendOffset {
+                    level: a.level,
+                    index: a.index,
+                    offset: a.offset,
+                });
             }
             t.extend_from_slice(&a.data);
         }
@@ -285,7 +309,7 @@ impl MemoryTiles {
     }
 
     pub fn tiles_read(&self) -> u64 {
-        self.reads.get()
+        self.reads.load(Ordering::Relaxed)
     }
 
     /// The stored bytes of a tile, if any.
@@ -298,7 +322,7 @@ impl TileReader for MemoryTiles {
     type Error = Error;
 
     fn read_tiles(&self, tiles: &[TileId]) -> Result<Vec<Vec<u8>>, Error> {
-        self.reads.set(self.reads.get() + tiles.len() as u64);
+        self.reads.fetch_add(tiles.len() as u64, Ordering::Relaxed);
         tiles
             .iter()
             .map(|t| self.tiles.get(&t.key()).cloned().ok_or(Error::MissingTile(*t)))
@@ -312,9 +336,21 @@ mod tests {
 
     #[test]
     fn tile_paths_follow_the_spec_examples() {
-        let t = TileId { level: 0, index: 1_234_067, width: 256 };
+        let t = TileId {
+            level: 0,
+            index: 1_234_067,
+            width: 256,
+        };
         assert_eq!(t.path(), "tile/0/x001/x234/067");
-        assert_eq!(TileId { level: 2, index: 5, width: 17 }.path(), "tile/2/005.p/17");
+        assert_eq!(
+            TileId {
+                level: 2,
+                index: 5,
+                width: 17
+            }
+            .path(),
+            "tile/2/005.p/17"
+        );
         for p in ["tile/0/x001/x234/067", "tile/2/005.p/17", "tile/63/000"] {
             assert_eq!(TileId::parse_path(p).unwrap().path(), p);
         }
@@ -353,17 +389,46 @@ mod tests {
         // A tree of 256 leaves: one full level-0 tile and a level-1 tile of width 1.
         assert_eq!(
             new_tiles(0, 256),
-            vec![TileId { level: 0, index: 0, width: 256 }, TileId { level: 1, index: 0, width: 1 }]
+            vec![
+                TileId {
+                    level: 0,
+                    index: 0,
+                    width: 256
+                },
+                TileId {
+                    level: 1,
+                    index: 0,
+                    width: 1
+                }
+            ]
         );
     }
 
     #[test]
     fn growing_lists_only_changed_tiles() {
         assert_eq!(new_tiles(256, 256), vec![]);
-        assert_eq!(new_tiles(256, 257), vec![TileId { level: 0, index: 1, width: 1 }]);
+        assert_eq!(
+            new_tiles(256, 257),
+            vec![TileId {
+                level: 0,
+                index: 1,
+                width: 1
+            }]
+        );
         assert_eq!(
             new_tiles(255, 256),
-            vec![TileId { level: 0, index: 0, width: 256 }, TileId { level: 1, index: 0, width: 1 }]
+            vec![
+                TileId {
+                    level: 0,
+                    index: 0,
+                    width: 256
+                },
+                TileId {
+                    level: 1,
+                    index: 0,
+                    width: 1
+                }
+            ]
         );
     }
 }

@@ -49,7 +49,10 @@ impl TlogProof {
 
     pub fn parse(text: &str) -> Result<Self, Error> {
         let bad = Error::MalformedProof;
-        let mut rest = text.strip_prefix(HEADER).and_then(|r| r.strip_prefix('\n')).ok_or(bad("missing header"))?;
+        let mut rest = text
+            .strip_prefix(HEADER)
+            .and_then(|r| r.strip_prefix('\n'))
+            .ok_or(bad("missing header"))?;
         let next_line = |rest: &mut &str| -> Result<String, Error> {
             let (line, r) = rest.split_once('\n').ok_or(bad("truncated"))?;
             *rest = r;
@@ -77,13 +80,24 @@ impl TlogProof {
             }
             proof.push(Hash::from_base64(&line).map_err(|_| bad("proof line is not a base64 hash"))?);
         }
-        Ok(TlogProof { extra, index, proof, checkpoint: rest.to_owned() })
+        Ok(TlogProof {
+            extra,
+            index,
+            proof,
+            checkpoint: rest.to_owned(),
+        })
     }
 
     /// Verifies the checkpoint's signature and origin, then that `leaf` is at `index` in it.
     pub fn verify(&self, leaf: &Hash, verifiers: &Verifiers, origin: &str) -> Result<SignedCheckpoint, Error> {
         let signed = open_checkpoint(self.checkpoint.as_bytes(), verifiers, origin)?;
-        verify_inclusion(self.index, signed.checkpoint.size, leaf, &self.proof, &signed.checkpoint.root)?;
+        verify_inclusion(
+            self.index,
+            signed.checkpoint.size,
+            leaf,
+            &self.proof,
+            &signed.checkpoint.root,
+        )?;
         Ok(signed)
     }
 }

@@ -75,13 +75,26 @@ fn check(kind: &str, files: &[PathBuf], verdict: impl Fn(&str) -> (bool, bool, S
         let (want_err, got_err, detail) = verdict(&std::fs::read_to_string(f).unwrap());
         let name = rel(f);
         let want_err = want_err || NOT_A_HASH_BUT_ACCEPTED_BY_GO.contains(&name.as_str());
-        if want_err { invalid += 1 } else { valid += 1 }
+        if want_err {
+            invalid += 1
+        } else {
+            valid += 1
+        }
         if want_err != got_err {
             wrong.push(format!("{name}: want error {want_err}, got {detail}"));
         }
     }
-    assert!(wrong.is_empty(), "{kind}: {} of {} vectors wrong:\n{}", wrong.len(), files.len(), wrong.join("\n"));
-    assert!(valid > 0 && invalid > 0, "{kind}: both valid ({valid}) and invalid ({invalid}) cases ran");
+    assert!(
+        wrong.is_empty(),
+        "{kind}: {} of {} vectors wrong:\n{}",
+        wrong.len(),
+        files.len(),
+        wrong.join("\n")
+    );
+    assert!(
+        valid > 0 && invalid > 0,
+        "{kind}: both valid ({valid}) and invalid ({invalid}) cases ran"
+    );
 }
 
 #[test]
@@ -91,8 +104,9 @@ fn inclusion_vectors_from_transparency_dev_merkle() {
     check("inclusion", &files, |json| {
         let p: InclusionProbe = serde_json::from_str(json).unwrap();
         let result = match (hash(&p.leaf_hash), hash(&p.root), hashes(&p.proof)) {
-            (Some(leaf), Some(root), Some(proof)) => verify_inclusion(p.leaf_idx, p.tree_size, &leaf, &proof, &root)
-                .map_err(|e| e.to_string()),
+            (Some(leaf), Some(root), Some(proof)) => {
+                verify_inclusion(p.leaf_idx, p.tree_size, &leaf, &proof, &root).map_err(|e| e.to_string())
+            }
             _ => Err("input is not 32-byte hashes".to_owned()),
         };
         (p.want_err, result.is_err(), format!("{result:?} ({})", p.desc))

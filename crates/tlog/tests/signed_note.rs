@@ -34,7 +34,11 @@ fn c2sp_example_key_verifies_the_c2sp_example_note() {
     let vkey = s(&v, "c2sp_signed_note", "vkey");
     let verifier = Ed25519Verifier::from_vkey(vkey).unwrap();
     assert_eq!(verifier.vkey(), vkey, "vkey round-trips");
-    let opened = note::open(s(&v, "c2sp_signed_note", "note").as_bytes(), &Verifiers::from_vkeys([vkey]).unwrap()).unwrap();
+    let opened = note::open(
+        s(&v, "c2sp_signed_note", "note").as_bytes(),
+        &Verifiers::from_vkeys([vkey]).unwrap(),
+    )
+    .unwrap();
     assert_eq!(opened.text, s(&v, "c2sp_signed_note", "note_text"));
     assert_eq!(opened.verified.len(), 1);
     assert_eq!(opened.verified[0].key_id, 0x530d903a);
@@ -68,7 +72,10 @@ fn c2sp_checkpoint_example_parses_and_needs_its_key() {
     let c = Checkpoint::parse(&n.text).unwrap();
     assert_eq!(c.origin, s(&v, "c2sp_tlog_checkpoint", "origin"));
     assert_eq!(c.size, v["c2sp_tlog_checkpoint"]["size"].as_u64().unwrap());
-    assert_eq!(c.root, Hash::from_base64(s(&v, "c2sp_tlog_checkpoint", "root")).unwrap());
+    assert_eq!(
+        c.root,
+        Hash::from_base64(s(&v, "c2sp_tlog_checkpoint", "root")).unwrap()
+    );
     assert!(c.extensions.is_empty());
     assert_eq!(c.to_text().unwrap(), n.text);
     // Another key of the same name is another key: the signature is unknown, not invalid.
@@ -174,16 +181,29 @@ fn go_open_one_known_key_verifies_and_the_other_is_ignored() {
     let n = note::open(msg.as_bytes(), &Verifiers::from_vkeys([g.peter.as_str()]).unwrap()).unwrap();
     assert_eq!(n.text, g.text);
     assert_eq!(n.verified.len(), 1);
-    assert_eq!((n.verified[0].name.as_str(), n.verified[0].key_id), ("PeterNeumann", 0xc74f20a3));
+    assert_eq!(
+        (n.verified[0].name.as_str(), n.verified[0].key_id),
+        ("PeterNeumann", 0xc74f20a3)
+    );
     assert_eq!(n.unverified.len(), 1);
-    assert_eq!((n.unverified[0].name.as_str(), n.unverified[0].key_id), ("EnochRoot", 0xaf0cfe78));
+    assert_eq!(
+        (n.unverified[0].name.as_str(), n.unverified[0].key_id),
+        ("EnochRoot", 0xaf0cfe78)
+    );
 
-    let both = note::open(msg.as_bytes(), &Verifiers::from_vkeys([g.peter.as_str(), g.enoch.as_str()]).unwrap()).unwrap();
+    let both = note::open(
+        msg.as_bytes(),
+        &Verifiers::from_vkeys([g.peter.as_str(), g.enoch.as_str()]).unwrap(),
+    )
+    .unwrap();
     assert_eq!(both.verified.len(), 2);
     assert!(both.unverified.is_empty());
 
     let err = note::open(msg.as_bytes(), &Verifiers::default()).unwrap_err();
-    assert_eq!(err.to_string(), "note has no valid signature from a trusted key (signed by: PeterNeumann+c74f20a3, EnochRoot+af0cfe78)");
+    assert_eq!(
+        err.to_string(),
+        "note has no valid signature from a trusted key (signed by: PeterNeumann+c74f20a3, EnochRoot+af0cfe78)"
+    );
 }
 
 #[test]
@@ -191,7 +211,10 @@ fn go_open_duplicated_verifier_is_ambiguous_only_when_used() {
     let g = go();
     let list = || Verifiers::from_vkeys([g.enoch.as_str(), g.peter.as_str(), g.enoch.as_str()]).unwrap();
     let err = note::open(format!("{}\n{}", g.text, g.enoch_sig).as_bytes(), &list()).unwrap_err();
-    assert!(matches!(err, Error::AmbiguousKey { ref name, key_id: 0xaf0cfe78 } if name == "EnochRoot"), "{err}");
+    assert!(
+        matches!(err, Error::AmbiguousKey { ref name, key_id: 0xaf0cfe78 } if name == "EnochRoot"),
+        "{err}"
+    );
     note::open(format!("{}\n{}", g.text, g.peter_sig).as_bytes(), &list()).unwrap();
 }
 
@@ -200,7 +223,10 @@ fn go_open_refuses_more_than_100_signatures() {
     let g = go();
     let msg = format!("{}\n{}", g.text, g.peter_sig.repeat(101));
     for verifiers in [Verifiers::from_vkeys([g.peter.as_str()]).unwrap(), Verifiers::default()] {
-        assert!(matches!(note::open(msg.as_bytes(), &verifiers), Err(Error::MalformedNote(_))));
+        assert!(matches!(
+            note::open(msg.as_bytes(), &verifiers),
+            Err(Error::MalformedNote(_))
+        ));
     }
     let msg = format!("{}\n{}", g.text, g.peter_sig.repeat(100));
     assert!(note::open(msg.as_bytes(), &Verifiers::from_vkeys([g.peter.as_str()]).unwrap()).is_ok());
@@ -210,8 +236,11 @@ fn go_open_refuses_more_than_100_signatures() {
 fn go_open_rejects_an_invalid_signature_from_a_known_key() {
     let g = go();
     let bad = format!("{}ABCD{}", &g.peter_sig[..60], &g.peter_sig[60..]);
-    let err = note::open(format!("{}\n{bad}", g.text).as_bytes(), &Verifiers::from_vkeys([g.peter.as_str()]).unwrap())
-        .unwrap_err();
+    let err = note::open(
+        format!("{}\n{bad}", g.text).as_bytes(),
+        &Verifiers::from_vkeys([g.peter.as_str()]).unwrap(),
+    )
+    .unwrap_err();
     assert_eq!(err.to_string(), "invalid signature for key PeterNeumann+c74f20a3");
 }
 
@@ -222,7 +251,11 @@ fn go_open_dedups_repeated_signatures() {
     let msg = format!("{}\n{p}{p}{e}{e}{enoch_abcd}", g.text, p = g.peter_sig, e = g.enoch_sig);
     let n = note::open(msg.as_bytes(), &Verifiers::from_vkeys([g.peter.as_str()]).unwrap()).unwrap();
     assert_eq!(n.verified.len(), 1);
-    assert_eq!(n.unverified.len(), 2, "enoch and enoch-with-ABCD are distinct unknown lines");
+    assert_eq!(
+        n.unverified.len(),
+        2,
+        "enoch and enoch-with-ABCD are distinct unknown lines"
+    );
 }
 
 #[test]
@@ -269,7 +302,13 @@ fn a_note_signed_with_another_key_of_the_same_name_is_refused() {
 
     // A forger who also copies the real key ID gets an invalid signature, not acceptance.
     let mut n = Note::parse(forged.as_bytes()).unwrap();
-    n.signatures[0].key_id = real.verifier().vkey().split('+').nth(1).map(|h| u32::from_str_radix(h, 16).unwrap()).unwrap();
+    n.signatures[0].key_id = real
+        .verifier()
+        .vkey()
+        .split('+')
+        .nth(1)
+        .map(|h| u32::from_str_radix(h, 16).unwrap())
+        .unwrap();
     assert!(matches!(
         open_checkpoint(n.render().unwrap().as_bytes(), &verifiers, "stele.example/t/acme"),
         Err(Error::InvalidSignature { .. })
@@ -293,7 +332,10 @@ fn generated_keys_round_trip_through_their_text_forms() {
     let note = a.sign_note("hello\n").unwrap();
     let v = Verifiers::from_vkeys([b.verifier().vkey().as_str()]).unwrap();
     assert_eq!(note::open(note.as_bytes(), &v).unwrap().text, "hello\n");
-    assert_ne!(Ed25519Signer::generate("x").unwrap().skey(), Ed25519Signer::generate("x").unwrap().skey());
+    assert_ne!(
+        Ed25519Signer::generate("x").unwrap().skey(),
+        Ed25519Signer::generate("x").unwrap().skey()
+    );
     assert!(Ed25519Signer::from_seed("bad name", &[0; 32]).is_err());
     assert!(Ed25519Signer::from_seed("bad+name", &[0; 32]).is_err());
 }
