@@ -46,9 +46,10 @@ async fn accepted_events_land_in_postgres_exactly_once_and_bad_ones_nowhere() {
                 for item in answer["accepted"].as_array().expect("accepted list") {
                     let id = item["event_id"].as_str().unwrap().to_string();
                     let hash = item["event_hash"].as_str().unwrap().to_string();
-                    // A retry is a new receipt (new received_at, so a new hash); the
-                    // first copy on the stream is the one that is kept.
-                    accepted.entry((tenant.to_string(), id)).or_insert(hash);
+                    // A retry arrives later (a new received_at) but its receipt
+                    // names the same hash as the first: the row that is stored.
+                    let first = accepted.entry((tenant.to_string(), id)).or_insert_with(|| hash.clone());
+                    assert_eq!(*first, hash, "attempt {attempt}: a retry's event_hash");
                 }
             }
         }

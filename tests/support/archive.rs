@@ -2,7 +2,7 @@
 //! Athena stand-in) over the Parquet files with Hive partitioning.
 
 use std::path::PathBuf;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
 use bytes::Bytes;
 use serde_json::Value;
@@ -25,33 +25,21 @@ pub async fn get(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Bytes {
     out.body.collect().await.expect("body").into_bytes()
 }
 
-/// The project-local venv with the pinned DuckDB, made once per test binary.
+/// The project-local venv with the pinned DuckDB. `tests/python/venv.sh` makes
+/// it under a cross-process lock (nextest runs each test in its own process, and
+/// concurrent `python -m venv` runs broke each other); scripts/test has already
+/// run it, so here it only checks, once per process.
 pub fn python() -> PathBuf {
     static PY: OnceLock<PathBuf> = OnceLock::new();
-    static LOCK: Mutex<()> = Mutex::new(());
     PY.get_or_init(|| {
-        let _g = LOCK.lock().unwrap_or_else(|p| p.into_inner());
-        let root = super::repo_root();
-        let py = root.join(".venv-tests/bin/python");
-        let run = |cmd: &mut std::process::Command| {
-            let out = cmd.output().expect("run python");
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        };
-        if !py.exists() {
-            run(std::process::Command::new("python3.11")
-                .args(["-m", "venv"])
-                .arg(root.join(".venv-tests")));
-        }
-        let has = std::process::Command::new(&py)
-            .args(["-c", "import duckdb, sys; sys.exit(duckdb.__version__ != '1.5.5')"])
-            .status()
-            .is_ok_and(|s| s.success());
-        if !has {
-            run(std::process::Command::new(&py)
-                .args(["-m", "pip", "install", "-q", "--disable-pip-version-check", "-r"])
-                .arg(root.join("tests/python/requirements.txt")));
-        }
-        py
+        let script = super::repo_root().join("tests/python/venv.sh");
+        let out = std::process::Command::new("bash")
+            .arg(&script)
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .expect("run tests/python/venv.sh");
+        assert!(out.status.success(), "{} failed", script.display());
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
     })
     .clone()
 }
