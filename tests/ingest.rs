@@ -291,7 +291,9 @@ async fn records_that_never_get_in_make_a_503_naming_them_and_a_resend_completes
     let mut cfg = IngestConfig::new(&stream.name);
     cfg.retry_after_secs = 3;
     let sink = FaultySink::new(stream.sink()).fail(stuck_id, u32::MAX);
-    let ingest = Ingest::new(cfg, sink).with_policy(fast_retries(300));
+    // The attempt limit, not the deadline, ends the retries: a short deadline made
+    // a slow first PutRecords on a loaded machine a `Timeout` for every record.
+    let ingest = Ingest::new(cfg, sink).with_policy(fast_retries(5_000));
 
     let mut stuck = event("doc.update");
     stuck["event_id"] = json!(stuck_id);
