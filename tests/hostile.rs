@@ -1,5 +1,5 @@
 //! Bad input at the door: a corpus of hostile and malformed requests, each sent
-//! over real HTTP to the ingest handler's local front (`stele_ingest::local::serve`)
+//! over real HTTP to the ingest handler's local front (`stele::local::api_gateway::serve`)
 //! with a recording sink.
 //!
 //! For every case: the exact documented status (docs/openapi.yaml), the error
@@ -135,7 +135,7 @@ struct Server {
     addr: SocketAddr,
     ingest: Arc<Ingest<MemorySink>>,
     stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), stele_ingest::Error>>,
+    task: tokio::task::JoinHandle<Result<(), stele::local::api_gateway::Error>>,
 }
 
 impl Server {
@@ -145,7 +145,7 @@ impl Server {
         let ingest = Arc::new(Ingest::new(IngestConfig::new("hostile"), MemorySink::new()));
         let tenants: HashMap<String, String> = TOKENS.iter().map(|(t, n)| (t.to_string(), n.to_string())).collect();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(stele_ingest::local::serve(
+        let task = tokio::spawn(stele::local::api_gateway::serve(
             listener,
             ingest.clone(),
             Arc::new(tenants),

@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use aws_sdk_kinesis::types::ShardIteratorType;
 use serde_json::{json, Value};
+use stele::local::api_gateway::api_gateway_request;
 use stele_core::canonical::to_canonical_vec;
 use stele_core::SealedEvent;
 use stele_ingest::lambda_http::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use stele_ingest::lambda_http::{Body, Response};
-use stele_ingest::local::api_gateway_request;
 use stele_ingest::{FaultySink, HotTenants, Ingest, IngestConfig, KinesisSink, RetryPolicy};
 use support::{unique_name, TestEnv};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -291,7 +291,9 @@ async fn records_that_never_get_in_make_a_503_naming_them_and_a_resend_completes
     let mut cfg = IngestConfig::new(&stream.name);
     cfg.retry_after_secs = 3;
     let sink = FaultySink::new(stream.sink()).fail(stuck_id, u32::MAX);
-    let ingest = Ingest::new(cfg, sink).with_policy(fast_retries(300));
+    // The attempt limit, not the deadline, ends the retries: a short deadline made
+    // a slow first PutRecords on a loaded machine a `Timeout` for every record.
+    let ingest = Ingest::new(cfg, sink).with_policy(fast_retries(5_000));
 
     let mut stuck = event("doc.update");
     stuck["event_id"] = json!(stuck_id);
@@ -377,7 +379,7 @@ async fn the_local_gateway_serves_the_handler_with_bearer_tokens_as_tenants() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(stele_ingest::local::serve(listener, ingest, tenants, async {
+    let server = tokio::spawn(stele::local::api_gateway::serve(listener, ingest, tenants, async {
         let _ = stopped.await;
     }));
 

@@ -148,7 +148,7 @@ impl Ledger {
         let mut status = 0;
         for attempt in 0..tries.max(1) {
             let ids: Vec<Uuid> = events.iter().map(|e| self.register(tenant, e)).collect();
-            let req = stele_ingest::local::api_gateway_request(
+            let req = stele::local::api_gateway::api_gateway_request(
                 &Method::POST,
                 "/v1/events",
                 &headers,

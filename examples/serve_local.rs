@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use stele_ingest::local::serve;
+use stele::local::api_gateway::serve;
 use stele_ingest::{Ingest, IngestConfig, KinesisSink, MemorySink};
 use tokio::net::TcpListener;
 

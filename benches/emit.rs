@@ -10,7 +10,7 @@
 //!    HTTP, gzip on and off: from the first `emit` to `flush` returning. The
 //!    client and the server share the machine's cores.
 //!
-//! Run: `cargo bench -p stele-client --bench emit` (release profile).
+//! Run: `cargo bench -p stele --bench emit` (release profile).
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::sync::Arc;
@@ -113,9 +113,14 @@ async fn deliver(gzip: bool) -> (Duration, u64) {
     let ingest = Arc::new(Ingest::new(IngestConfig::new("bench"), MemorySink::new()));
     let tenants = Arc::new(HashMap::from([("bench-token".to_string(), "bench".to_string())]));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(stele_ingest::local::serve(listener, ingest.clone(), tenants, async {
-        let _ = stop_rx.await;
-    }));
+    let server = tokio::spawn(stele::local::api_gateway::serve(
+        listener,
+        ingest.clone(),
+        tenants,
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
     let client = Client::builder(format!("http://{addr}"))
         .token("bench-token")
         .service("bench")

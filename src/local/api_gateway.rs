@@ -1,6 +1,7 @@
-//! A plain-HTTP front for the ingest handler on loopback, standing in for API
-//! Gateway (HTTP API, payload v2, JWT authorizer) where there is none: `stele
-//! dev` and the contract tests.
+//! A local stand-in for API Gateway (HTTP API, payload v2, JWT authorizer): a
+//! plain-HTTP front for the ingest handler on loopback, for `stele dev`, the
+//! contract tests and the benchmarks. Its sibling [`super::esm`] stands in for
+//! the event source mapping on the other side of the stream.
 //!
 //! Each HTTP request is turned into the same payload v2 JSON that API Gateway
 //! sends to Lambda and parsed by `lambda_http`, so the handler sees exactly what
@@ -26,9 +27,17 @@ use lambda_http::{Body, Request, Response};
 use serde_json::{json, Map, Value};
 use tokio::net::TcpListener;
 
-use crate::handler::Ingest;
-use crate::sink::EventSink;
-use crate::Error;
+use stele_ingest::lambda_http;
+use stele_ingest::{EventSink, Ingest};
+
+/// Why the stand-in could not build a request or serve.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot build the API Gateway request: {0}")]
+    Request(String),
+    #[error("accept failed: {0}")]
+    Accept(std::io::Error),
+}
 
 /// API Gateway's own payload limit (10 MB); larger bodies never reach Lambda.
 pub const MAX_GATEWAY_BODY_BYTES: usize = 10 * 1024 * 1024;
@@ -94,8 +103,7 @@ pub fn api_gateway_request(
         "body": base64::engine::general_purpose::STANDARD.encode(body),
         "isBase64Encoded": true,
     });
-    lambda_http::request::from_str(&payload.to_string())
-        .map_err(|e| Error::Local(format!("cannot build the API Gateway request: {e}")))
+    lambda_http::request::from_str(&payload.to_string()).map_err(|e| Error::Request(e.to_string()))
 }
 
 fn bearer_token(headers: &HeaderMap) -> Option<&str> {
@@ -191,7 +199,7 @@ pub async fn serve<S: EventSink + 'static>(
     loop {
         let (stream, _) = tokio::select! {
             () = &mut shutdown => return Ok(()),
-            accepted = listener.accept() => accepted.map_err(|e| Error::Local(format!("accept failed: {e}")))?,
+            accepted = listener.accept() => accepted.map_err(Error::Accept)?,
         };
         let ingest = ingest.clone();
         let tenants = tenants.clone();
