@@ -14,8 +14,6 @@
 //! answering). The second test sends a subset through `stele dev` end to end
 //! and checks PostgreSQL holds none of the refused events.
 
-mod support;
-
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -1458,7 +1456,7 @@ async fn every_hostile_request_gets_its_documented_status_and_nothing_refused_is
 
 /// The body of the cargo-fuzz target (`fuzz/fuzz_targets/ingest_request.rs`),
 /// shared so that the regular test run exercises it too.
-#[path = "../fuzz/fuzz_targets/ingest_one.rs"]
+#[path = "../../fuzz/fuzz_targets/ingest_one.rs"]
 mod ingest_one;
 
 /// A small xorshift generator: deterministic per seed, no dependency.

@@ -6,7 +6,6 @@
 //! test`), the first test of a binary starts its own through `scripts/pg.sh` and
 //! `localstack/start.sh` with `--watch-pid`, so the services stop when the test
 //! process exits, however it exits.
-#![allow(dead_code)] // each test binary uses a different part of this module
 
 pub mod archive;
 pub mod faults;

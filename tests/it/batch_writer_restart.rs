@@ -4,7 +4,7 @@
 //! checkpoint), the run ends with every record written exactly once, and the
 //! batches during the outage are reported as failures, not acknowledged.
 
-mod support;
+use crate::support;
 
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::json;

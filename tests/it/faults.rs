@@ -5,7 +5,7 @@
 //! got a `202` is in PostgreSQL or in a verified archive exactly once, and each
 //! one that was refused was never stored. Each test prints its accounting table.
 
-mod support;
+use crate::support;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;

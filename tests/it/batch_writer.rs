@@ -2,7 +2,7 @@
 //! their day partitions with every field intact, idempotent redelivery, poison
 //! records in the dead-letter queue, partitions made on demand.
 
-mod support;
+use crate::support;
 
 use base64::Engine;
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};

@@ -31,6 +31,7 @@ use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 use uuid::Uuid;
 
+use super::archive::{get, list_keys};
 use super::{unique_name, TestEnv};
 
 // ---------------------------------------------------------------------------
@@ -107,10 +108,6 @@ pub fn events(count: usize, end: DateTime<Utc>, span: Duration, seed: usize) -> 
 impl Ledger {
     pub fn new() -> Self {
         Self::default()
-    }
-
-    pub fn events(&self) -> &[Sent] {
-        &self.events
     }
 
     fn register(&mut self, tenant: &str, body: &Value) -> Uuid {
@@ -446,38 +443,6 @@ impl ArchiveRead {
     }
 }
 
-pub async fn list_keys(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> Vec<String> {
-    let mut keys = Vec::new();
-    let mut token: Option<String> = None;
-    for _ in 0..100 {
-        let out = s3
-            .list_objects_v2()
-            .bucket(bucket)
-            .prefix(prefix)
-            .set_continuation_token(token.clone())
-            .send()
-            .await
-            .expect("list objects");
-        keys.extend(out.contents().iter().filter_map(|o| o.key().map(str::to_string)));
-        token = out.next_continuation_token().map(str::to_string);
-        if token.is_none() {
-            break;
-        }
-    }
-    keys
-}
-
-pub async fn get(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> bytes::Bytes {
-    let out = s3
-        .get_object()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-        .expect("get object");
-    out.body.collect().await.expect("object body").into_bytes()
-}
-
 // ---------------------------------------------------------------------------
 // The pipeline behind the ingest handler
 // ---------------------------------------------------------------------------
@@ -495,7 +460,6 @@ pub struct Mapping {
     stop: watch::Sender<bool>,
     task: JoinHandle<Result<(), String>>,
     pub stats: Arc<esm::MappingStats>,
-    pub writer: Arc<PgBatchWriter>,
     /// Records each batch-writer invocation reported failed.
     pub failed_items: Arc<AtomicU64>,
 }
@@ -538,7 +502,6 @@ impl Mapping {
             stop,
             task,
             stats,
-            writer,
             failed_items,
         }
     }
@@ -601,11 +564,6 @@ impl OwnPostgres {
             dir: service.dir.clone(),
             service,
         }
-    }
-
-    /// Crash it: `pg_ctl -m immediate stop` (no shutdown checkpoint, clients cut).
-    pub fn crash(&self) {
-        crash_postgres(&self.dir);
     }
 
     /// Start it again on the same port (`scripts/pg.sh restart DIR`; crash-restarts

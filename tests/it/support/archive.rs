@@ -7,14 +7,25 @@ use std::sync::OnceLock;
 use bytes::Bytes;
 use serde_json::Value;
 
-/// Every key in the bucket, sorted.
-pub async fn list_keys(s3: &aws_sdk_s3::Client, bucket: &str) -> Vec<String> {
-    let out = s3.list_objects_v2().bucket(bucket).send().await.expect("list");
-    let mut keys: Vec<String> = out
-        .contents()
-        .iter()
-        .filter_map(|o| o.key().map(str::to_string))
-        .collect();
+/// Every key under `prefix` (`""`: the whole bucket), sorted.
+pub async fn list_keys(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let out = s3
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .set_continuation_token(token.clone())
+            .send()
+            .await
+            .expect("list objects");
+        keys.extend(out.contents().iter().filter_map(|o| o.key().map(str::to_string)));
+        token = out.next_continuation_token().map(str::to_string);
+        if token.is_none() {
+            break;
+        }
+    }
     keys.sort();
     keys
 }
@@ -47,7 +58,7 @@ pub fn python() -> PathBuf {
 /// Copy the bucket to a temp dir and read it with DuckDB and Hive partitioning.
 pub async fn duckdb_readback(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> Value {
     let dir = std::env::temp_dir().join(super::unique_name("archive"));
-    for key in list_keys(s3, bucket).await {
+    for key in list_keys(s3, bucket, "").await {
         if !key.ends_with(".parquet") {
             continue;
         }

@@ -4,7 +4,7 @@
 //! before them on the same shards has been processed, so absence is proven
 //! without a timed wait.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -2,7 +2,7 @@
 //! (ingest HTTP front → LocalStack Kinesis → batch-writer → PostgreSQL), rows
 //! read straight from its PostgreSQL.
 
-mod support;
+use crate::support;
 
 use std::collections::{HashMap, HashSet};
 use std::net::TcpListener;

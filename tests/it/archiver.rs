@@ -3,7 +3,7 @@
 //! same per-tenant counts and hash roots Postgres had; crashes after each step
 //! heal on the next run; an S3 failure leaves the partition attached.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -140,7 +140,7 @@ async fn assert_one_archive(
         .collect();
     expected_keys.push(manifest_key.clone());
     expected_keys.sort();
-    let in_bucket: Vec<String> = support::archive::list_keys(s3, bucket)
+    let in_bucket: Vec<String> = support::archive::list_keys(s3, bucket, "")
         .await
         .into_iter()
         .filter(|k| k.contains(&format!("dt={}", day.format("%Y-%m-%d"))))
@@ -246,10 +246,10 @@ async fn old_partitions_are_archived_detached_and_dropped_and_duckdb_reads_what_
     assert_eq!(n, 100);
 
     // A second run has nothing to do and changes nothing.
-    let keys = support::archive::list_keys(&s3, &bucket).await;
+    let keys = support::archive::list_keys(&s3, &bucket, "").await;
     let again = archiver.run(Utc::now(), deadline()).await;
     assert!(again.archived.is_empty() && again.error.is_none(), "{again:?}");
-    assert_eq!(support::archive::list_keys(&s3, &bucket).await, keys);
+    assert_eq!(support::archive::list_keys(&s3, &bucket, "").await, keys);
     // The archived day is closed: the partition manager will not re-create it.
     let ensured = partitions::ensure_days(&client, &[old]).await.expect("ensure");
     assert_eq!(ensured.closed, [old]);
@@ -281,7 +281,7 @@ async fn dry_run_and_recent_partitions_change_nothing() {
         .expect_err("recent partitions are not eligible");
     assert!(refused.to_string().contains("not eligible"), "{refused}");
 
-    assert!(support::archive::list_keys(&s3, &bucket).await.is_empty());
+    assert!(support::archive::list_keys(&s3, &bucket, "").await.is_empty());
     let jobs: i64 = client
         .query_one("SELECT count(*) FROM archive_jobs", &[])
         .await
@@ -440,7 +440,7 @@ async fn s3_failure_mid_upload_leaves_the_partition_attached_and_the_next_run_fi
         "the failed multipart upload is aborted"
     );
     assert!(
-        !support::archive::list_keys(&s3, &bucket)
+        !support::archive::list_keys(&s3, &bucket, "")
             .await
             .iter()
             .any(|k| k.contains("_manifests")),

@@ -1,7 +1,7 @@
 //! End to end through `stele dev`, driven as a user would: a child process,
 //! HTTP on loopback, then rows read straight from its PostgreSQL.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

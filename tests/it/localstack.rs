@@ -1,6 +1,6 @@
 //! The Rust AWS SDK clients against the real LocalStack the harness starts.
 
-mod support;
+use crate::support;
 
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::ShardIteratorType;

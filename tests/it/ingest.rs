@@ -1,7 +1,7 @@
 //! The ingest handler against a real Kinesis stream (LocalStack): what a client
 //! gets back and what lands on the stream.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,6 +1,6 @@
 //! crates/store against a real PostgreSQL: migrations and the partition manager.
 
-mod support;
+use crate::support;
 
 use chrono::{NaiveDate, TimeZone, Utc};
 use support::TestEnv;
