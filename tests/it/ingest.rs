@@ -6,80 +6,16 @@ use crate::support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_kinesis::types::ShardIteratorType;
 use serde_json::{json, Value};
 use stele::local::api_gateway::api_gateway_request;
 use stele_core::canonical::to_canonical_vec;
 use stele_core::SealedEvent;
 use stele_ingest::lambda_http::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use stele_ingest::lambda_http::{Body, Response};
-use stele_ingest::{FaultySink, HotTenants, Ingest, IngestConfig, KinesisSink, RetryPolicy};
-use support::{unique_name, TestEnv};
+use stele_ingest::{FaultySink, HotTenants, Ingest, IngestConfig, RetryPolicy};
+use support::stream::TestStream as Stream;
+use support::TestEnv;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// A stream of its own for one test, deleted at the end.
-struct Stream {
-    name: String,
-    kinesis: aws_sdk_kinesis::Client,
-}
-
-impl Stream {
-    async fn new(env: &TestEnv, shards: i32) -> Self {
-        let name = unique_name("ingest");
-        env.create_stream(&name, shards).await;
-        Self {
-            name,
-            kinesis: env.kinesis().await,
-        }
-    }
-
-    fn sink(&self) -> KinesisSink {
-        KinesisSink::new(self.kinesis.clone(), &self.name)
-    }
-
-    /// Every record on the stream, as (partition key, data), shard by shard.
-    async fn read_all(&self) -> Vec<(String, Vec<u8>)> {
-        let shards = self.kinesis.list_shards().stream_name(&self.name).send().await.unwrap();
-        let mut out = Vec::new();
-        for shard in shards.shards() {
-            let mut iterator = self
-                .kinesis
-                .get_shard_iterator()
-                .stream_name(&self.name)
-                .shard_id(shard.shard_id())
-                .shard_iterator_type(ShardIteratorType::TrimHorizon)
-                .send()
-                .await
-                .unwrap()
-                .shard_iterator()
-                .map(str::to_owned);
-            while let Some(it) = iterator {
-                let page = self.kinesis.get_records().shard_iterator(it).send().await.unwrap();
-                for r in page.records() {
-                    out.push((
-                        r.partition_key().unwrap_or_default().to_owned(),
-                        r.data().as_ref().to_vec(),
-                    ));
-                }
-                if page.records().is_empty() || page.millis_behind_latest() == Some(0) {
-                    break;
-                }
-                iterator = page.next_shard_iterator().map(str::to_owned);
-            }
-        }
-        out
-    }
-
-    async fn delete(self) {
-        let _ = self
-            .kinesis
-            .delete_stream()
-            .stream_name(&self.name)
-            .enforce_consumer_deletion(true)
-            .send()
-            .await;
-    }
-}
 
 fn event(action: &str) -> Value {
     json!({

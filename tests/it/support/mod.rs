@@ -9,6 +9,7 @@
 
 pub mod archive;
 pub mod faults;
+pub mod stream;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
