@@ -5,6 +5,7 @@
 
 pub mod aws;
 pub mod demo;
+pub mod deployed;
 pub mod esm;
 pub mod http;
 pub mod services;
