@@ -7,13 +7,15 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use stele::local::aws;
-use stele_archiver::{Archiver, ArchiverConfig, S3Store};
+use stele_archiver::{Archiver, ArchiverConfig, PgArchiver, S3Store};
+use stele_store::StoreConfig;
 
 #[derive(clap::Args)]
 pub struct ArchiveArgs {
-    /// PostgreSQL holding `audit_events`.
+    /// PostgreSQL holding `audit_events`. Without it the database comes from the
+    /// environment as the Lambda reads it (`STELE_DB_SECRET_ARN`, `STELE_DB_TLS`, …).
     #[arg(long, env = "DATABASE_URL")]
-    database_url: String,
+    database_url: Option<String>,
     /// S3 endpoint (LocalStack's, for `stele dev`); absent means AWS from the environment.
     #[arg(long, env = "STELE_AWS_ENDPOINT")]
     aws_endpoint: Option<String>,
@@ -53,14 +55,14 @@ pub struct ArchiveSettings {
 }
 
 /// Build the archiver exactly as the Lambda does, with S3 at `sdk`.
-pub fn build(pg_url: &str, sdk: &aws_config::SdkConfig, settings: &ArchiveSettings) -> Archiver<S3Store> {
+pub fn build(db: StoreConfig, sdk: &aws_config::SdkConfig, settings: &ArchiveSettings) -> PgArchiver<S3Store> {
     let mut config = ArchiverConfig::new(settings.bucket.clone());
     config.prefix = settings.prefix.clone();
     config.retention = chrono::Duration::days(settings.retention_days);
     config.max_lateness = chrono::Duration::hours(settings.max_lateness_hours);
     config.drop_after_archive = settings.drop_after_archive;
     let store = Arc::new(S3Store::new(aws::s3_client(sdk), settings.bucket.clone()));
-    Archiver::new(store, stele_store::StoreConfig::new(pg_url), config)
+    Archiver::with_postgres(store, db, config)
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -77,7 +79,11 @@ pub async fn run(args: ArchiveArgs) -> Result<(), BoxError> {
         max_lateness_hours: args.max_lateness_hours,
         drop_after_archive: !args.keep_detached,
     };
-    let archiver = build(&args.database_url, &sdk, &settings);
+    let db = match &args.database_url {
+        Some(url) => StoreConfig::new(url.clone()),
+        None => StoreConfig::from_env(&aws_sdk_secretsmanager::Client::new(&sdk)).await?,
+    };
+    let archiver = build(db, &sdk, &settings);
     let deadline = Instant::now() + Duration::from_secs(args.budget_secs);
     let now = Utc::now();
     let report = match &args.partition {

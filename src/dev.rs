@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{Days, Utc};
-use stele::local::{aws, demo, deployed, esm, services};
+use stele::local::{api_gateway, aws, demo, deployed, esm, services};
 use stele_batch_writer::{BatchWriter, SqsDeadLetters};
 use stele_ingest::{Ingest, IngestConfig, KinesisSink};
 use tokio::net::TcpListener;
@@ -164,14 +164,9 @@ async fn serve(args: &DevArgs, pg_url: &str, aws_endpoint: &str) -> Result<(), B
     let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], args.port))).await?;
     let addr = listener.local_addr()?;
     let mut http_stop = stop_rx.clone();
-    let http = tokio::spawn(stele_ingest::local::serve(
-        listener,
-        ingest,
-        tenants.clone(),
-        async move {
-            let _ = http_stop.wait_for(|stop| *stop).await;
-        },
-    ));
+    let http = tokio::spawn(api_gateway::serve(listener, ingest, tenants.clone(), async move {
+        let _ = http_stop.wait_for(|stop| *stop).await;
+    }));
 
     // Batch-writer behind the event source mapping emulator.
     let store_config = stele_store::StoreConfig::new(pg_url);
@@ -232,7 +227,7 @@ async fn serve(args: &DevArgs, pg_url: &str, aws_endpoint: &str) -> Result<(), B
             max_lateness_hours: args.archive_lateness_hours.unwrap_or(args.max_lateness_hours),
             drop_after_archive: true,
         };
-        let archiver = crate::archive::build(pg_url, &sdk, &settings);
+        let archiver = crate::archive::build(stele_store::StoreConfig::new(pg_url), &sdk, &settings);
         println!(
             "archiver       every {every} s: partitions older than {} days (and {} h of lateness) → s3://{}/audit/",
             settings.retention_days, settings.max_lateness_hours, settings.bucket

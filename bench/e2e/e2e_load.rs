@@ -23,7 +23,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aws_lambda_events::event::kinesis::{KinesisEvent, KinesisEventRecord, KinesisRecord};
 use clap::Parser;
 use serde_json::{json, Value};
 use stele::local::{aws, demo, http};
@@ -357,27 +356,21 @@ struct DirectSink {
 
 impl EventSink for DirectSink {
     async fn put(&self, records: &[Record]) -> Vec<PutResult> {
-        let mut event = KinesisEvent::default();
+        let mut batch = Vec::with_capacity(records.len());
         let mut seqs = Vec::with_capacity(records.len());
         for r in records {
             let seq = self.seq.fetch_add(1, Ordering::Relaxed).to_string();
-            let mut kinesis = KinesisRecord::default();
-            kinesis.approximate_arrival_timestamp.0 = chrono::Utc::now();
-            kinesis.data.0 = r.data.to_vec();
-            kinesis.partition_key = r.partition_key.clone();
-            kinesis.sequence_number = seq.clone();
-            kinesis.kinesis_schema_version = Some("1.0".into());
-            let mut record = KinesisEventRecord::default();
-            record.aws_region = Some("us-east-1".into());
-            record.event_id = Some(format!("shardId-000000000000:{seq}"));
-            record.event_name = Some("aws:kinesis:record".into());
-            record.event_source = Some("aws:kinesis".into());
-            record.event_source_arn = Some("arn:aws:kinesis:us-east-1:000000000000:stream/inprocess".into());
-            record.event_version = Some("1.0".into());
-            record.kinesis = kinesis;
-            event.records.push(record);
+            batch.push(stele_batch_writer::kinesis::stream_record(
+                "arn:aws:kinesis:us-east-1:000000000000:stream/inprocess",
+                "shardId-000000000000",
+                &seq,
+                &r.partition_key,
+                r.data.to_vec(),
+                chrono::Utc::now(),
+            ));
             seqs.push(seq);
         }
+        let event = stele_batch_writer::kinesis::event(batch);
         let (response, report) = self.writer.process(event).await;
         self.inserted.fetch_add(report.inserted, Ordering::Relaxed);
         let failed: std::collections::HashSet<String> = response
@@ -429,7 +422,7 @@ async fn phase_inprocess(args: &Args) -> Value {
                 let body = json!({ "events": batch_of(batch) }).to_string();
                 let began = Instant::now();
                 phase.requests.fetch_add(1, Ordering::Relaxed);
-                let req = stele_ingest::local::api_gateway_request(
+                let req = stele::local::api_gateway::api_gateway_request(
                     &Method::POST,
                     "/v1/events",
                     &headers,

@@ -1,21 +1,31 @@
 //! One fuzz input through the ingest request path, shared by the libFuzzer
-//! target (`ingest_request.rs`) and the smoke loop in `tests/hostile.rs`.
+//! target (`ingest_request.rs`) and the smoke loop in `tests/hostile.rs`. It
+//! calls the function the API runs, `stele_ingest::ingest` (headers + body →
+//! sealed records or the API's refusal), and checks its result.
 //!
 //! Input layout: the first byte picks the request headers (content type and
-//! encoding; the high bit makes a batch-sized `Idempotency-Key` seed), the rest
-//! is the body. A panic anywhere, or a broken invariant, is a finding:
-//! - a refused body is one of the documented errors (415/413/400), with at
-//!   least one problem for a 400;
-//! - an accepted event seals into a canonical record that opens again with the
-//!   same hash, for the authenticated tenant, within the size limit.
+//! encoding; bit 5 picks small limits; the high bit adds an `Idempotency-Key`),
+//! the rest is the body. A panic anywhere, or a broken invariant, is a finding:
+//! - a refusal is one of the documented answers (415/413 with a message,
+//!   400/403 with at least one problem; 403 only for a tenant mismatch; in a
+//!   batch every problem names its event, in a single event none does);
+//! - an acceptance holds 1 to `max_events` records with distinct event ids, each
+//!   a canonical record under the tenant's partition key that opens again with
+//!   the reported id and hash, for the authenticated tenant, within the size
+//!   limit, and seals again to the same bytes;
+//! - with an `Idempotency-Key`, sending the same request again at the same time
+//!   gives the same result (that is what makes a client's resend safe).
 #![allow(dead_code)]
+
+use std::collections::HashSet;
 
 use chrono::Utc;
 use stele_core::canonical::to_canonical_vec;
-use stele_core::{limits, validate_event, Context, SealedEvent, TimeWindow};
-use stele_ingest::lambda_http::http::{HeaderMap, HeaderValue};
-use stele_ingest::request::{check_media_type, decode_body, parse_events, BodyError};
+use stele_core::{limits, Code, SealedEvent};
+use stele_ingest::lambda_http::http::{HeaderMap, HeaderValue, StatusCode};
+use stele_ingest::{ingest, IngestConfig, Refusal};
 
+const TENANT: &str = "acme";
 const CONTENT_TYPES: [&str; 8] = [
     "application/json",
     "application/json; charset=utf-8",
@@ -41,60 +51,77 @@ pub fn ingest_one(data: &[u8]) -> usize {
     if let Some(encoding) = ENCODINGS[usize::from((selector >> 3) & 3)] {
         headers.insert("content-encoding", HeaderValue::from_static(encoding));
     }
-    // Small limits as well as the real ones, so the fuzzer reaches the edges.
-    let (max_bytes, max_events) = if selector & 0x20 != 0 {
-        (4096, 3)
-    } else {
-        (limits::MAX_REQUEST_BYTES, limits::MAX_EVENTS_PER_REQUEST)
-    };
-    if let Err(e) = check_media_type(&headers) {
-        assert!(matches!(e, BodyError::UnsupportedMediaType(_)), "{e:?}");
-        return 0;
+    let keyed = selector & 0x80 != 0;
+    if keyed {
+        headers.insert("idempotency-key", HeaderValue::from_static("k"));
     }
-    let decoded = match decode_body(&headers, body, max_bytes) {
-        Ok(d) => d,
-        Err(e) => return refused(e),
-    };
-    let events = match parse_events(&decoded, max_bytes, max_events) {
-        Ok(events) => events,
-        Err(e) => return refused(e),
-    };
-    assert!(!events.values.is_empty() && events.values.len() <= max_events);
-    assert!(events.batch || events.values.len() == 1);
+    let mut config = IngestConfig::new("fuzz");
+    // Small limits as well as the real ones, so the fuzzer reaches the edges.
+    if selector & 0x20 != 0 {
+        config.max_request_bytes = 4096;
+        config.max_events = 3;
+    }
     let now = Utc::now();
-    let ctx = Context {
-        tenant_id: "acme",
-        now,
-        window: TimeWindow::default(),
-        id_if_missing: (selector & 0x80 != 0).then(|| stele_core::event_id_from_idempotency_key("acme", "k")),
-    };
-    let mut accepted = 0;
-    for value in &events.values {
-        match validate_event(value, &ctx) {
-            Ok(event) => {
-                assert_eq!(event.tenant_id, "acme");
-                assert!(event.canonical_bytes().len() <= limits::MAX_EVENT_BYTES);
-                let sealed = event.seal();
-                let reopened = SealedEvent::open(&sealed.record).expect("an accepted event's record opens");
-                assert_eq!(reopened.hash, sealed.hash, "the record hashes to the accepted hash");
-                assert_eq!(reopened.event, sealed.event, "the record carries the accepted event");
-                let value = stele_core::json::parse_strict(&sealed.record).expect("the record is strict JSON");
-                assert_eq!(to_canonical_vec(&value), sealed.record, "the record is canonical");
-                accepted += 1;
+    let result = ingest(&headers, body, TENANT, now, &config);
+    if keyed {
+        let again = ingest(&headers, body, TENANT, now, &config);
+        assert_eq!(again, result, "a keyed request sent again gives the same result");
+    }
+    match result {
+        Ok(sealed) => {
+            assert!(
+                !sealed.is_empty() && sealed.len() <= config.max_events,
+                "{} events",
+                sealed.len()
+            );
+            let ids: HashSet<_> = sealed.iter().map(|s| s.event_id).collect();
+            assert_eq!(ids.len(), sealed.len(), "event ids are distinct within a request");
+            for s in &sealed {
+                assert_eq!(s.record.partition_key, TENANT);
+                let opened = SealedEvent::open(&s.record.data).expect("an accepted event's record opens");
+                assert_eq!(opened.hash, s.hash, "the record hashes to the reported hash");
+                assert_eq!(opened.event.event_id, s.event_id, "the record carries the reported id");
+                assert_eq!(opened.event.tenant_id, TENANT);
+                assert!(opened.event.canonical_bytes().len() <= limits::MAX_EVENT_BYTES);
+                let value = stele_core::json::parse_strict(&s.record.data).expect("the record is strict JSON");
+                assert_eq!(to_canonical_vec(&value), s.record.data, "the record is canonical");
+                assert_eq!(
+                    opened.event.seal().record,
+                    s.record.data,
+                    "the record seals again to itself"
+                );
             }
-            Err(problems) => {
-                assert!(!problems.is_empty(), "a refused event lists its problems");
-            }
+            sealed.len()
+        }
+        Err(refusal) => {
+            refused(&refusal);
+            0
         }
     }
-    accepted
 }
 
-fn refused(e: BodyError) -> usize {
-    match e {
-        BodyError::Invalid(problems) => assert!(!problems.is_empty(), "a 400 lists its problems"),
-        BodyError::TooLarge(_) => {}
-        BodyError::UnsupportedMediaType(_) => {}
+fn refused(refusal: &Refusal) {
+    let problems = refusal.problems();
+    match refusal {
+        Refusal::UnsupportedMediaType(msg) | Refusal::TooLarge(msg) => {
+            assert!(!msg.is_empty() && problems.is_empty(), "{refusal:?}");
+        }
+        Refusal::InvalidBody(_) | Refusal::Invalid(_) | Refusal::TenantMismatch(_) => {
+            assert!(!problems.is_empty(), "a {} lists its problems", refusal.status());
+        }
     }
-    0
+    let mismatch = problems.iter().any(|p| p.code == Code::TenantMismatch);
+    match refusal.status() {
+        StatusCode::FORBIDDEN => assert!(mismatch, "403 only for a tenant mismatch"),
+        StatusCode::BAD_REQUEST => assert!(!mismatch, "a tenant mismatch is 403"),
+        StatusCode::PAYLOAD_TOO_LARGE | StatusCode::UNSUPPORTED_MEDIA_TYPE => {}
+        other => panic!("undocumented refusal status {other}"),
+    }
+    if matches!(refusal, Refusal::Invalid(_) | Refusal::TenantMismatch(_)) {
+        let placed = problems.iter().filter(|p| p.index.is_some()).count();
+        assert!(
+            placed == 0 || placed == problems.len(),
+            "either every problem names its event (a batch) or none does (one event)"
+        );
+    }
 }

@@ -45,7 +45,7 @@ pub struct ArchiveTotals {
 
 /// Run the archiver every `every` until stopped (the EventBridge schedule's stand-in).
 pub async fn archive_periodically(
-    archiver: stele_archiver::Archiver<stele_archiver::S3Store>,
+    archiver: stele_archiver::PgArchiver<stele_archiver::S3Store>,
     every: Duration,
     totals: Arc<ArchiveTotals>,
     mut stop: watch::Receiver<bool>,

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_lambda_events::event::kinesis::{KinesisEvent, KinesisEventRecord, KinesisRecord};
+use aws_lambda_events::event::kinesis::{KinesisEvent, KinesisEventRecord};
 use aws_lambda_events::event::streams::KinesisEventResponse;
 use aws_sdk_kinesis::types::ShardIteratorType;
 use chrono::{DateTime, Utc};
@@ -188,21 +188,14 @@ impl ShardPoller {
             .approximate_arrival_timestamp()
             .and_then(|t| DateTime::<Utc>::from_timestamp(t.secs(), t.subsec_nanos()))
             .unwrap_or_else(Utc::now);
-        let mut kinesis = KinesisRecord::default();
-        kinesis.approximate_arrival_timestamp.0 = arrival;
-        kinesis.data.0 = r.data().as_ref().to_vec();
-        kinesis.partition_key = r.partition_key().unwrap_or_default().to_string();
-        kinesis.sequence_number = r.sequence_number().to_string();
-        kinesis.kinesis_schema_version = Some("1.0".into());
-        let mut record = KinesisEventRecord::default();
-        record.aws_region = Some("us-east-1".into());
-        record.event_id = Some(format!("{}:{}", self.shard_id, r.sequence_number()));
-        record.event_name = Some("aws:kinesis:record".into());
-        record.event_source = Some("aws:kinesis".into());
-        record.event_source_arn = Some(self.settings.stream_arn.clone());
-        record.event_version = Some("1.0".into());
-        record.kinesis = kinesis;
-        record
+        stele_batch_writer::kinesis::stream_record(
+            &self.settings.stream_arn,
+            &self.shard_id,
+            r.sequence_number(),
+            r.partition_key().unwrap_or_default(),
+            r.data().as_ref().to_vec(),
+            arrival,
+        )
     }
 
     /// Deliver until every record of `batch` is acknowledged or given up on.
@@ -211,9 +204,7 @@ impl ShardPoller {
         let mut size = batch.len();
         while !batch.is_empty() {
             let attempt: Vec<KinesisEventRecord> = batch[..size.min(batch.len())].to_vec();
-            let mut event = KinesisEvent::default();
-            event.records = attempt.clone();
-            let response = (self.handler)(event).await;
+            let response = (self.handler)(stele_batch_writer::kinesis::event(attempt.clone())).await;
             self.stats.delivered_batches.fetch_add(1, Ordering::Relaxed);
             let first_failed = response
                 .batch_item_failures

@@ -33,7 +33,7 @@ if [ ! -x "$venv/bin/schemathesis" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$wan
   echo "$want" > "$stamp"
 fi
 
-(cd "$root" && cargo build -q -p stele-ingest --example serve_local)
+(cd "$root" && cargo build -q -p stele --example serve_local)
 server_bin="$root/target/debug/examples/serve_local"
 
 out="$(mktemp -d "${TMPDIR:-/tmp}/stele-schemathesis.XXXXXX")"

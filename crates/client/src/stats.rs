@@ -57,6 +57,7 @@ pub(crate) struct Counters {
     pub retried: AtomicU64,
     pub spilled: AtomicU64,
     pub replayed: AtomicU64,
+    pub spill_lines_dropped: AtomicU64,
     dropped: [AtomicU64; 8],
 }
 
@@ -77,6 +78,7 @@ impl Counters {
             retried: self.retried.load(Relaxed),
             spilled: self.spilled.load(Relaxed),
             replayed: self.replayed.load(Relaxed),
+            spill_lines_dropped: self.spill_lines_dropped.load(Relaxed),
             queue_len: queue_len as u64,
             dropped: Dropped {
                 queue_full: d(DropReason::QueueFull),
@@ -105,6 +107,11 @@ pub struct Stats {
     pub spilled: u64,
     /// Spilled events later accepted by the API (also counted in `sent`).
     pub replayed: u64,
+    /// Lines of the spill file that could not be read back and were removed:
+    /// a last line cut short by a crash while it was written, or a garbled
+    /// one. Their events are lost; how many is unknown (the count is in the
+    /// line), so they are counted here in lines, not in [`Dropped`].
+    pub spill_lines_dropped: u64,
     /// Events waiting in the queue right now (a gauge).
     pub queue_len: u64,
     pub dropped: Dropped,
@@ -152,6 +159,7 @@ impl Stats {
             ("stele_client_retried_total", None, self.retried),
             ("stele_client_spilled_total", None, self.spilled),
             ("stele_client_replayed_total", None, self.replayed),
+            ("stele_client_spill_lines_dropped_total", None, self.spill_lines_dropped),
             ("stele_client_queue_len", None, self.queue_len),
         ];
         for reason in DropReason::ALL {

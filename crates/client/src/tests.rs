@@ -293,6 +293,34 @@ async fn spilled_batches_are_replayed_with_their_ids_when_the_api_returns() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_spill_file_torn_by_a_crash_replays_its_whole_lines_and_counts_the_rest() {
+    let path = temp_path("torn");
+    // Two whole batches, a garbled line, and an append a crash cut short.
+    std::fs::write(
+        &path,
+        b"1 {\"events\":[{\"event_id\":\"a\"}]}\n2 {\"events\":[{\"event_id\":\"b\"},{\"event_id\":\"c\"}]}\n\
+          garbled\n3 {\"events\":[{\"event_id\":\"d\"},{\"ev",
+    )
+    .unwrap();
+    let api = FakeApi::accepting();
+    let client = builder()
+        .spill(SpillConfig::new(&path))
+        .build_with(Box::new(api.clone()))
+        .unwrap();
+    client.flush().await.unwrap();
+    let stats = client.stats();
+    assert_eq!((stats.replayed, stats.spill_lines_dropped), (3, 2), "{stats:?}");
+    let delivered: Vec<String> = api.seen().into_iter().flat_map(|s| s.ids).collect();
+    assert_eq!(delivered, ["a", "b", "c"]);
+    assert!(!path.exists(), "an emptied spill file is removed");
+    let metric = stats
+        .metrics()
+        .into_iter()
+        .find(|m| m.0 == "stele_client_spill_lines_dropped_total");
+    assert_eq!(metric, Some(("stele_client_spill_lines_dropped_total", None, 2)));
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_full_spill_file_drops_with_its_own_reason() {
     let api = FakeApi::new(|_, _| Err("connection refused".into()));
     let path = temp_path("full");

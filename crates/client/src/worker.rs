@@ -81,7 +81,11 @@ impl Worker {
 
     pub async fn run(mut self) {
         if let Some(config) = self.spill_config.take() {
-            let spill = Spill::open(config).await;
+            let (spill, torn) = Spill::open(config).await;
+            if torn > 0 {
+                tracing::warn!(path = %spill.path().display(), "the spill file's last line was cut short (a crash while writing it); line dropped");
+                Counters::add(&self.shared.counters.spill_lines_dropped, torn);
+            }
             if !spill.is_empty() {
                 // Left by an earlier run: send it once the API answers.
                 self.replay_at = Some(Instant::now());
@@ -218,9 +222,6 @@ impl Worker {
                 return;
             }
         };
-        if corrupt > 0 {
-            tracing::warn!(lines = corrupt, "unreadable lines in the spill file skipped");
-        }
         let mut remaining = std::collections::VecDeque::from(batches);
         let mut turns = 0;
         while let Some(batch) = remaining.pop_front() {
@@ -253,10 +254,18 @@ impl Worker {
             break;
         }
         let remaining: Vec<Spilled> = remaining.into();
-        if let Err(e) = spill.rewrite(&remaining).await {
+        match spill.rewrite(&remaining).await {
+            Ok(()) if corrupt > 0 => {
+                // Counted once they are gone from the file, so never twice.
+                tracing::warn!(lines = corrupt, path = %spill.path().display(), "unreadable lines in the spill file dropped");
+                Counters::add(&self.shared.counters.spill_lines_dropped, corrupt);
+            }
+            Ok(()) => {}
             // The batches stay in the file; a later replay sends them again and
             // the store deduplicates by event id.
-            tracing::warn!(error = %e, path = %spill.path().display(), "cannot rewrite the spill file");
+            Err(e) => {
+                tracing::warn!(error = %e, path = %spill.path().display(), "cannot rewrite the spill file");
+            }
         }
         if remaining.is_empty() {
             self.replay_interval = self.limits.replay_interval;

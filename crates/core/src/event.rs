@@ -197,22 +197,42 @@ impl Event {
         serde_json::to_value(self).unwrap_or(Value::Null)
     }
 
-    /// RFC 8785 canonical JSON of every envelope field (everything but `event_hash`).
+    /// RFC 8785 canonical JSON of every envelope field (everything but `event_hash`):
+    /// the Kinesis record without its hash.
     pub fn canonical_bytes(&self) -> Vec<u8> {
         to_canonical_vec(&self.to_json_value())
     }
 
-    /// SHA-256 over [`Event::canonical_bytes`].
+    /// RFC 8785 canonical JSON of what `event_hash` covers: the event as its
+    /// producer sent it (normalised) plus the tenant, i.e. every envelope field
+    /// but `received_at`. So a retry of an event (same id, same content)
+    /// arriving later gets the hash of the row already stored (a decision of
+    /// issue 15); `received_at` is to be bound by the verifiable log instead.
+    pub fn hashed_bytes(&self) -> Vec<u8> {
+        let mut value = self.to_json_value();
+        if let Value::Object(map) = &mut value {
+            map.remove(UNHASHED_FIELD);
+        }
+        to_canonical_vec(&value)
+    }
+
+    /// SHA-256 over [`Event::hashed_bytes`].
     pub fn compute_hash(&self) -> EventHash {
-        EventHash(Sha256::digest(self.canonical_bytes()).into())
+        EventHash(Sha256::digest(self.hashed_bytes()).into())
     }
 
     /// Hash the event and produce the record that travels on the stream: the
-    /// canonical JSON of the event with `event_hash` added (itself canonical).
+    /// canonical JSON of the event (`received_at` included) with `event_hash`
+    /// added (itself canonical).
     pub fn seal(self) -> SealedEvent {
         let mut value = self.to_json_value();
-        let hash = EventHash(Sha256::digest(to_canonical_vec(&value)).into());
+        let mut hash = EventHash([0; 32]);
         if let Value::Object(map) = &mut value {
+            let received_at = map.remove(UNHASHED_FIELD);
+            hash = EventHash(Sha256::digest(to_canonical_vec(&Value::Object(map.clone()))).into());
+            if let Some(received_at) = received_at {
+                map.insert(UNHASHED_FIELD.into(), received_at);
+            }
             map.insert("event_hash".into(), Value::String(hash.to_hex()));
         }
         let record = to_canonical_vec(&value);
@@ -223,6 +243,10 @@ impl Event {
         }
     }
 }
+
+/// The one envelope field `event_hash` leaves out: the server's arrival time,
+/// which differs between a first attempt and its retry.
+pub const UNHASHED_FIELD: &str = "received_at";
 
 /// An accepted event with its hash and its wire record.
 #[derive(Debug, Clone, PartialEq)]
@@ -273,12 +297,15 @@ impl SealedEvent {
         if event.schema_version != SCHEMA_VERSION {
             return Err(RecordError::UnsupportedVersion(event.schema_version));
         }
-        let canonical = event.canonical_bytes();
-        let actual = EventHash(Sha256::digest(&canonical).into());
+        let actual = event.compute_hash();
         if actual != claimed {
             return Err(RecordError::HashMismatch { claimed, actual });
         }
-        if content != canonical {
+        // The record must be exactly the canonical form of the event it decodes
+        // to, `received_at` included (which the hash does not cover).
+        if content != event.canonical_bytes() {
+            // Reported as the digest of the record's whole content, which can
+            // never equal a hash that leaves `received_at` out.
             let actual = EventHash(Sha256::digest(&content).into());
             return Err(RecordError::HashMismatch { claimed, actual });
         }

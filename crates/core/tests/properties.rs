@@ -423,7 +423,9 @@ fn valid_event() -> impl Strategy<Value = Event> {
     })
 }
 
-/// Every way to change exactly one field of an event (each gives a different event).
+/// Every way to change exactly one hashed field of an event (each gives a
+/// different event). `received_at` is not hashed; see
+/// `received_at_is_outside_the_hash`.
 fn single_field_changes(e: &Event) -> Vec<(&'static str, Event)> {
     fn with(e: &Event, f: impl FnOnce(&mut Event)) -> Event {
         let mut c = e.clone();
@@ -447,7 +449,6 @@ fn single_field_changes(e: &Event) -> Vec<(&'static str, Event)> {
         ),
         ("tenant_id", with(e, |c| c.tenant_id = edit(&c.tenant_id))),
         ("occurred_at", with(e, |c| c.occurred_at += TimeDelta::microseconds(1))),
-        ("received_at", with(e, |c| c.received_at -= TimeDelta::microseconds(1))),
         (
             "category",
             with(e, |c| {
@@ -596,11 +597,15 @@ proptest! {
         prop_assert_eq!(&opened.event, &e);
         prop_assert_eq!(opened.hash, sealed.hash);
         prop_assert_eq!(&opened.record, &sealed.record);
-        // The record is canonical JSON, and the hash is over the record minus event_hash.
+        // The record is canonical JSON of the event plus event_hash, and the hash
+        // is over the record minus event_hash and received_at.
         let mut v = parse_strict(&sealed.record).unwrap();
         prop_assert_eq!(to_canonical_vec(&v), sealed.record.clone());
         v.as_object_mut().unwrap().remove("event_hash");
         prop_assert_eq!(to_canonical_vec(&v), e.canonical_bytes());
+        let received_at = v.as_object_mut().unwrap().remove("received_at");
+        prop_assert_eq!(received_at, e.to_json_value().get("received_at").cloned());
+        prop_assert_eq!(to_canonical_vec(&v), e.hashed_bytes());
         // The accepted event is a fixed point of validation of its own envelope.
         let mut again = e.to_json_value();
         again.as_object_mut().unwrap().remove("received_at");
@@ -615,6 +620,21 @@ proptest! {
             prop_assert_ne!(&changed, &e, "{} mutation was a no-op", field);
             prop_assert_ne!(changed.compute_hash(), h, "{} did not change the hash", field);
         }
+    }
+
+    /// The same event received at another time (a retry) has the same hash, and
+    /// its record carries its own `received_at` and opens.
+    #[test]
+    fn received_at_is_outside_the_hash(e in valid_event(), later in 1i64..10_000_000_000) {
+        let mut retry = e.clone();
+        retry.received_at += TimeDelta::microseconds(later);
+        prop_assert_eq!(retry.compute_hash(), e.compute_hash());
+        let (first, again) = (e.clone().seal(), retry.clone().seal());
+        prop_assert_eq!(again.hash, first.hash);
+        prop_assert_ne!(&again.record, &first.record);
+        let opened = SealedEvent::open(&again.record).map_err(|err| TestCaseError::fail(format!("{err}")))?;
+        prop_assert_eq!(opened.event.received_at, retry.received_at);
+        prop_assert_eq!(opened.hash, first.hash);
     }
 
     /// A record whose content was altered but which keeps its old hash is refused.
@@ -712,6 +732,9 @@ fn open_refuses_records_that_deserialize_to_the_same_event_but_differ() {
         ("timestamp with nanoseconds", |m| {
             m.insert("occurred_at".into(), json!("2026-11-25T11:00:00.000000999Z"));
         }),
+        ("received_at without fraction", |m| {
+            m.insert("received_at".into(), json!("2026-11-25T12:00:00Z"));
+        }),
         ("upper-case UUID", |m| {
             m.insert("event_id".into(), json!("0190F0B4-5D2E-7C3A-9F1B-2A3C4D5E6F70"));
         }),
@@ -728,6 +751,32 @@ fn open_refuses_records_that_deserialize_to_the_same_event_but_differ() {
     // Whitespace and key order are not content: they still open.
     let pretty = serde_json::to_vec_pretty(&record).unwrap();
     assert_eq!(SealedEvent::open(&pretty).unwrap().event, sealed.event);
+}
+
+/// A client retrying an event (same id, same content) gets, in its `202`, the
+/// hash of the row already stored, although the retry arrives later; the same
+/// content sent by another tenant is another event with another hash.
+#[test]
+fn a_retry_gets_the_stored_hash_and_another_tenant_another_hash() {
+    let body = json!({
+        "event_id": "0190f0b4-5d2e-7c3a-9f1b-2a3c4d5e6f70",
+        "occurred_at": "2026-11-25T11:00:00Z",
+        "category": "audit", "action": "document.read", "outcome": "success",
+        "actor": {"id": "u-1", "type": "user"}, "source": {"service": "billing"}
+    });
+    let at = |tenant_id, now| Context {
+        tenant_id,
+        now,
+        ..ctx()
+    };
+    let first = validate_event(&body, &at(TENANT, now())).unwrap().seal();
+    let retry = validate_event(&body, &at(TENANT, now() + TimeDelta::seconds(5)))
+        .unwrap()
+        .seal();
+    assert_ne!(first.event.received_at, retry.event.received_at);
+    assert_eq!(retry.hash, first.hash, "a retry's receipt names the stored hash");
+    let other = validate_event(&body, &at("tenant-q", now())).unwrap().seal();
+    assert_ne!(other.hash, first.hash, "the tenant is hashed");
 }
 
 #[test]

@@ -39,6 +39,24 @@ impl JobState {
         }
     }
 
+    /// Every move a job may make, in one place. Forward, one step at a time;
+    /// back to `exporting` when the S3 copy proved wrong at verify, or when the
+    /// detached table holds rows the archive does not (they landed between
+    /// verify and detach): the day is then written again, never left stuck.
+    pub const TRANSITIONS: [(JobState, JobState); 6] = [
+        (JobState::Exporting, JobState::Manifested),
+        (JobState::Manifested, JobState::Verified),
+        (JobState::Verified, JobState::Detached),
+        (JobState::Detached, JobState::Done),
+        (JobState::Manifested, JobState::Exporting),
+        (JobState::Detached, JobState::Exporting),
+    ];
+
+    /// Whether [`JobState::TRANSITIONS`] allows `self` → `next`.
+    pub fn can_move_to(self, next: JobState) -> bool {
+        Self::TRANSITIONS.contains(&(self, next))
+    }
+
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "exporting" => JobState::Exporting,
@@ -112,51 +130,81 @@ pub async fn begin(client: &Client, partition: &str, day: NaiveDate) -> Result<A
     from_row(&row)
 }
 
-/// Go back to `exporting` (a resumed job whose S3 copy must be rewritten).
-pub async fn restart_export(client: &Client, partition: &str) -> Result<()> {
-    client
-        .execute(
-            "UPDATE archive_jobs SET state = 'exporting', rows = NULL, files = NULL, bytes = NULL,
-                    manifest_key = NULL, manifest_sha256 = NULL, updated_at = now()
-              WHERE partition_name = $1",
-            &[&partition],
-        )
-        .await
-        .map_err(Error::query("restarting an archive export"))?;
-    Ok(())
+/// What a move to `manifested` records: the archive as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestRecord {
+    pub rows: i64,
+    pub files: i32,
+    pub bytes: i64,
+    pub key: String,
+    pub sha256: String,
 }
 
-/// Record that the parts and the manifest are in S3.
-pub async fn set_manifested(
+/// Move a job `from` → `to`, as a compare-and-set: it only happens if the job
+/// is still in `from` (another run may have moved it), and only along
+/// [`JobState::TRANSITIONS`]. Entering `manifested` records `manifest`;
+/// going back to `exporting` forgets the previous archive's figures (the
+/// manifest key and SHA-256 stay until the new one replaces them, so the chain
+/// can name the version it supersedes).
+pub async fn move_job(
     client: &Client,
     partition: &str,
-    rows: i64,
-    files: i32,
-    bytes: i64,
-    manifest_key: &str,
-    manifest_sha256: &str,
-) -> Result<()> {
-    client
-        .execute(
-            "UPDATE archive_jobs SET state = 'manifested', rows = $2, files = $3, bytes = $4,
-                    manifest_key = $5, manifest_sha256 = $6, error = NULL, updated_at = now()
-              WHERE partition_name = $1",
-            &[&partition, &rows, &files, &bytes, &manifest_key, &manifest_sha256],
+    from: JobState,
+    to: JobState,
+    manifest: Option<&ManifestRecord>,
+) -> Result<ArchiveJob> {
+    check_move(partition, from, to, manifest)?;
+    let sql = format!(
+        "UPDATE archive_jobs SET state = $3,
+                rows = CASE WHEN $3 = 'manifested' THEN $4 WHEN $3 = 'exporting' THEN NULL ELSE rows END,
+                files = CASE WHEN $3 = 'manifested' THEN $5 WHEN $3 = 'exporting' THEN NULL ELSE files END,
+                bytes = CASE WHEN $3 = 'manifested' THEN $6 WHEN $3 = 'exporting' THEN NULL ELSE bytes END,
+                manifest_key = CASE WHEN $3 = 'manifested' THEN $7 ELSE manifest_key END,
+                manifest_sha256 = CASE WHEN $3 = 'manifested' THEN $8 ELSE manifest_sha256 END,
+                error = NULL, updated_at = now()
+          WHERE partition_name = $1 AND state = $2
+         RETURNING {COLUMNS}"
+    );
+    let row = client
+        .query_opt(
+            &sql,
+            &[
+                &partition,
+                &from.as_str(),
+                &to.as_str(),
+                &manifest.map(|m| m.rows),
+                &manifest.map(|m| m.files),
+                &manifest.map(|m| m.bytes),
+                &manifest.map(|m| m.key.as_str()),
+                &manifest.map(|m| m.sha256.as_str()),
+            ],
         )
         .await
-        .map_err(Error::query("recording an archive manifest"))?;
-    Ok(())
+        .map_err(Error::query("moving an archive job"))?;
+    match row {
+        Some(row) => from_row(&row),
+        None => Err(Error::JobMoved {
+            partition: partition.to_string(),
+            expected: from.as_str(),
+            found: get(client, partition).await?.map_or("none", |j| j.state.as_str()),
+        }),
+    }
 }
 
-/// Move a job to `state` (verified, detached, done).
-pub async fn set_state(client: &Client, partition: &str, state: JobState) -> Result<()> {
-    client
-        .execute(
-            "UPDATE archive_jobs SET state = $2, error = NULL, updated_at = now() WHERE partition_name = $1",
-            &[&partition, &state.as_str()],
-        )
-        .await
-        .map_err(Error::query("advancing an archive job"))?;
+/// The checks of [`move_job`] that need no database (shared with the in-memory store).
+pub fn check_move(partition: &str, from: JobState, to: JobState, manifest: Option<&ManifestRecord>) -> Result<()> {
+    if !from.can_move_to(to) {
+        return Err(Error::Config(format!(
+            "archive job {partition}: {} → {} is not an allowed transition",
+            from.as_str(),
+            to.as_str()
+        )));
+    }
+    if (to == JobState::Manifested) != manifest.is_some() {
+        return Err(Error::Config(format!(
+            "archive job {partition}: a manifest is recorded exactly when entering `manifested`"
+        )));
+    }
     Ok(())
 }
 

@@ -8,6 +8,8 @@ pub enum Error {
     Config(String),
     #[error("connecting to PostgreSQL: {}", pg_message(.0))]
     Connect(#[source] tokio_postgres::Error),
+    #[error("reading the database secret {arn}: {message}")]
+    Secret { arn: String, message: String },
     #[error("connection pool: {0}")]
     Pool(String),
     #[error("TLS setup: {0}")]
@@ -21,6 +23,12 @@ pub enum Error {
     },
     #[error("migration {version} ({name}) was changed after it was applied (checksum differs)")]
     MigrationChanged { version: i32, name: &'static str },
+    #[error("archive job {partition} is `{found}`, not `{expected}` as this run read it: another run moved it")]
+    JobMoved {
+        partition: String,
+        expected: &'static str,
+        found: &'static str,
+    },
     #[error("{what}: {}", pg_message(.source))]
     Query {
         what: &'static str,

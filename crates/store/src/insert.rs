@@ -15,9 +15,10 @@ use chrono::{DateTime, NaiveDate, Utc};
 use deadpool_postgres::Pool;
 use stele_core::{Changes, Event, EventHash};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::types::{Json, ToSql, Type};
+use tokio_postgres::types::{Json, ToSql};
 use uuid::Uuid;
 
+use crate::columns::{column_list, column_types};
 use crate::error::{Error, Result};
 use crate::partitions::{self, EnsureOutcome};
 
@@ -65,55 +66,15 @@ pub enum InsertMethod {
     CopyStage,
 }
 
-/// Columns in table order, as written by both methods.
-pub const COLUMNS: &str = "tenant_id, event_id, occurred_at, received_at, category, action, outcome, \
-     actor_id, actor_type, actor_display, actor_ip, actor_user_agent, \
-     resource_type, resource_id, resource_display, changes, metadata, \
-     correlation_id, causation_id, trace_parent, trace_state, \
-     source_service, source_version, source_host, source_region, \
-     schema_version, event_hash, kinesis_shard, kinesis_seq";
-
-/// Postgres types of [`COLUMNS`], in the same order.
-const COLUMN_TYPES: [Type; 29] = [
-    Type::TEXT,
-    Type::UUID,
-    Type::TIMESTAMPTZ,
-    Type::TIMESTAMPTZ,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::JSONB,
-    Type::JSONB,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::INT2,
-    Type::BYTEA,
-    Type::TEXT,
-    Type::TEXT,
-];
-
 fn unnest_sql() -> String {
-    let casts: Vec<String> = COLUMN_TYPES
+    let casts: Vec<String> = column_types()
         .iter()
         .enumerate()
         .map(|(i, t)| format!("${}::{}[]", i + 1, t.name()))
         .collect();
     format!(
-        "INSERT INTO audit_events ({COLUMNS}) SELECT * FROM UNNEST({}) ON CONFLICT DO NOTHING",
+        "INSERT INTO audit_events ({}) SELECT * FROM UNNEST({}) ON CONFLICT DO NOTHING",
+        column_list(),
         casts.join(", ")
     )
 }
@@ -376,10 +337,13 @@ impl PgEventStore {
         .await
         .map_err(Error::query("creating the staging table"))?;
         let sink = tx
-            .copy_in(&format!("COPY {STAGE_TABLE} ({COLUMNS}) FROM STDIN (FORMAT binary)"))
+            .copy_in(&format!(
+                "COPY {STAGE_TABLE} ({}) FROM STDIN (FORMAT binary)",
+                column_list()
+            ))
             .await
             .map_err(Error::query("starting COPY into the staging table"))?;
-        let writer = BinaryCopyInWriter::new(sink, &COLUMN_TYPES);
+        let writer = BinaryCopyInWriter::new(sink, column_types());
         let mut writer = std::pin::pin!(writer);
         for event in events {
             let row = row_values(event);
@@ -396,7 +360,8 @@ impl PgEventStore {
         let inserted = tx
             .execute(
                 &format!(
-                    "INSERT INTO audit_events ({COLUMNS}) SELECT {COLUMNS} FROM {STAGE_TABLE} ON CONFLICT DO NOTHING"
+                    "INSERT INTO audit_events ({columns}) SELECT {columns} FROM {STAGE_TABLE} ON CONFLICT DO NOTHING",
+                    columns = column_list()
                 ),
                 &[],
             )
@@ -450,7 +415,7 @@ mod tests {
     #[test]
     fn unnest_statement_names_every_column_with_its_array_type() {
         let sql = unnest_sql();
-        assert_eq!(COLUMNS.split(',').count(), COLUMN_TYPES.len());
+        assert_eq!(column_list().split(',').count(), column_types().len());
         assert!(sql.contains("$1::text[]"), "{sql}");
         assert!(sql.contains("$16::jsonb[]"), "{sql}");
         assert!(sql.contains("$26::int2[]"), "{sql}");

@@ -2,15 +2,20 @@
 //! day-partition manager. The bulk insert (batch-writer) and archive job state
 //! (archiver) live here too, so that one crate owns every SQL statement.
 
+pub mod archive_db;
 pub mod archive_jobs;
+pub mod columns;
 pub mod config;
 pub mod connect;
 pub mod error;
 pub mod insert;
+#[cfg(any(test, feature = "testing"))]
+pub mod memory;
 pub mod migrate;
 pub mod partitions;
 
-pub use config::{StoreConfig, TlsMode};
+pub use archive_db::{ArchiveDb, ExportRow, PgArchiveDb, RowStream};
+pub use config::{conninfo_from_secret, DbSource, SecretReader, StoreConfig, StoreSettings, TlsMode};
 pub use connect::{connect, pool};
 pub use error::{pg_message, Error, Result};
 pub use insert::{EventStore, InsertMethod, InsertOutcome, PgEventStore, StoredEvent};

@@ -39,13 +39,6 @@ pub enum Error {
         #[source]
         source: stele_store::Error,
     },
-    #[error("{partition}: {step}: reading rows: {source}")]
-    Read {
-        partition: String,
-        step: Step,
-        #[source]
-        source: tokio_postgres::Error,
-    },
     #[error("{partition}: {step}: S3 {op} {key}: {message}")]
     S3 {
         partition: String,
@@ -83,7 +76,7 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn store(partition: &str, step: Step) -> impl FnOnce(stele_store::Error) -> Error + '_ {
+    pub(crate) fn store(partition: &str, step: Step) -> impl Fn(stele_store::Error) -> Error + Copy + '_ {
         move |source| Error::Store {
             partition: partition.to_string(),
             step,

@@ -1,19 +1,17 @@
-//! Streaming export: one binary `COPY (SELECT … ORDER BY tenant, time) TO
-//! STDOUT` of a partition, cut into Arrow record batches of bounded size and
-//! written tenant by tenant into Parquet objects. Nothing holds more than one
-//! batch, one row group and one upload part.
+//! Streaming export: the partition's rows in archive order from the store
+//! ([`ArchiveDb::export_rows`], one binary copy out of Postgres), cut into Arrow
+//! record batches of bounded size and written tenant by tenant into Parquet
+//! objects. Nothing holds more than one batch, one row group and one upload part.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use arrow::array::{ArrayRef, Int32Builder, StringBuilder, TimestampMicrosecondBuilder};
 use arrow::record_batch::RecordBatch;
-use chrono::{DateTime, NaiveDate, Utc};
-use futures_util::{pin_mut, StreamExt};
+use chrono::NaiveDate;
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
-use tokio_postgres::binary_copy::{BinaryCopyOutRow, BinaryCopyOutStream};
-use tokio_postgres::types::Type;
-use tokio_postgres::Client;
+use stele_store::{ArchiveDb, ExportRow};
 
 use crate::config::ArchiverConfig;
 use crate::error::{Error, Step};
@@ -30,34 +28,6 @@ pub struct TenantArchive {
     pub rows: u64,
     pub merkle_root: String,
     pub files: Vec<PartManifest>,
-}
-
-/// The rows of a partition in archive order, as text where Parquet stores text.
-/// `tenant_id` first, then the columns of [`schema::schema`] in order.
-pub fn select_sql(partition: &str) -> String {
-    format!(
-        "SELECT tenant_id, event_id::text, occurred_at, received_at, category, action, outcome,
-                actor_id, actor_type, actor_display, actor_ip, actor_user_agent,
-                resource_type, resource_id, resource_display, changes::text, metadata::text,
-                correlation_id, causation_id, trace_parent, trace_state,
-                source_service, source_version, source_host, source_region,
-                schema_version::int4, encode(event_hash, 'hex'), kinesis_shard, kinesis_seq
-           FROM ONLY {partition}
-          ORDER BY tenant_id COLLATE \"C\", occurred_at, event_id"
-    )
-}
-
-/// Column types of [`select_sql`], for the binary COPY decoder.
-fn copy_types() -> Vec<Type> {
-    let mut types = vec![Type::TEXT];
-    for f in schema::schema().fields() {
-        types.push(match f.data_type() {
-            arrow::datatypes::DataType::Timestamp(_, _) => Type::TIMESTAMPTZ,
-            arrow::datatypes::DataType::Int32 => Type::INT4,
-            _ => Type::TEXT,
-        });
-    }
-    types
 }
 
 enum ColBuilder {
@@ -88,16 +58,13 @@ impl BatchBuilder {
         Self { cols, rows: 0 }
     }
 
-    /// Append one COPY row (column 0 is the tenant, the rest follow the schema).
-    fn append(&mut self, row: &BinaryCopyOutRow) -> Result<(), tokio_postgres::Error> {
+    /// Append one exported row (its columns follow the schema).
+    fn append(&mut self, row: &impl ExportRow) -> stele_store::Result<()> {
         for (i, col) in self.cols.iter_mut().enumerate() {
             match col {
-                ColBuilder::Str(b) => b.append_option(row.try_get::<Option<&str>>(i + 1)?),
-                ColBuilder::Ts(b) => b.append_option(
-                    row.try_get::<Option<DateTime<Utc>>>(i + 1)?
-                        .map(|t| t.timestamp_micros()),
-                ),
-                ColBuilder::I32(b) => b.append_option(row.try_get::<Option<i32>>(i + 1)?),
+                ColBuilder::Str(b) => b.append_option(row.text(i)?),
+                ColBuilder::Ts(b) => b.append_option(row.micros(i)?),
+                ColBuilder::I32(b) => b.append_option(row.int32(i)?),
             }
         }
         self.rows += 1;
@@ -134,8 +101,8 @@ struct OpenTenant<'a, S: ArchiveStore> {
 
 /// Export `partition` (the day `day`) to `store`. Returns one entry per tenant
 /// in archive order. On error every multipart upload this call started is aborted.
-pub async fn export<S: ArchiveStore>(
-    client: &Client,
+pub async fn export<S: ArchiveStore, D: ArchiveDb>(
+    db: &D,
     store: &S,
     config: &ArchiverConfig,
     partition: &str,
@@ -143,7 +110,7 @@ pub async fn export<S: ArchiveStore>(
     deadline: Instant,
 ) -> Result<Vec<TenantArchive>, Error> {
     let mut open: Option<OpenTenant<'_, S>> = None;
-    let result = export_inner(client, store, config, partition, day, deadline, &mut open).await;
+    let result = export_inner(db, store, config, partition, day, deadline, &mut open).await;
     if result.is_err() {
         if let Some(w) = open.and_then(|t| t.writer) {
             w.abort().await;
@@ -152,8 +119,8 @@ pub async fn export<S: ArchiveStore>(
     result
 }
 
-async fn export_inner<'a, S: ArchiveStore>(
-    client: &Client,
+async fn export_inner<'a, S: ArchiveStore, D: ArchiveDb>(
+    db: &D,
     store: &'a S,
     config: &ArchiverConfig,
     partition: &'a str,
@@ -161,17 +128,8 @@ async fn export_inner<'a, S: ArchiveStore>(
     deadline: Instant,
     open: &mut Option<OpenTenant<'a, S>>,
 ) -> Result<Vec<TenantArchive>, Error> {
-    let read_err = |source| Error::Read {
-        partition: partition.to_string(),
-        step: Step::Export,
-        source,
-    };
-    let copy = client
-        .copy_out(&format!("COPY ({}) TO STDOUT (FORMAT binary)", select_sql(partition)))
-        .await
-        .map_err(read_err)?;
-    let rows = BinaryCopyOutStream::new(copy, &copy_types());
-    pin_mut!(rows);
+    let read_err = Error::store(partition, Step::Export);
+    let mut rows = db.export_rows(partition).await.map_err(read_err)?;
 
     let mut done: Vec<TenantArchive> = Vec::new();
     let mut batch = BatchBuilder::new(config.batch_rows);
@@ -179,7 +137,7 @@ async fn export_inner<'a, S: ArchiveStore>(
 
     while let Some(row) = rows.next().await {
         let row = row.map_err(read_err)?;
-        let tenant: &str = row.try_get(0).map_err(read_err)?;
+        let tenant: &str = row.tenant().map_err(read_err)?;
         let same_tenant = open.as_ref().is_some_and(|t| t.tenant_id == tenant);
         if !same_tenant {
             if let Some(t) = open.as_mut() {
@@ -211,7 +169,10 @@ async fn export_inner<'a, S: ArchiveStore>(
             let key = layout::part_key(&config.prefix, &t.tenant_id, day, t.files.len() as u32);
             t.writer = Some(ParquetPartWriter::create(store, partition, key, config).await?);
         }
-        let hex_hash: &str = row.try_get(schema::col::EVENT_HASH + 1).map_err(read_err)?;
+        let hex_hash: &str = row
+            .text(schema::col::event_hash())
+            .map_err(read_err)?
+            .unwrap_or_default();
         hex::decode_to_slice(hex_hash, &mut hash).map_err(|e| Error::Invalid {
             partition: partition.to_string(),
             step: Step::Export,
@@ -272,33 +233,21 @@ async fn close_tenant<S: ArchiveStore>(mut t: OpenTenant<'_, S>) -> Result<Tenan
 
 /// Per-tenant row counts and Merkle roots as Postgres holds them now, read as
 /// a stream of (tenant, hash) in archive order.
-pub async fn postgres_roots(client: &Client, partition: &str) -> Result<Vec<(String, u64, String)>, Error> {
-    let read_err = |source| Error::Read {
-        partition: partition.to_string(),
-        step: Step::Verify,
-        source,
-    };
-    let sql = format!(
-        "COPY (SELECT tenant_id, event_hash FROM ONLY {partition}
-                ORDER BY tenant_id COLLATE \"C\", occurred_at, event_id) TO STDOUT (FORMAT binary)"
-    );
-    let copy = client.copy_out(&sql).await.map_err(read_err)?;
-    let rows = BinaryCopyOutStream::new(copy, &[Type::TEXT, Type::BYTEA]);
-    pin_mut!(rows);
+pub async fn postgres_roots<D: ArchiveDb>(db: &D, partition: &str) -> Result<Vec<(String, u64, String)>, Error> {
+    let read_err = Error::store(partition, Step::Verify);
+    let mut rows = db.event_hashes(partition).await.map_err(read_err)?;
     let mut out: Vec<(String, u64, String)> = Vec::new();
     let mut cur: Option<(String, MerkleBuilder)> = None;
     while let Some(row) = rows.next().await {
-        let row = row.map_err(read_err)?;
-        let tenant: &str = row.try_get(0).map_err(read_err)?;
-        let hash: &[u8] = row.try_get(1).map_err(read_err)?;
-        if cur.as_ref().is_none_or(|(t, _)| t != tenant) {
+        let (tenant, hash) = row.map_err(read_err)?;
+        if cur.as_ref().is_none_or(|(t, _)| *t != tenant) {
             if let Some((t, m)) = cur.take() {
                 out.push((t, m.leaves(), m.root_hex()));
             }
-            cur = Some((tenant.to_string(), MerkleBuilder::new()));
+            cur = Some((tenant, MerkleBuilder::new()));
         }
         if let Some((_, m)) = cur.as_mut() {
-            m.push(hash);
+            m.push(&hash);
         }
     }
     if let Some((t, m)) = cur.take() {

@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use crate::runner::Archiver;
 use crate::store::ArchiveStore;
+use stele_store::ArchiveDb;
 
 #[derive(Debug, Deserialize, PartialEq, Eq)]
 pub struct OperatorRequest {
@@ -49,8 +50,8 @@ pub fn deadline_from_epoch_ms(deadline_ms: u64) -> Instant {
 }
 
 /// Handle one invocation; an `Err` makes the invocation fail (and alarm).
-pub async fn handle<S: ArchiveStore + 'static>(
-    archiver: &Archiver<S>,
+pub async fn handle<S: ArchiveStore + 'static, D: ArchiveDb>(
+    archiver: &Archiver<S, D>,
     payload: &Value,
     deadline: Instant,
 ) -> Result<Value, String> {

@@ -18,12 +18,15 @@ pub mod merkle;
 pub mod runner;
 pub mod s3;
 pub mod schema;
+pub mod startup;
 pub mod store;
 pub mod verify;
 pub mod writer;
 
 pub use config::ArchiverConfig;
 pub use error::{Error, Step};
-pub use runner::{Archiver, FailPoint, PartitionReport, RunReport};
+pub use runner::{Archiver, FailPoint, PartitionReport, PgArchiver, RunReport};
 pub use s3::S3Store;
-pub use store::{ArchiveStore, MemoryStore};
+pub use store::ArchiveStore;
+#[cfg(any(test, feature = "testing"))]
+pub use store::MemoryStore;

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::Value;
-use stele_archiver::{handler, Archiver, ArchiverConfig, S3Store};
+use stele_archiver::{handler, startup};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -14,15 +14,12 @@ async fn main() -> Result<(), Error> {
         .with_current_span(false)
         .without_time()
         .init();
-    let db = stele_store::StoreConfig::from_env().map_err(|e| format!("stele-archiver: {e}"))?;
-    let config = ArchiverConfig::from_env().map_err(|e| format!("stele-archiver: {e}"))?;
     let aws = aws_config::load_from_env().await;
-    let s3 = aws_sdk_s3::Client::new(&aws);
-    let archiver = Arc::new(Archiver::new(
-        Arc::new(S3Store::new(s3, config.bucket.clone())),
-        db,
-        config,
-    ));
+    let secrets = aws_sdk_secretsmanager::Client::new(&aws);
+    let archiver = startup::archiver(|k| std::env::var(k).ok(), aws_sdk_s3::Client::new(&aws), &secrets)
+        .await
+        .map_err(|e| format!("stele-archiver: {e}"))?;
+    let archiver = Arc::new(archiver);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let archiver = archiver.clone();
         async move {

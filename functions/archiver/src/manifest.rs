@@ -33,6 +33,10 @@ pub struct Manifest {
     pub merkle_scheme: String,
     pub tenants: Vec<TenantArchive>,
     pub previous_manifest: Option<PreviousManifest>,
+    /// The earlier manifest of this same day that this one replaces (the day
+    /// was written again because rows landed after it was verified).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supersedes: Option<PreviousManifest>,
 }
 
 fn rfc3339_us(us: i64) -> Option<String> {
@@ -64,10 +68,17 @@ impl Manifest {
             merkle_scheme: MERKLE_SCHEME.to_string(),
             tenants,
             previous_manifest,
+            supersedes: None,
         }
     }
 
     /// The exact bytes stored in S3 and their SHA-256 (hex).
+    /// The same manifest, naming the version of this day it replaces.
+    pub fn superseding(mut self, earlier: Option<PreviousManifest>) -> Self {
+        self.supersedes = earlier;
+        self
+    }
+
     pub fn to_bytes(&self) -> (Vec<u8>, String) {
         let bytes = serde_json::to_vec_pretty(self).unwrap_or_default();
         let sha = hex::encode(Sha256::digest(&bytes));

@@ -1,6 +1,15 @@
-//! The job runner: which partitions to archive and, for each, the steps
-//! export → manifest → verify → detach → drop, each recorded in `archive_jobs`
-//! so that the next run resumes wherever this one stopped.
+//! The job runner: which partitions to archive and, for each, a state machine
+//! over its `archive_jobs` row. Each state has one step function that does its
+//! work and moves the job on with a compare-and-set; the allowed moves are
+//! [`JobState::TRANSITIONS`]. A run cut off anywhere leaves the job in the last
+//! recorded state, and the next run resumes from there:
+//!
+//! | state        | step             | does                                                      | moves to                         |
+//! |--------------|------------------|-----------------------------------------------------------|----------------------------------|
+//! | `exporting`  | [`Archiver::export_step`]  | aborts stale uploads, writes the parts and the manifest | `manifested`                     |
+//! | `manifested` | [`Archiver::verify_step`]  | re-reads S3 and compares it with PostgreSQL              | `verified`, or `exporting` on a mismatch |
+//! | `verified`   | [`Archiver::detach_step`]  | detaches the partition concurrently (or finalizes)       | `detached`                       |
+//! | `detached`   | [`Archiver::finish_step`]  | checks the detached table holds what was archived, drops it | `done`, or `exporting` when rows landed after verify |
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -9,10 +18,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
-use stele_store::archive_jobs::{self, JobState, TableStatus};
-use stele_store::{partitions, StoreConfig};
-use tokio::sync::Mutex;
-use tokio_postgres::Client;
+use stele_store::archive_jobs::{ArchiveJob, JobState, ManifestRecord, TableStatus};
+use stele_store::{partitions, ArchiveDb, PgArchiveDb, StoreConfig};
 
 use crate::config::ArchiverConfig;
 use crate::error::{Error, Step};
@@ -23,7 +30,7 @@ use crate::store::ArchiveStore;
 use crate::verify;
 
 /// Test hook: fail right after a step's action, before it is recorded, as a
-/// crash there would.
+/// crash there would. Set only through `with_fail_point` (feature `testing`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailPoint {
     /// Parts uploaded, no manifest yet.
@@ -61,34 +68,51 @@ pub struct RunReport {
     pub archived: Vec<PartitionReport>,
     /// Eligible partitions left for the next run (time ran out, or an earlier one failed).
     pub remaining: Vec<String>,
+    /// Another run held the run lock: this one did nothing.
+    pub busy: bool,
     pub error: Option<String>,
 }
 
-pub struct Archiver<S> {
+/// The archiver on S3 and PostgreSQL, as the Lambda and `stele archive` run it.
+pub type PgArchiver<S> = Archiver<S, PgArchiveDb>;
+
+pub struct Archiver<S, D> {
     store: Arc<S>,
-    db: StoreConfig,
+    db: D,
     config: ArchiverConfig,
-    client: Mutex<Option<Client>>,
     fail_point: Option<FailPoint>,
 }
 
-impl<S: ArchiveStore + 'static> Archiver<S> {
-    /// Clients are built once: `store` here, the Postgres connection lazily and
-    /// re-opened if it drops between invocations.
-    pub fn new(store: Arc<S>, mut db: StoreConfig, config: ArchiverConfig) -> Self {
-        // An export is one long COPY: the session gets the archiver's own
-        // timeout through the store's connection settings.
+/// The partition a step works on, and the time it has.
+struct Target<'a> {
+    partition: &'a str,
+    day: NaiveDate,
+    deadline: Instant,
+}
+
+impl<S: ArchiveStore + 'static> Archiver<S, PgArchiveDb> {
+    /// The archiver on PostgreSQL at `db`. An export is one long COPY: the
+    /// session gets the archiver's own statement timeout.
+    pub fn with_postgres(store: Arc<S>, mut db: StoreConfig, config: ArchiverConfig) -> Self {
         db.statement_timeout = config.statement_timeout;
+        Self::new(store, PgArchiveDb::new(db), config)
+    }
+}
+
+impl<S: ArchiveStore + 'static, D: ArchiveDb> Archiver<S, D> {
+    /// Clients are built once: `store` and `db` here (the Postgres connection
+    /// opens lazily and re-opens if it drops between invocations).
+    pub fn new(store: Arc<S>, db: D, config: ArchiverConfig) -> Self {
         Self {
             store,
             db,
             config,
-            client: Mutex::new(None),
             fail_point: None,
         }
     }
 
-    /// Test-only crash injection.
+    /// Crash injection for tests.
+    #[cfg(any(test, feature = "testing"))]
     pub fn with_fail_point(mut self, fail_point: Option<FailPoint>) -> Self {
         self.fail_point = fail_point;
         self
@@ -98,21 +122,14 @@ impl<S: ArchiveStore + 'static> Archiver<S> {
         &self.config
     }
 
+    pub fn db(&self) -> &D {
+        &self.db
+    }
+
     /// A partition is eligible when its upper bound is older than both the
     /// retention and the max lateness: no row can still land in it.
     pub fn is_eligible(&self, upper: DateTime<Utc>, now: DateTime<Utc>) -> bool {
         upper < now - self.config.retention && upper < now - self.config.max_lateness
-    }
-
-    async fn connection(&self, partition: &str) -> Result<tokio::sync::MutexGuard<'_, Option<Client>>, Error> {
-        let mut guard = self.client.lock().await;
-        if guard.as_ref().is_none_or(|c| c.is_closed()) {
-            let c = stele_store::connect(&self.db)
-                .await
-                .map_err(Error::store(partition, Step::Plan))?;
-            *guard = Some(c);
-        }
-        Ok(guard)
     }
 
     fn fail(&self, at: FailPoint, partition: &str, step: Step) -> Result<(), Error> {
@@ -128,16 +145,12 @@ impl<S: ArchiveStore + 'static> Archiver<S> {
     /// Partitions to work on, oldest first: unfinished jobs, then attached
     /// partitions that are eligible.
     pub async fn candidates(&self, now: DateTime<Utc>) -> Result<Vec<String>, Error> {
-        let guard = self.connection("*").await?;
-        let c = guard.as_ref().ok_or_else(|| Error::Config("no connection".into()))?;
+        let plan = Error::store("*", Step::Plan);
         let mut out: BTreeSet<(NaiveDate, String)> = BTreeSet::new();
-        for job in archive_jobs::unfinished(c)
-            .await
-            .map_err(Error::store("*", Step::Plan))?
-        {
+        for job in self.db.unfinished_jobs().await.map_err(plan)? {
             out.insert((job.day, job.partition_name));
         }
-        for p in partitions::list(c).await.map_err(Error::store("*", Step::Plan))? {
+        for p in self.db.partitions().await.map_err(plan)? {
             if self.is_eligible(p.upper, now) {
                 out.insert((p.day, p.name));
             }
@@ -150,14 +163,36 @@ impl<S: ArchiveStore + 'static> Archiver<S> {
     /// Stops at the first failure (the manifest chain follows the days).
     pub async fn run(&self, now: DateTime<Utc>, deadline: Instant) -> RunReport {
         let mut report = RunReport::default();
-        if let Err(e) = self.ensure_ahead(now).await {
+        match self.db.try_lock_run().await {
+            Ok(true) => {}
+            Ok(false) => {
+                report.busy = true;
+                tracing::info!("another archiver run is in progress; nothing done");
+                return report;
+            }
+            Err(e) => {
+                report.error = Some(Error::store("*", Step::Plan)(e).to_string());
+                return report;
+            }
+        }
+        self.run_locked(now, deadline, &mut report).await;
+        if let Err(e) = self.db.unlock_run().await {
+            tracing::warn!(error = %e, "could not release the run lock (the session end releases it)");
+        }
+        report
+    }
+
+    async fn run_locked(&self, now: DateTime<Utc>, deadline: Instant, report: &mut RunReport) {
+        let today = now.date_naive();
+        let last = today + chrono::Duration::days(self.config.partitions_ahead_days as i64);
+        if let Err(e) = self.db.ensure_range(today, last).await {
             tracing::warn!(error = %e, "could not create partitions ahead");
         }
         let candidates = match self.candidates(now).await {
             Ok(c) => c,
             Err(e) => {
                 report.error = Some(e.to_string());
-                return report;
+                return;
             }
         };
         let mut iter = candidates.into_iter();
@@ -166,7 +201,7 @@ impl<S: ArchiveStore + 'static> Archiver<S> {
                 report.remaining.push(name);
                 break;
             }
-            match self.archive_partition(&name, false, now, deadline).await {
+            match self.archive_holding_lock(&name, false, now, deadline).await {
                 Ok(r) => report.archived.push(r),
                 Err(e) => {
                     tracing::error!(partition = %name, error = %e, "archiving failed");
@@ -177,23 +212,12 @@ impl<S: ArchiveStore + 'static> Archiver<S> {
             }
         }
         report.remaining.extend(iter);
-        report
-    }
-
-    async fn ensure_ahead(&self, now: DateTime<Utc>) -> Result<(), Error> {
-        let guard = self.connection("*").await?;
-        let c = guard.as_ref().ok_or_else(|| Error::Config("no connection".into()))?;
-        let today = now.date_naive();
-        let last = today + chrono::Duration::days(self.config.partitions_ahead_days as i64);
-        partitions::ensure_range(c, today, last)
-            .await
-            .map_err(Error::store("*", Step::Plan))?;
-        Ok(())
     }
 
     /// Archive one partition (or, with `dry_run`, say what would be done and
     /// change nothing). Refuses a partition that is not yet eligible unless a
-    /// job for it already exists.
+    /// job for it already exists, and refuses to start while another run holds
+    /// the run lock. A failure is recorded on the job.
     pub async fn archive_partition(
         &self,
         partition: &str,
@@ -201,12 +225,39 @@ impl<S: ArchiveStore + 'static> Archiver<S> {
         now: DateTime<Utc>,
         deadline: Instant,
     ) -> Result<PartitionReport, Error> {
-        let guard = self.connection(partition).await?;
-        let c = guard.as_ref().ok_or_else(|| Error::Config("no connection".into()))?;
-        let result = self.archive_with(c, partition, dry_run, now, deadline).await;
+        if dry_run {
+            return self.archive_holding_lock(partition, true, now, deadline).await;
+        }
+        if !self
+            .db
+            .try_lock_run()
+            .await
+            .map_err(Error::store(partition, Step::Plan))?
+        {
+            return Err(invalid(
+                partition,
+                Step::Plan,
+                "another archiver run is in progress; try again when it ends".into(),
+            ));
+        }
+        let result = self.archive_holding_lock(partition, false, now, deadline).await;
+        if let Err(e) = self.db.unlock_run().await {
+            tracing::warn!(error = %e, "could not release the run lock (the session end releases it)");
+        }
+        result
+    }
+
+    async fn archive_holding_lock(
+        &self,
+        partition: &str,
+        dry_run: bool,
+        now: DateTime<Utc>,
+        deadline: Instant,
+    ) -> Result<PartitionReport, Error> {
+        let result = self.archive_with(partition, dry_run, now, deadline).await;
         if let Err(e) = &result {
             if !dry_run {
-                let _ = archive_jobs::set_error(c, partition, &e.to_string()).await;
+                let _ = self.db.set_error(partition, &e.to_string()).await;
             }
         }
         result
@@ -214,31 +265,23 @@ impl<S: ArchiveStore + 'static> Archiver<S> {
 
     async fn archive_with(
         &self,
-        c: &Client,
         partition: &str,
         dry_run: bool,
         now: DateTime<Utc>,
         deadline: Instant,
     ) -> Result<PartitionReport, Error> {
-        let invalid = |step, detail: String| Error::Invalid {
-            partition: partition.to_string(),
-            step,
-            detail,
-        };
+        let plan = Error::store(partition, Step::Plan);
         let day = partitions::day_of_partition(partition).ok_or_else(|| {
             invalid(
+                partition,
                 Step::Plan,
                 "not a stele day partition name (audit_events_pYYYYMMDD)".into(),
             )
         })?;
         let (_, upper) = partitions::bounds(day);
         let eligible = self.is_eligible(upper, now);
-        let status = archive_jobs::table_status(c, partition)
-            .await
-            .map_err(Error::store(partition, Step::Plan))?;
-        let job = archive_jobs::get(c, partition)
-            .await
-            .map_err(Error::store(partition, Step::Plan))?;
+        let status = self.db.table_status(partition).await.map_err(plan)?;
+        let job = self.db.job(partition).await.map_err(plan)?;
         let mut report = PartitionReport {
             partition: partition.to_string(),
             dt: day.format("%Y-%m-%d").to_string(),
@@ -255,154 +298,221 @@ impl<S: ArchiveStore + 'static> Archiver<S> {
 
         if dry_run {
             if status != TableStatus::Absent {
-                let rows = c
-                    .query(
-                        &format!(
-                            "SELECT tenant_id, count(*) FROM ONLY {partition} GROUP BY tenant_id ORDER BY tenant_id COLLATE \"C\""
-                        ),
-                        &[],
-                    )
-                    .await
-                    .map_err(|source| Error::Read {
-                        partition: partition.to_string(),
-                        step: Step::Plan,
-                        source,
-                    })?;
-                report.tenants = rows.iter().map(|r| (r.get(0), r.get::<_, i64>(1) as u64)).collect();
+                report.tenants = self.db.tenant_counts(partition).await.map_err(plan)?;
                 report.rows = report.tenants.iter().map(|t| t.1).sum();
             }
             return Ok(report);
         }
         if job.is_none() {
             if status != TableStatus::Attached {
-                return Err(invalid(Step::Plan, "no such attached partition".into()));
+                return Err(invalid(partition, Step::Plan, "no such attached partition".into()));
             }
             if !eligible {
                 return Err(invalid(
+                    partition,
                     Step::Plan,
                     "not eligible yet: newer than the retention or the max lateness".into(),
                 ));
             }
         }
 
-        let job = archive_jobs::begin(c, partition, day)
-            .await
-            .map_err(Error::store(partition, Step::Plan))?;
-        let mut state = job.state;
-        let (mut manifest_key, mut manifest_sha) = (job.manifest_key.clone(), job.manifest_sha256.clone());
-        let export_deadline = deadline.checked_sub(Duration::from_secs(10)).unwrap_or(deadline);
-
-        if state == JobState::Exporting {
-            if matches!(status, TableStatus::Absent) {
-                return Err(invalid(
-                    Step::Export,
-                    "the table is gone but no archive was recorded".into(),
-                ));
-            }
-            self.abort_stale_uploads(partition, day).await?;
-            let tenants = export::export(c, &*self.store, &self.config, partition, day, export_deadline).await?;
-            self.fail(FailPoint::AfterUpload, partition, Step::Upload)?;
-            self.delete_stale_parts(partition, day, &tenants).await?;
-            let previous = archive_jobs::previous_manifest(c, day)
-                .await
-                .map_err(Error::store(partition, Step::Manifest))?
-                .map(|(key, sha256)| PreviousManifest { key, sha256 });
-            let manifest = Manifest::new(partition, day, tenants, previous, Utc::now());
-            let (bytes, sha) = manifest.to_bytes();
-            let key = layout::manifest_key(&self.config.prefix, day);
-            self.store
-                .put(&key, Bytes::from(bytes))
-                .await
-                .map_err(|e| e.at(partition, Step::Manifest))?;
-            self.fail(FailPoint::AfterManifest, partition, Step::Manifest)?;
-            archive_jobs::set_manifested(
-                c,
-                partition,
-                manifest.rows as i64,
-                manifest.files as i32,
-                manifest.bytes as i64,
-                &key,
-                &sha,
-            )
-            .await
-            .map_err(Error::store(partition, Step::Manifest))?;
-            tracing::info!(partition, rows = manifest.rows, files = manifest.files, bytes = manifest.bytes, manifest = %key, "archive written");
-            (manifest_key, manifest_sha) = (Some(key), Some(sha));
-            state = JobState::Manifested;
-        }
-
-        let (Some(key), Some(sha)) = (manifest_key.clone(), manifest_sha.clone()) else {
-            return Err(invalid(
-                Step::Verify,
-                format!("job is {} but records no manifest", state.as_str()),
-            ));
+        let target = Target {
+            partition,
+            day,
+            deadline,
         };
-        report.manifest_key = Some(key.clone());
-
-        if state < JobState::Detached {
-            if matches!(status, TableStatus::Absent) {
-                return Err(invalid(Step::Verify, "the table is gone before it was detached".into()));
-            }
-            let manifest = match verify::verify(c, &self.store, &self.config.prefix, partition, day, &key, &sha).await {
-                Ok(m) => m,
-                Err(e @ Error::Mismatch { .. }) => {
-                    // The S3 copy is wrong: the next run writes it again.
-                    let _ = archive_jobs::restart_export(c, partition).await;
-                    return Err(e);
-                }
-                Err(e) => return Err(e),
-            };
-            if state < JobState::Verified {
-                archive_jobs::set_state(c, partition, JobState::Verified)
-                    .await
-                    .map_err(Error::store(partition, Step::Verify))?;
-            }
-            tracing::info!(partition, rows = manifest.rows, "archive verified");
-            self.fail(FailPoint::AfterVerify, partition, Step::Verify)?;
-            archive_jobs::detach(c, partition)
-                .await
-                .map_err(Error::store(partition, Step::Detach))?;
-            self.fail(FailPoint::AfterDetach, partition, Step::Detach)?;
-            archive_jobs::set_state(c, partition, JobState::Detached)
-                .await
-                .map_err(Error::store(partition, Step::Detach))?;
-            tracing::info!(partition, "partition detached");
-            state = JobState::Detached;
+        let mut job = self.db.begin_job(partition, day).await.map_err(plan)?;
+        while job.state != JobState::Done {
+            let (next, dropped) = self.step(&target, &job).await?;
+            report.dropped |= dropped;
+            job = next;
         }
-
-        let job = archive_jobs::get(c, partition)
-            .await
-            .map_err(Error::store(partition, Step::Drop))?
-            .ok_or_else(|| invalid(Step::Drop, "archive job vanished".into()))?;
-        if state < JobState::Done {
-            // The last guard against loss: the detached table holds exactly what was archived.
-            let in_table = archive_jobs::count_rows(c, partition)
-                .await
-                .map_err(Error::store(partition, Step::Drop))?;
-            if let Some(n) = in_table {
-                if Some(n) != job.rows {
-                    return Err(invalid(
-                        Step::Drop,
-                        format!("detached table has {n} rows, the archive {:?}; not dropping", job.rows),
-                    ));
-                }
-                if self.config.drop_after_archive {
-                    archive_jobs::drop_detached(c, partition)
-                        .await
-                        .map_err(Error::store(partition, Step::Drop))?;
-                    report.dropped = true;
-                    tracing::info!(partition, "partition dropped");
-                }
-            }
-            archive_jobs::set_state(c, partition, JobState::Done)
-                .await
-                .map_err(Error::store(partition, Step::Drop))?;
-        }
-        report.state = JobState::Done.as_str().to_string();
+        report.state = job.state.as_str().to_string();
+        report.manifest_key = job.manifest_key.clone();
         report.rows = job.rows.unwrap_or(0) as u64;
         report.files = job.files.unwrap_or(0) as u32;
         report.bytes = job.bytes.unwrap_or(0) as u64;
         Ok(report)
+    }
+
+    /// Run the step of the job's state; returns the job as it was moved (and
+    /// whether the table was dropped).
+    async fn step(&self, t: &Target<'_>, job: &ArchiveJob) -> Result<(ArchiveJob, bool), Error> {
+        Ok(match job.state {
+            JobState::Exporting => (self.export_step(t, job).await?, false),
+            JobState::Manifested => (self.verify_step(t, job).await?, false),
+            JobState::Verified => (self.detach_step(t, job).await?, false),
+            JobState::Detached => self.finish_step(t, job).await?,
+            JobState::Done => (job.clone(), false),
+        })
+    }
+
+    /// `exporting` → `manifested`: write the parts and the manifest.
+    async fn export_step(&self, t: &Target<'_>, job: &ArchiveJob) -> Result<ArchiveJob, Error> {
+        let partition = t.partition;
+        if self
+            .db
+            .table_status(partition)
+            .await
+            .map_err(Error::store(partition, Step::Export))?
+            == TableStatus::Absent
+        {
+            return Err(invalid(
+                partition,
+                Step::Export,
+                "the table is gone but no archive was recorded".into(),
+            ));
+        }
+        self.abort_stale_uploads(partition, t.day).await?;
+        let export_deadline = t.deadline.checked_sub(Duration::from_secs(10)).unwrap_or(t.deadline);
+        let tenants = export::export(&self.db, &*self.store, &self.config, partition, t.day, export_deadline).await?;
+        self.fail(FailPoint::AfterUpload, partition, Step::Upload)?;
+        self.delete_stale_parts(partition, t.day, &tenants).await?;
+        let manifest_step = Error::store(partition, Step::Manifest);
+        let previous = self
+            .db
+            .previous_manifest(t.day)
+            .await
+            .map_err(manifest_step)?
+            .map(|(key, sha256)| PreviousManifest { key, sha256 });
+        // A day written again (rows landed after it was verified) names the
+        // version it replaces.
+        let supersedes = job
+            .manifest_key
+            .clone()
+            .zip(job.manifest_sha256.clone())
+            .map(|(key, sha256)| PreviousManifest { key, sha256 });
+        let manifest = Manifest::new(partition, t.day, tenants, previous, Utc::now()).superseding(supersedes);
+        let (bytes, sha) = manifest.to_bytes();
+        let key = layout::manifest_key(&self.config.prefix, t.day);
+        self.store
+            .put(&key, Bytes::from(bytes))
+            .await
+            .map_err(|e| e.at(partition, Step::Manifest))?;
+        self.fail(FailPoint::AfterManifest, partition, Step::Manifest)?;
+        let record = ManifestRecord {
+            rows: manifest.rows as i64,
+            files: manifest.files as i32,
+            bytes: manifest.bytes as i64,
+            key: key.clone(),
+            sha256: sha,
+        };
+        let moved = self
+            .db
+            .move_job(partition, JobState::Exporting, JobState::Manifested, Some(&record))
+            .await
+            .map_err(manifest_step)?;
+        tracing::info!(partition, rows = manifest.rows, files = manifest.files, bytes = manifest.bytes, manifest = %key, "archive written");
+        Ok(moved)
+    }
+
+    /// `manifested` → `verified`: the S3 copy equals PostgreSQL; on a mismatch
+    /// the job goes back to `exporting` and the run fails (the next one rewrites it).
+    async fn verify_step(&self, t: &Target<'_>, job: &ArchiveJob) -> Result<ArchiveJob, Error> {
+        let partition = t.partition;
+        let verify_step = Error::store(partition, Step::Verify);
+        let (Some(key), Some(sha)) = (job.manifest_key.as_deref(), job.manifest_sha256.as_deref()) else {
+            return Err(invalid(
+                partition,
+                Step::Verify,
+                "job is manifested but records no manifest".into(),
+            ));
+        };
+        if self.db.table_status(partition).await.map_err(verify_step)? == TableStatus::Absent {
+            return Err(invalid(
+                partition,
+                Step::Verify,
+                "the table is gone before it was detached".into(),
+            ));
+        }
+        match verify::verify(&self.db, &self.store, &self.config.prefix, partition, t.day, key, sha).await {
+            Ok(manifest) => {
+                let moved = self
+                    .db
+                    .move_job(partition, JobState::Manifested, JobState::Verified, None)
+                    .await
+                    .map_err(verify_step)?;
+                tracing::info!(partition, rows = manifest.rows, "archive verified");
+                self.fail(FailPoint::AfterVerify, partition, Step::Verify)?;
+                Ok(moved)
+            }
+            Err(e @ Error::Mismatch { .. }) => {
+                self.db
+                    .move_job(partition, JobState::Manifested, JobState::Exporting, None)
+                    .await
+                    .map_err(verify_step)?;
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `verified` → `detached`.
+    async fn detach_step(&self, t: &Target<'_>, _job: &ArchiveJob) -> Result<ArchiveJob, Error> {
+        let partition = t.partition;
+        let detach_step = Error::store(partition, Step::Detach);
+        if self.db.table_status(partition).await.map_err(detach_step)? == TableStatus::Absent {
+            return Err(invalid(
+                partition,
+                Step::Detach,
+                "the table is gone before it was detached".into(),
+            ));
+        }
+        self.db.detach(partition).await.map_err(detach_step)?;
+        self.fail(FailPoint::AfterDetach, partition, Step::Detach)?;
+        let moved = self
+            .db
+            .move_job(partition, JobState::Verified, JobState::Detached, None)
+            .await
+            .map_err(detach_step)?;
+        tracing::info!(partition, "partition detached");
+        Ok(moved)
+    }
+
+    /// `detached` → `done`: the last guard against loss. The detached table
+    /// must hold exactly the rows archived; then it is dropped (or kept by
+    /// setting). Rows that landed between verify and detach make the job go
+    /// back to `exporting`: the day is written again from the detached table,
+    /// where nothing can land any more. Fewer rows than archived is refused.
+    async fn finish_step(&self, t: &Target<'_>, job: &ArchiveJob) -> Result<(ArchiveJob, bool), Error> {
+        let partition = t.partition;
+        let drop_step = Error::store(partition, Step::Drop);
+        let mut dropped = false;
+        if let Some(in_table) = self.db.count_rows(partition).await.map_err(drop_step)? {
+            let archived = job.rows.unwrap_or(0);
+            if in_table > archived {
+                tracing::warn!(
+                    partition,
+                    in_table,
+                    archived,
+                    "rows landed after verify: writing the day again"
+                );
+                let moved = self
+                    .db
+                    .move_job(partition, JobState::Detached, JobState::Exporting, None)
+                    .await
+                    .map_err(drop_step)?;
+                return Ok((moved, false));
+            }
+            if in_table < archived {
+                return Err(invalid(
+                    partition,
+                    Step::Drop,
+                    format!("detached table has {in_table} rows, the archive {archived}; not dropping"),
+                ));
+            }
+            if self.config.drop_after_archive {
+                self.db.drop_detached(partition).await.map_err(drop_step)?;
+                dropped = true;
+                tracing::info!(partition, "partition dropped");
+            }
+        }
+        let moved = self
+            .db
+            .move_job(partition, JobState::Detached, JobState::Done, None)
+            .await
+            .map_err(drop_step)?;
+        Ok((moved, dropped))
     }
 
     /// Abort multipart uploads of this day left by an interrupted run.
@@ -447,5 +557,328 @@ impl<S: ArchiveStore + 'static> Archiver<S> {
             }
         }
         Ok(())
+    }
+}
+
+fn invalid(partition: &str, step: Step, detail: String) -> Error {
+    Error::Invalid {
+        partition: partition.to_string(),
+        step,
+        detail,
+    }
+}
+
+/// Every state, transition and crash point of the job, against the in-memory
+/// stores. The same paths run against real PostgreSQL and LocalStack in
+/// tests/archiver.rs and tests/faults.rs.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use chrono::TimeZone;
+    use stele_store::memory::{MemoryArchiveDb, MemoryRow};
+    use uuid::Uuid;
+
+    use crate::store::MemoryStore;
+
+    const PARTITION: &str = "audit_events_p20260101";
+
+    fn day() -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 1, 1).unwrap()
+    }
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap()
+    }
+
+    fn later() -> Instant {
+        Instant::now() + Duration::from_secs(600)
+    }
+
+    fn row(tenant: &str, n: u32) -> MemoryRow {
+        let at = Utc.with_ymd_and_hms(2026, 1, 1, 10, 0, 0).unwrap() + chrono::Duration::seconds(n as i64);
+        let mut hash = [0u8; 32];
+        hash[..4].copy_from_slice(&n.to_be_bytes());
+        hash[4] = tenant.len() as u8;
+        MemoryRow::event(tenant, Uuid::from_u128(u128::from(n) + 1), at, hash)
+    }
+
+    /// An archiver over one eligible day holding `rows` rows of two tenants.
+    async fn setup(rows: u32) -> Archiver<MemoryStore, MemoryArchiveDb> {
+        let db = MemoryArchiveDb::new();
+        db.ensure_range(day(), day()).await.unwrap();
+        for n in 0..rows {
+            db.insert(row(if n % 3 == 0 { "globex" } else { "acme" }, n)).unwrap();
+        }
+        let mut config = ArchiverConfig::new("bucket");
+        config.file_rows = 4;
+        Archiver::new(Arc::new(MemoryStore::new()), db, config)
+    }
+
+    async fn archive(a: &Archiver<MemoryStore, MemoryArchiveDb>) -> Result<PartitionReport, Error> {
+        a.archive_partition(PARTITION, false, now(), later()).await
+    }
+
+    async fn state(a: &Archiver<MemoryStore, MemoryArchiveDb>) -> JobState {
+        a.db.job(PARTITION).await.unwrap().unwrap().state
+    }
+
+    async fn manifest(a: &Archiver<MemoryStore, MemoryArchiveDb>) -> Manifest {
+        let key = layout::manifest_key("audit", day());
+        serde_json::from_slice(&a.store.get(&key).await.unwrap().unwrap()).unwrap()
+    }
+
+    /// What a finished archive of `rows` rows must look like, whatever happened before.
+    async fn assert_archived_once(a: &Archiver<MemoryStore, MemoryArchiveDb>, rows: u64) {
+        assert_eq!(state(a).await, JobState::Done);
+        assert_eq!(a.db.rows(PARTITION), None, "the table is dropped");
+        let m = manifest(a).await;
+        assert_eq!(m.rows, rows);
+        assert_eq!(m.tenants.iter().map(|t| t.rows).sum::<u64>(), rows);
+        let parts: Vec<String> = a.store.keys().into_iter().filter(|k| k.ends_with(".parquet")).collect();
+        let listed: Vec<String> = m
+            .tenants
+            .iter()
+            .flat_map(|t| t.files.iter().map(|f| f.key.clone()))
+            .collect();
+        let mut sorted = listed.clone();
+        sorted.sort();
+        assert_eq!(parts, sorted, "S3 holds exactly the manifest's files");
+        assert_eq!(a.store.pending_uploads(), 0);
+    }
+
+    #[test]
+    fn transitions_are_exactly_the_documented_ones() {
+        use JobState::*;
+        let all = [Exporting, Manifested, Verified, Detached, Done];
+        let allowed: Vec<(JobState, JobState)> = all
+            .iter()
+            .flat_map(|f| all.iter().map(move |t| (*f, *t)))
+            .filter(|(f, t)| f.can_move_to(*t))
+            .collect();
+        assert_eq!(
+            allowed,
+            vec![
+                (Exporting, Manifested),
+                (Manifested, Exporting),
+                (Manifested, Verified),
+                (Verified, Detached),
+                (Detached, Exporting),
+                (Detached, Done),
+            ]
+        );
+        assert!(!Done.can_move_to(Exporting), "a finished day is never written again");
+    }
+
+    #[tokio::test]
+    async fn every_disallowed_move_is_refused_and_a_stale_one_reports_the_other_run() {
+        use JobState::*;
+        let a = setup(3).await;
+        a.db.begin_job(PARTITION, day()).await.unwrap();
+        for (from, to) in [
+            (Exporting, Verified),
+            (Exporting, Done),
+            (Verified, Exporting),
+            (Done, Exporting),
+        ] {
+            let err = a.db.move_job(PARTITION, from, to, None).await.unwrap_err().to_string();
+            assert!(err.contains("not an allowed transition"), "{from:?}→{to:?}: {err}");
+        }
+        // The job is `exporting`; a run that believes it is `detached` loses the race.
+        let err =
+            a.db.move_job(PARTITION, Detached, Done, None)
+                .await
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("is `exporting`, not `detached`"), "{err}");
+        assert_eq!(state(&a).await, Exporting);
+    }
+
+    #[tokio::test]
+    async fn a_day_goes_through_every_state_to_done() {
+        let a = setup(10).await;
+        let report = archive(&a).await.unwrap();
+        assert_eq!(report.state, "done");
+        assert_eq!(report.rows, 10);
+        assert!(report.dropped);
+        // acme has 6 rows in files of at most 4 rows, globex 4.
+        assert_eq!(report.files, 3);
+        assert_archived_once(&a, 10).await;
+        assert_eq!(a.db.job(PARTITION).await.unwrap().unwrap().attempts, 1);
+        // A finished job is not touched again.
+        let again = archive(&a).await.unwrap();
+        assert_eq!((again.state.as_str(), again.rows), ("done", 10));
+    }
+
+    #[tokio::test]
+    async fn every_crash_point_is_healed_by_the_next_run() {
+        for (fail_point, stopped_in) in [
+            (FailPoint::AfterUpload, JobState::Exporting),
+            (FailPoint::AfterManifest, JobState::Exporting),
+            (FailPoint::AfterVerify, JobState::Verified),
+            (FailPoint::AfterDetach, JobState::Verified),
+        ] {
+            let a = setup(9).await.with_fail_point(Some(fail_point));
+            let err = archive(&a).await.unwrap_err();
+            assert!(matches!(err, Error::Injected { .. }), "{fail_point:?}: {err}");
+            assert_eq!(state(&a).await, stopped_in, "{fail_point:?}");
+            let a = Archiver { fail_point: None, ..a };
+            let report = archive(&a).await.unwrap();
+            assert_eq!(report.rows, 9, "{fail_point:?}");
+            assert_archived_once(&a, 9).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_database_failure_at_any_call_is_healed_by_the_next_run() {
+        let operations = [
+            ("table_status", 1),
+            ("job", 1),
+            ("begin_job", 1),
+            ("table_status", 2),
+            ("export_rows", 1),
+            ("previous_manifest", 1),
+            ("move_job", 1),
+            ("table_status", 3),
+            ("event_hashes", 1),
+            ("move_job", 2),
+            ("table_status", 4),
+            ("detach", 1),
+            ("move_job", 3),
+            ("count_rows", 1),
+            ("drop_detached", 1),
+            ("move_job", 4),
+        ];
+        for (operation, nth) in operations {
+            let a = setup(7).await;
+            a.db.fail_call(operation, nth);
+            let err = archive(&a).await.unwrap_err().to_string();
+            assert!(err.contains("injected failure"), "{operation} #{nth}: {err}");
+            if let Some(job) = a.db.job(PARTITION).await.unwrap() {
+                assert!(
+                    job.error.is_some(),
+                    "{operation} #{nth}: the failure is recorded on the job"
+                );
+            }
+            archive(&a).await.unwrap();
+            assert_archived_once(&a, 7).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_mismatch_at_verify_sends_the_job_back_to_export() {
+        let a = setup(6).await;
+        // Stop after the manifest is recorded: the move to `verified` fails.
+        a.db.fail_call("move_job", 2);
+        archive(&a).await.unwrap_err();
+        assert_eq!(state(&a).await, JobState::Manifested);
+        // A row lands before verify: S3 no longer equals PostgreSQL.
+        a.db.insert(row("acme", 100)).unwrap();
+        let err = archive(&a).await.unwrap_err();
+        assert!(matches!(err, Error::Mismatch { .. }), "{err}");
+        assert_eq!(state(&a).await, JobState::Exporting);
+        archive(&a).await.unwrap();
+        assert_archived_once(&a, 7).await;
+    }
+
+    #[tokio::test]
+    async fn rows_landing_after_verify_make_the_day_written_again_not_stuck() {
+        let a = setup(6).await.with_fail_point(Some(FailPoint::AfterVerify));
+        archive(&a).await.unwrap_err();
+        let first = manifest(&a).await;
+        assert_eq!(state(&a).await, JobState::Verified);
+        // Still attached: a late row lands between verify and detach.
+        a.db.insert(row("initech", 200)).unwrap();
+        let a = Archiver { fail_point: None, ..a };
+        let report = archive(&a).await.unwrap();
+        assert_eq!(report.rows, 7);
+        assert_archived_once(&a, 7).await;
+        let second = manifest(&a).await;
+        assert_eq!(second.tenants.len(), 3);
+        let (_, first_sha) = first.to_bytes();
+        assert_eq!(
+            second.supersedes,
+            Some(PreviousManifest {
+                key: layout::manifest_key("audit", day()),
+                sha256: first_sha
+            }),
+            "the new version names the one it replaces"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_detached_table_with_fewer_rows_than_archived_is_never_dropped() {
+        let a = setup(6).await.with_fail_point(Some(FailPoint::AfterDetach));
+        archive(&a).await.unwrap_err();
+        let a = Archiver { fail_point: None, ..a };
+        // Finish detaching by hand, then lose a row from the detached table.
+        a.db.move_job(PARTITION, JobState::Verified, JobState::Detached, None)
+            .await
+            .unwrap();
+        a.db.truncate(PARTITION, 5);
+        let err = archive(&a).await.unwrap_err().to_string();
+        assert!(
+            err.contains("detached table has 5 rows, the archive 6; not dropping"),
+            "{err}"
+        );
+        assert_eq!(state(&a).await, JobState::Detached);
+        assert_eq!(a.db.rows(PARTITION), Some(5));
+    }
+
+    #[tokio::test]
+    async fn a_new_day_must_be_eligible_and_a_dry_run_changes_nothing() {
+        let a = setup(4).await;
+        let early = Utc.with_ymd_and_hms(2026, 1, 5, 0, 0, 0).unwrap();
+        let err = a.archive_partition(PARTITION, false, early, later()).await.unwrap_err();
+        assert!(err.to_string().contains("not eligible yet"), "{err}");
+        assert_eq!(a.db.job(PARTITION).await.unwrap(), None);
+        let dry = a.archive_partition(PARTITION, true, now(), later()).await.unwrap();
+        assert_eq!(dry.tenants, vec![("acme".to_string(), 2), ("globex".to_string(), 2)]);
+        assert_eq!((dry.state.as_str(), dry.rows), ("none", 4));
+        assert!(a.store.keys().is_empty());
+        assert_eq!(a.db.job(PARTITION).await.unwrap(), None);
+        let err = a
+            .archive_partition("audit_events_p20260102", false, now(), later())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("no such attached partition"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_scheduled_run_archives_eligible_days_oldest_first_and_makes_days_ahead() {
+        let a = setup(3).await;
+        let second = NaiveDate::from_ymd_opt(2026, 1, 2).unwrap();
+        a.db.ensure_range(second, second).await.unwrap();
+        let report = a.run(now(), later()).await;
+        assert_eq!(report.error, None);
+        let days: Vec<&str> = report.archived.iter().map(|r| r.dt.as_str()).collect();
+        assert_eq!(days, ["2026-01-01", "2026-01-02"]);
+        let ahead = a.db.partitions().await.unwrap();
+        assert_eq!(ahead.first().map(|p| p.day), Some(now().date_naive()));
+        // The second day chains to the first.
+        let key = layout::manifest_key("audit", second);
+        let m: Manifest = serde_json::from_slice(&a.store.get(&key).await.unwrap().unwrap()).unwrap();
+        assert_eq!(
+            m.previous_manifest.map(|p| p.key),
+            Some(layout::manifest_key("audit", day()))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_second_run_while_one_holds_the_lock_does_nothing_and_says_so() {
+        let a = setup(5).await;
+        assert!(a.db.try_lock_run().await.unwrap(), "the other run takes the lock");
+        let report = a.run(now(), later()).await;
+        assert!(
+            report.busy && report.archived.is_empty() && report.error.is_none(),
+            "{report:?}"
+        );
+        let err = archive(&a).await.unwrap_err().to_string();
+        assert!(err.contains("another archiver run is in progress"), "{err}");
+        assert_eq!(a.db.job(PARTITION).await.unwrap(), None, "nothing was started");
+        a.db.unlock_run().await.unwrap();
+        let report = a.run(now(), later()).await;
+        assert_eq!(report.archived.len(), 1);
+        assert!(a.db.try_lock_run().await.unwrap(), "a finished run releases the lock");
     }
 }

@@ -10,6 +10,7 @@ use std::sync::{Arc, OnceLock};
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use serde_json::{json, Value};
+use stele_store::columns::{archived_columns, ArchivedAs};
 
 /// Hive partition keys, in path order. Both are strings in Glue (`dt` is
 /// projected as a date range over `yyyy-MM-dd` strings).
@@ -25,51 +26,49 @@ fn utc_micros() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
 }
 
-/// The columns of every archive file, in order.
+/// The Arrow type of an archived column (see [`ArchivedAs`]).
+pub fn arrow_type(kind: ArchivedAs) -> DataType {
+    match kind {
+        ArchivedAs::Text => DataType::Utf8,
+        ArchivedAs::TimestampMicros => utc_micros(),
+        ArchivedAs::Int32 => DataType::Int32,
+    }
+}
+
+/// The columns of every archive file, in order: derived from the store's one
+/// column list ([`stele_store::columns::archived_columns`]), so the insert, the
+/// export query and this schema cannot drift apart. JSON columns are their
+/// Postgres text; `event_hash` is lowercase hex of the 32-byte SHA-256.
 pub fn schema() -> SchemaRef {
     static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
     SCHEMA
         .get_or_init(|| {
-            let s = |name: &str, nullable: bool| Field::new(name, DataType::Utf8, nullable);
-            Arc::new(Schema::new(vec![
-                s("event_id", false),
-                Field::new("occurred_at", utc_micros(), false),
-                Field::new("received_at", utc_micros(), false),
-                s("category", false),
-                s("action", false),
-                s("outcome", false),
-                s("actor_id", false),
-                s("actor_type", false),
-                s("actor_display", true),
-                s("actor_ip", true),
-                s("actor_user_agent", true),
-                s("resource_type", true),
-                s("resource_id", true),
-                s("resource_display", true),
-                s("changes", true),  // JSON text
-                s("metadata", true), // JSON text
-                s("correlation_id", true),
-                s("causation_id", true),
-                s("trace_parent", true),
-                s("trace_state", true),
-                s("source_service", false),
-                s("source_version", true),
-                s("source_host", true),
-                s("source_region", true),
-                Field::new("schema_version", DataType::Int32, false),
-                s("event_hash", false), // lowercase hex of the 32-byte SHA-256
-                s("kinesis_shard", true),
-                s("kinesis_seq", true),
-            ]))
+            Arc::new(Schema::new(
+                archived_columns()
+                    .map(|c| Field::new(c.name, arrow_type(c.pg.archived_as()), c.nullable))
+                    .collect::<Vec<_>>(),
+            ))
         })
         .clone()
 }
 
 /// Column indexes used by the exporter and the verifier.
 pub mod col {
-    pub const EVENT_ID: usize = 0;
-    pub const OCCURRED_AT: usize = 1;
-    pub const EVENT_HASH: usize = 25;
+    use std::sync::OnceLock;
+
+    fn index(cell: &OnceLock<usize>, name: &str) -> usize {
+        *cell.get_or_init(|| stele_store::columns::archived_index(name))
+    }
+
+    pub fn occurred_at() -> usize {
+        static I: OnceLock<usize> = OnceLock::new();
+        index(&I, "occurred_at")
+    }
+
+    pub fn event_hash() -> usize {
+        static I: OnceLock<usize> = OnceLock::new();
+        index(&I, "event_hash")
+    }
 }
 
 /// The Glue/Hive type of an Arrow type, for the types this schema uses.
@@ -126,8 +125,8 @@ mod tests {
             .collect();
         assert_eq!(names.len(), 28);
         assert_eq!(names[0], "event_id");
-        assert_eq!(names[col::OCCURRED_AT], "occurred_at");
-        assert_eq!(names[col::EVENT_HASH], "event_hash");
+        assert_eq!(names[col::occurred_at()], "occurred_at");
+        assert_eq!(names[col::event_hash()], "event_hash");
         assert_eq!(names[27], "kinesis_seq");
         assert_eq!(d["columns"][1]["glue_type"], "timestamp");
         assert_eq!(d["columns"][24]["glue_type"], "int");

@@ -1,10 +1,8 @@
 //! The `ArchiveStore` port: what the archiver needs from object storage. The
-//! S3 adapter is in [`crate::s3`]; [`MemoryStore`] serves unit tests.
+//! S3 adapter is in [`crate::s3`]; `MemoryStore` (feature `testing`) serves unit tests.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::ops::Range;
-use std::sync::Mutex;
 
 use bytes::Bytes;
 
@@ -104,140 +102,151 @@ impl<S: ArchiveStore> ArchiveStore for &S {
     }
 }
 
-#[derive(Default)]
-struct MemoryState {
-    objects: BTreeMap<String, Bytes>,
-    /// upload id → (key, parts by number)
-    uploads: BTreeMap<String, (String, BTreeMap<i32, Bytes>)>,
-    next_id: u64,
-    parts_uploaded: u64,
-}
+#[cfg(any(test, feature = "testing"))]
+pub use memory::MemoryStore;
 
-/// In-memory object store for unit tests. `fail_after_parts` makes every
-/// `upload_part` after that many fail, as a broken network would.
-#[derive(Default)]
-pub struct MemoryStore {
-    state: Mutex<MemoryState>,
-    pub fail_after_parts: Option<u64>,
-}
+#[cfg(any(test, feature = "testing"))]
+mod memory {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
 
-impl MemoryStore {
-    pub fn new() -> Self {
-        Self::default()
+    use super::*;
+
+    #[derive(Default)]
+    struct MemoryState {
+        objects: BTreeMap<String, Bytes>,
+        /// upload id → (key, parts by number)
+        uploads: BTreeMap<String, (String, BTreeMap<i32, Bytes>)>,
+        next_id: u64,
+        parts_uploaded: u64,
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, MemoryState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    /// In-memory object store for unit tests. `fail_after_parts` makes every
+    /// `upload_part` after that many fail, as a broken network would.
+    #[derive(Default)]
+    pub struct MemoryStore {
+        state: Mutex<MemoryState>,
+        pub fail_after_parts: Option<u64>,
     }
 
-    pub fn keys(&self) -> Vec<String> {
-        self.lock().objects.keys().cloned().collect()
-    }
-
-    pub fn pending_uploads(&self) -> usize {
-        self.lock().uploads.len()
-    }
-}
-
-impl ArchiveStore for MemoryStore {
-    async fn create_upload(&self, key: &str) -> StoreResult<String> {
-        let mut s = self.lock();
-        s.next_id += 1;
-        let id = format!("upload-{}", s.next_id);
-        s.uploads.insert(id.clone(), (key.to_string(), BTreeMap::new()));
-        Ok(id)
-    }
-
-    async fn upload_part(&self, key: &str, upload_id: &str, number: i32, body: Bytes) -> StoreResult<String> {
-        let mut s = self.lock();
-        if self.fail_after_parts.is_some_and(|n| s.parts_uploaded >= n) {
-            return Err(StoreError::new("UploadPart", key, "injected failure"));
+    impl MemoryStore {
+        pub fn new() -> Self {
+            Self::default()
         }
-        s.parts_uploaded += 1;
-        let (_, parts) = s
-            .uploads
-            .get_mut(upload_id)
-            .ok_or_else(|| StoreError::new("UploadPart", key, "NoSuchUpload"))?;
-        parts.insert(number, body);
-        Ok(format!("etag-{number}"))
-    }
 
-    async fn complete_upload(&self, key: &str, upload_id: &str, parts: &[(i32, String)]) -> StoreResult<()> {
-        let mut s = self.lock();
-        let (k, stored) = s
-            .uploads
-            .remove(upload_id)
-            .ok_or_else(|| StoreError::new("CompleteMultipartUpload", key, "NoSuchUpload"))?;
-        let mut body = Vec::new();
-        for (n, _) in parts {
-            let part = stored
-                .get(n)
-                .ok_or_else(|| StoreError::new("CompleteMultipartUpload", key, "InvalidPart"))?;
-            body.extend_from_slice(part);
+        fn lock(&self) -> std::sync::MutexGuard<'_, MemoryState> {
+            self.state.lock().unwrap_or_else(|p| p.into_inner())
         }
-        s.objects.insert(k, Bytes::from(body));
-        Ok(())
-    }
 
-    async fn abort_upload(&self, _key: &str, upload_id: &str) -> StoreResult<()> {
-        self.lock().uploads.remove(upload_id);
-        Ok(())
-    }
-
-    async fn list_uploads(&self, prefix: &str) -> StoreResult<Vec<PendingUpload>> {
-        Ok(self
-            .lock()
-            .uploads
-            .iter()
-            .filter(|(_, (k, _))| k.starts_with(prefix))
-            .map(|(id, (k, _))| PendingUpload {
-                key: k.clone(),
-                upload_id: id.clone(),
-            })
-            .collect())
-    }
-
-    async fn put(&self, key: &str, body: Bytes) -> StoreResult<()> {
-        self.lock().objects.insert(key.to_string(), body);
-        Ok(())
-    }
-
-    async fn get(&self, key: &str) -> StoreResult<Option<Bytes>> {
-        Ok(self.lock().objects.get(key).cloned())
-    }
-
-    async fn get_range(&self, key: &str, range: Range<u64>) -> StoreResult<Bytes> {
-        let s = self.lock();
-        let obj = s
-            .objects
-            .get(key)
-            .ok_or_else(|| StoreError::new("GetObject", key, "NoSuchKey"))?;
-        let (start, end) = (range.start as usize, (range.end as usize).min(obj.len()));
-        if start > end {
-            return Err(StoreError::new("GetObject", key, "InvalidRange"));
+        pub fn keys(&self) -> Vec<String> {
+            self.lock().objects.keys().cloned().collect()
         }
-        Ok(obj.slice(start..end))
+
+        pub fn pending_uploads(&self) -> usize {
+            self.lock().uploads.len()
+        }
     }
 
-    async fn head(&self, key: &str) -> StoreResult<Option<u64>> {
-        Ok(self.lock().objects.get(key).map(|b| b.len() as u64))
-    }
+    impl ArchiveStore for MemoryStore {
+        async fn create_upload(&self, key: &str) -> StoreResult<String> {
+            let mut s = self.lock();
+            s.next_id += 1;
+            let id = format!("upload-{}", s.next_id);
+            s.uploads.insert(id.clone(), (key.to_string(), BTreeMap::new()));
+            Ok(id)
+        }
 
-    async fn list(&self, prefix: &str) -> StoreResult<Vec<ObjectInfo>> {
-        Ok(self
-            .lock()
-            .objects
-            .iter()
-            .filter(|(k, _)| k.starts_with(prefix))
-            .map(|(k, v)| ObjectInfo {
-                key: k.clone(),
-                size: v.len() as u64,
-            })
-            .collect())
-    }
+        async fn upload_part(&self, key: &str, upload_id: &str, number: i32, body: Bytes) -> StoreResult<String> {
+            let mut s = self.lock();
+            if self.fail_after_parts.is_some_and(|n| s.parts_uploaded >= n) {
+                return Err(StoreError::new("UploadPart", key, "injected failure"));
+            }
+            s.parts_uploaded += 1;
+            let (_, parts) = s
+                .uploads
+                .get_mut(upload_id)
+                .ok_or_else(|| StoreError::new("UploadPart", key, "NoSuchUpload"))?;
+            parts.insert(number, body);
+            Ok(format!("etag-{number}"))
+        }
 
-    async fn delete(&self, key: &str) -> StoreResult<()> {
-        self.lock().objects.remove(key);
-        Ok(())
+        async fn complete_upload(&self, key: &str, upload_id: &str, parts: &[(i32, String)]) -> StoreResult<()> {
+            let mut s = self.lock();
+            let (k, stored) = s
+                .uploads
+                .remove(upload_id)
+                .ok_or_else(|| StoreError::new("CompleteMultipartUpload", key, "NoSuchUpload"))?;
+            let mut body = Vec::new();
+            for (n, _) in parts {
+                let part = stored
+                    .get(n)
+                    .ok_or_else(|| StoreError::new("CompleteMultipartUpload", key, "InvalidPart"))?;
+                body.extend_from_slice(part);
+            }
+            s.objects.insert(k, Bytes::from(body));
+            Ok(())
+        }
+
+        async fn abort_upload(&self, _key: &str, upload_id: &str) -> StoreResult<()> {
+            self.lock().uploads.remove(upload_id);
+            Ok(())
+        }
+
+        async fn list_uploads(&self, prefix: &str) -> StoreResult<Vec<PendingUpload>> {
+            Ok(self
+                .lock()
+                .uploads
+                .iter()
+                .filter(|(_, (k, _))| k.starts_with(prefix))
+                .map(|(id, (k, _))| PendingUpload {
+                    key: k.clone(),
+                    upload_id: id.clone(),
+                })
+                .collect())
+        }
+
+        async fn put(&self, key: &str, body: Bytes) -> StoreResult<()> {
+            self.lock().objects.insert(key.to_string(), body);
+            Ok(())
+        }
+
+        async fn get(&self, key: &str) -> StoreResult<Option<Bytes>> {
+            Ok(self.lock().objects.get(key).cloned())
+        }
+
+        async fn get_range(&self, key: &str, range: Range<u64>) -> StoreResult<Bytes> {
+            let s = self.lock();
+            let obj = s
+                .objects
+                .get(key)
+                .ok_or_else(|| StoreError::new("GetObject", key, "NoSuchKey"))?;
+            let (start, end) = (range.start as usize, (range.end as usize).min(obj.len()));
+            if start > end {
+                return Err(StoreError::new("GetObject", key, "InvalidRange"));
+            }
+            Ok(obj.slice(start..end))
+        }
+
+        async fn head(&self, key: &str) -> StoreResult<Option<u64>> {
+            Ok(self.lock().objects.get(key).map(|b| b.len() as u64))
+        }
+
+        async fn list(&self, prefix: &str) -> StoreResult<Vec<ObjectInfo>> {
+            Ok(self
+                .lock()
+                .objects
+                .iter()
+                .filter(|(k, _)| k.starts_with(prefix))
+                .map(|(k, v)| ObjectInfo {
+                    key: k.clone(),
+                    size: v.len() as u64,
+                })
+                .collect())
+        }
+
+        async fn delete(&self, key: &str) -> StoreResult<()> {
+            self.lock().objects.remove(key);
+            Ok(())
+        }
     }
 }

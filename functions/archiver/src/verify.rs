@@ -17,7 +17,7 @@ use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuil
 use parquet::arrow::ProjectionMask;
 use parquet::errors::ParquetError;
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
-use tokio_postgres::Client;
+use stele_store::ArchiveDb;
 
 use crate::error::{Error, Step};
 use crate::export::postgres_roots;
@@ -66,8 +66,8 @@ fn mismatch(partition: &str, detail: String) -> Error {
 }
 
 /// Check the archive of `partition` in S3 against Postgres. Returns the manifest.
-pub async fn verify<S: ArchiveStore + 'static>(
-    client: &Client,
+pub async fn verify<S: ArchiveStore + 'static, D: ArchiveDb>(
+    db: &D,
     store: &Arc<S>,
     prefix: &str,
     partition: &str,
@@ -92,7 +92,7 @@ pub async fn verify<S: ArchiveStore + 'static>(
         .map_err(|e| mismatch(partition, format!("manifest {manifest_key} does not parse: {e}")))?;
 
     // Postgres, now.
-    let pg = postgres_roots(client, partition).await?;
+    let pg = postgres_roots(db, partition).await?;
     let archived: Vec<(String, u64, String)> = manifest
         .tenants
         .iter()
@@ -152,7 +152,7 @@ pub async fn verify<S: ArchiveStore + 'static>(
                     format!("{}: footer says {footer_rows} rows, manifest {}", file.key, file.rows),
                 ));
             }
-            let mask = ProjectionMask::leaves(builder.parquet_schema(), [schema::col::EVENT_HASH]);
+            let mask = ProjectionMask::leaves(builder.parquet_schema(), [schema::col::event_hash()]);
             let mut stream = builder
                 .with_projection(mask)
                 .with_batch_size(8192)

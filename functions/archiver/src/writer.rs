@@ -149,7 +149,7 @@ impl<'a, S: ArchiveStore> ParquetPartWriter<'a, S> {
     /// Append a batch (of [`schema::schema`]); uploads a part whenever a part's worth is buffered.
     pub async fn write(&mut self, batch: &RecordBatch) -> Result<(), Error> {
         if let Some(ts) = batch
-            .column(schema::col::OCCURRED_AT)
+            .column(schema::col::occurred_at())
             .as_any()
             .downcast_ref::<TimestampMicrosecondArray>()
         {

@@ -28,7 +28,7 @@ use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use serde_json::json;
 use stele_batch_writer::{kinesis, BatchWriter, KinesisEvent, MemoryDeadLetters};
 use stele_core::{validate_event, Context, SealedEvent, TimeWindow};
-use stele_store::insert::COLUMNS;
+use stele_store::columns::column_list;
 use stele_store::{EventStore, InsertMethod, PgEventStore, StoreConfig, StoredEvent};
 use tokio_postgres::types::{Json, ToSql};
 
@@ -245,7 +245,8 @@ async fn run_per_row(url: &str, events: &[StoredEvent], batch: usize) -> Duratio
     let mut client = stele_store::connect(&StoreConfig::new(url.to_string())).await.unwrap();
     let placeholders: Vec<String> = (1..=29).map(|i| format!("${i}")).collect();
     let sql = format!(
-        "INSERT INTO audit_events ({COLUMNS}) VALUES ({}) ON CONFLICT DO NOTHING",
+        "INSERT INTO audit_events ({}) VALUES ({}) ON CONFLICT DO NOTHING",
+        column_list(),
         placeholders.join(", ")
     );
     let started = Instant::now();
@@ -431,7 +432,8 @@ fn main() {
                 run_psql(
                     &url,
                     &format!(
-                        "\\copy (SELECT {COLUMNS} FROM audit_events ORDER BY kinesis_seq) TO '{}' (FORMAT csv)",
+                        "\\copy (SELECT {} FROM audit_events ORDER BY kinesis_seq) TO '{}' (FORMAT csv)",
+                        column_list(),
                         csv.display()
                     ),
                 );
@@ -461,7 +463,11 @@ fn main() {
             let url = cluster.fresh("bench_copy").await;
             let d = run_psql(
                 &url,
-                &format!("\\copy audit_events ({COLUMNS}) FROM '{}' (FORMAT csv)", csv.display()),
+                &format!(
+                    "\\copy audit_events ({}) FROM '{}' (FORMAT csv)",
+                    column_list(),
+                    csv.display()
+                ),
             );
             assert_eq!(cluster.count(&url).await, n as i64);
             push("\\copy", rate(n, d));

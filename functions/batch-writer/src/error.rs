@@ -6,8 +6,6 @@ use thiserror::Error;
 pub enum Error {
     #[error("configuration: {0}")]
     Config(String),
-    #[error("reading the database secret {arn}: {message}")]
-    Secret { arn: String, message: String },
     #[error(transparent)]
     Store(#[from] stele_store::Error),
     #[error("sending to the dead-letter queue: {0}")]

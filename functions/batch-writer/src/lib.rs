@@ -12,12 +12,11 @@ pub mod dlq;
 pub mod error;
 pub mod kinesis;
 pub mod metrics;
-pub mod secrets;
 pub mod writer;
 
 /// The event and response types of the Kinesis event source mapping.
 pub use aws_lambda_events::event::{kinesis::KinesisEvent, streams::KinesisEventResponse};
-pub use config::{conninfo_from_secret, DbSource, WriterConfig};
+pub use config::WriterConfig;
 pub use decode::{Poison, PoisonCode};
 pub use dlq::{DeadLetter, DeadLetterSink, MemoryDeadLetters, SqsDeadLetters};
 pub use error::{Error, Result};

@@ -5,17 +5,14 @@ use std::sync::Arc;
 
 use aws_lambda_events::event::kinesis::KinesisEvent;
 use lambda_runtime::{service_fn, LambdaEvent};
-use stele_batch_writer::{secrets, BatchWriter, DbSource, Error, SqsDeadLetters, WriterConfig};
+use stele_batch_writer::{BatchWriter, Error, SqsDeadLetters, WriterConfig};
 use stele_store::PgEventStore;
 
 async fn build() -> Result<(stele_batch_writer::PgBatchWriter, u32), Error> {
     let config = WriterConfig::from_env()?;
     let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let url = match &config.db {
-        DbSource::Url(url) => url.clone(),
-        DbSource::Secret { arn } => secrets::database_conninfo(&aws_sdk_secretsmanager::Client::new(&aws), arn).await?,
-    };
-    let store_config = config.store_config(&url, &|k| std::env::var(k).ok())?;
+    let secrets = aws_sdk_secretsmanager::Client::new(&aws);
+    let store_config = config.db.clone().resolve(&secrets).await?;
     let store = PgEventStore::with_method(stele_store::pool(&store_config)?, config.insert_method);
     let dead_letters = SqsDeadLetters::new(aws_sdk_sqs::Client::new(&aws), &config.dlq_url);
     Ok((BatchWriter::new(store, dead_letters), config.partition_days_ahead))

@@ -2,8 +2,10 @@
 //! baseline over the same events, in one run.
 //!
 //! - baseline: `serde_json::from_slice::<Value>` + `serde_json::to_vec` per event
-//! - stele:    strict parse (duplicate keys refused) + `validate_event` + `seal`
-//!   (canonical JSON per RFC 8785, SHA-256, the record with `event_hash`)
+//! - stele:    `stele_ingest::ingest`, the function the handler runs, per
+//!   one-event request: media type, strict parse (duplicate keys refused),
+//!   `validate_event`, seal (canonical JSON per RFC 8785, SHA-256, the record
+//!   with `event_hash`) and the record under its partition key
 //!
 //! Run: `cargo bench -p stele-ingest --bench seal` (release profile, single thread).
 use std::hint::black_box;
@@ -12,7 +14,8 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use serde_json::{json, Value};
 use stele_core::event::timestamp;
-use stele_core::{validate_event, Context, TimeWindow};
+use stele_ingest::lambda_http::http::{HeaderMap, HeaderValue};
+use stele_ingest::{ingest, IngestConfig};
 
 const EVENTS: usize = 20_000;
 const ROUNDS: usize = 7;
@@ -59,16 +62,13 @@ fn time(mut f: impl FnMut()) -> Duration {
 fn main() {
     let inputs = events();
     let bytes: usize = inputs.iter().map(Vec::len).sum();
-    let ctx = Context {
-        tenant_id: "tenant-a",
-        now: Utc::now(),
-        window: TimeWindow::default(),
-        id_if_missing: None,
-    };
+    let mut headers = HeaderMap::new();
+    headers.insert("content-type", HeaderValue::from_static("application/json"));
+    let config = IngestConfig::new("bench");
+    let now = Utc::now();
     // Correctness guard: every event must pass, or the stele side measures errors.
     for input in &inputs {
-        let value = stele_core::json::parse_strict(input).expect("bench event parses");
-        validate_event(&value, &ctx).expect("bench event is valid");
+        ingest(&headers, input, "tenant-a", now, &config).expect("bench event is accepted");
     }
 
     let baseline = time(|| {
@@ -79,12 +79,7 @@ fn main() {
     });
     let stele = time(|| {
         for input in &inputs {
-            let Ok(value) = stele_core::json::parse_strict(black_box(input)) else {
-                continue;
-            };
-            if let Ok(event) = validate_event(&value, &ctx) {
-                black_box(event.seal());
-            }
+            black_box(ingest(&headers, black_box(input), "tenant-a", now, &config).ok());
         }
     });
     let rate = |d: Duration| EVENTS as f64 / d.as_secs_f64();
@@ -98,7 +93,7 @@ fn main() {
         baseline.as_secs_f64() * 1e6 / EVENTS as f64
     );
     println!(
-        "stele strict parse+validate+seal    : {:>10.0} events/s  ({:.2} µs/event)",
+        "stele ingest (parse+validate+seal)  : {:>10.0} events/s  ({:.2} µs/event)",
         rate(stele),
         stele.as_secs_f64() * 1e6 / EVENTS as f64
     );

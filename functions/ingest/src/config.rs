@@ -39,6 +39,18 @@ impl HotTenants {
             .max(1)
     }
 
+    /// The partition key of an event: the tenant, or `tenant#<n>` for a tenant
+    /// spread over several keys; `n` comes from the event id so a resent event
+    /// keeps its key.
+    pub fn partition_key(&self, tenant: &str, event_id: uuid::Uuid) -> String {
+        let spread = self.spread(tenant);
+        if spread <= 1 {
+            tenant.to_owned()
+        } else {
+            format!("{tenant}#{}", event_id.as_u128() % u128::from(spread))
+        }
+    }
+
     /// Parse `STELE_HOT_TENANT_SHARDS`: either a count for every tenant (`4`) or a
     /// list of `tenant=count` pairs (`acme=8,globex=4`).
     pub fn parse(text: &str) -> Result<Self, String> {

@@ -1,6 +1,7 @@
-//! The HTTP handler: route, tenant from the authorizer, body → events →
-//! validate → seal → put → answer. All-or-nothing per request at the API: one
-//! bad event refuses the whole request and nothing is sent.
+//! The HTTP handler: route, tenant from the authorizer, [`seal::ingest`]
+//! (body → sealed records or a refusal), put, answer. All-or-nothing per
+//! request at the API: one bad event refuses the whole request and nothing is
+//! sent.
 
 use std::collections::HashSet;
 
@@ -8,20 +9,16 @@ use chrono::Utc;
 use lambda_http::http::{header, HeaderValue, Method, StatusCode};
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::{json, Value};
-use stele_core::{
-    event::timestamp, event_id_from_idempotency_key, validate_event, Code, Context, Problem, SealedEvent,
-};
+use stele_core::{event::timestamp, EventHash, Problem};
 use uuid::Uuid;
 
 use crate::config::IngestConfig;
-use crate::request::{self, BodyError};
+use crate::seal::{self, Refusal};
 use crate::sink::{put_with_retry, EventSink, PutResult, Record, RetryPolicy};
 
 /// Longest tenant id accepted from an authorizer: with a `#<n>` suffix it stays
 /// within Kinesis' 256-character partition key.
 pub const MAX_TENANT_CHARS: usize = 200;
-/// Longest `Idempotency-Key` header accepted.
-pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
 
 /// The ingest function: configuration plus a sink, shared by every request.
 #[derive(Debug)]
@@ -185,75 +182,13 @@ impl<S: EventSink> Ingest<S> {
             }
             Err(TenantError::Unusable(msg)) => return error_response(StatusCode::FORBIDDEN, "forbidden", msg),
         };
-        let events = match request::check_media_type(req.headers())
-            .and_then(|()| request::decode_body(req.headers(), req.body().as_ref(), self.config.max_request_bytes))
-            .and_then(|body| request::parse_events(&body, self.config.max_request_bytes, self.config.max_events))
-        {
-            Ok(events) => events,
-            Err(BodyError::UnsupportedMediaType(msg)) => {
-                return error_response(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", msg)
-            }
-            Err(BodyError::TooLarge(msg)) => return error_response(StatusCode::PAYLOAD_TOO_LARGE, "too_large", msg),
-            Err(BodyError::Invalid(problems)) => {
-                return problems_response(StatusCode::BAD_REQUEST, "invalid_body", &problems)
-            }
-        };
-
-        let key = match idempotency_key(req) {
-            Ok(key) => key,
-            Err(problem) => return problems_response(StatusCode::BAD_REQUEST, "invalid_body", &[problem]),
-        };
         let now = Utc::now();
-        let place = |p: Problem, i: usize| if events.batch { p.in_batch(i) } else { p };
-        let mut problems = Vec::new();
-        let mut accepted = Vec::with_capacity(events.values.len());
-        let mut seen_ids = HashSet::with_capacity(events.values.len());
-        for (i, value) in events.values.iter().enumerate() {
-            let id_if_missing = key.map(|k| {
-                if events.batch {
-                    event_id_from_idempotency_key(&tenant, &format!("{k}#{i}"))
-                } else {
-                    event_id_from_idempotency_key(&tenant, k)
-                }
-            });
-            let ctx = Context {
-                tenant_id: &tenant,
-                now,
-                window: self.config.window,
-                id_if_missing,
-            };
-            match validate_event(value, &ctx) {
-                Ok(event) if !seen_ids.insert(event.event_id) => problems.push(place(
-                    Problem::new(
-                        "event_id",
-                        Code::InvalidValue,
-                        "another event in this batch has the same event_id",
-                    ),
-                    i,
-                )),
-                Ok(event) => accepted.push(event),
-                Err(found) => problems.extend(found.into_iter().map(|p| place(p, i))),
-            }
-        }
-        if !problems.is_empty() {
-            let cross_tenant = problems.iter().any(|p| p.code == Code::TenantMismatch);
-            let (status, error) = if cross_tenant {
-                (StatusCode::FORBIDDEN, "tenant_mismatch")
-            } else {
-                (StatusCode::BAD_REQUEST, "validation_failed")
-            };
-            tracing::info!(%tenant, problems = problems.len(), "request refused");
-            return problems_response(status, error, &problems);
-        }
-
-        let sealed: Vec<SealedEvent> = accepted.into_iter().map(|e| e.seal()).collect();
-        let records: Vec<Record> = sealed
-            .iter()
-            .map(|s| Record {
-                partition_key: self.partition_key(&tenant, s.event.event_id),
-                data: bytes::Bytes::from(s.record.clone()),
-            })
-            .collect();
+        let sealed = match seal::ingest(req.headers(), req.body().as_ref(), &tenant, now, &self.config) {
+            Ok(sealed) => sealed,
+            Err(refusal) => return self.refused(&tenant, &refusal),
+        };
+        let (accepted, records): (Vec<(Uuid, EventHash)>, Vec<Record>) =
+            sealed.into_iter().map(|s| ((s.event_id, s.hash), s.record)).unzip();
         let delivery = put_with_retry(&self.sink, &records, &self.policy).await;
         tracing::info!(
             %tenant,
@@ -263,34 +198,47 @@ impl<S: EventSink> Ingest<S> {
             "events put"
         );
         if delivery.all_stored() {
-            let accepted: Vec<Value> = sealed
+            let accepted: Vec<Value> = accepted
                 .iter()
-                .map(|s| json!({ "event_id": s.event.event_id, "event_hash": s.hash.to_hex() }))
+                .map(|(id, hash)| json!({ "event_id": id, "event_hash": hash.to_hex() }))
                 .collect();
             return json_response(
                 StatusCode::ACCEPTED,
                 &json!({ "received_at": timestamp::format(&stele_core::event::truncate_to_micros(now)), "accepted": accepted }),
             );
         }
-        self.unavailable(&sealed, &delivery.results)
+        self.unavailable(&accepted, &delivery.results)
+    }
+
+    /// The answer to a refused request: a message for `415`/`413`, every
+    /// problem (listed up to the cap) otherwise.
+    fn refused(&self, tenant: &str, refusal: &Refusal) -> Response<Body> {
+        match refusal {
+            Refusal::UnsupportedMediaType(msg) | Refusal::TooLarge(msg) => {
+                error_response(refusal.status(), refusal.error(), msg.as_str())
+            }
+            Refusal::InvalidBody(_) => problems_response(refusal.status(), refusal.error(), refusal.problems()),
+            Refusal::Invalid(_) | Refusal::TenantMismatch(_) => {
+                tracing::info!(%tenant, problems = refusal.problems().len(), "request refused");
+                problems_response(refusal.status(), refusal.error(), refusal.problems())
+            }
+        }
     }
 
     /// `503`: some records are not confirmed on the stream. Those that are will be
     /// deduplicated by event id when the client sends the request again with the
     /// ids listed here.
-    fn unavailable(&self, sealed: &[SealedEvent], results: &[PutResult]) -> Response<Body> {
+    fn unavailable(&self, sealed: &[(Uuid, EventHash)], results: &[PutResult]) -> Response<Body> {
         let not_accepted: Vec<Value> = sealed
             .iter()
             .zip(results)
             .enumerate()
-            .filter_map(|(i, (s, r))| match r {
+            .filter_map(|(i, ((id, _), r))| match r {
                 PutResult::Stored { .. } => None,
-                PutResult::Failed { code, .. } => {
-                    Some(json!({ "index": i, "event_id": s.event.event_id, "reason": code }))
-                }
+                PutResult::Failed { code, .. } => Some(json!({ "index": i, "event_id": id, "reason": code })),
             })
             .collect();
-        let event_ids: Vec<Uuid> = sealed.iter().map(|s| s.event.event_id).collect();
+        let event_ids: Vec<Uuid> = sealed.iter().map(|(id, _)| *id).collect();
         let message = format!(
             "{} of {} event(s) could not be written to the stream; send the request again after Retry-After with the same event_id values (events already written are deduplicated)",
             not_accepted.len(),
@@ -312,46 +260,19 @@ impl<S: EventSink> Ingest<S> {
         resp
     }
 
-    /// The tenant, or `tenant#<n>` for a tenant spread over several keys; `n`
-    /// comes from the event id so a resent event keeps its key.
+    /// The partition key of `event_id` for `tenant`: see [`crate::HotTenants::partition_key`].
     pub fn partition_key(&self, tenant: &str, event_id: Uuid) -> String {
-        let spread = self.config.hot_tenants.spread(tenant);
-        if spread <= 1 {
-            tenant.to_owned()
-        } else {
-            format!("{tenant}#{}", event_id.as_u128() % u128::from(spread))
-        }
+        self.config.hot_tenants.partition_key(tenant, event_id)
     }
-}
-
-fn idempotency_key(req: &Request) -> Result<Option<&str>, Problem> {
-    let Some(raw) = req.headers().get("idempotency-key") else {
-        return Ok(None);
-    };
-    let bad = || {
-        Problem::new(
-            "",
-            Code::InvalidFormat,
-            format!("the Idempotency-Key header must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} visible ASCII characters"),
-        )
-    };
-    let key = raw.to_str().map_err(|_| bad())?.trim();
-    if key.is_empty()
-        || key.len() > MAX_IDEMPOTENCY_KEY_CHARS
-        || !key.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
-    {
-        return Err(bad());
-    }
-    Ok(Some(key))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::local::api_gateway_request;
     use crate::sink::{FaultySink, MemorySink};
     use lambda_http::http::HeaderMap;
     use std::time::Duration;
+    use stele_core::{event_id_from_idempotency_key, SealedEvent};
 
     fn ingest() -> Ingest<MemorySink> {
         Ingest::new(IngestConfig::new("s"), MemorySink::new())
@@ -368,22 +289,42 @@ mod tests {
         })
     }
 
+    /// A payload v2 request as API Gateway hands it over (the full stand-in,
+    /// with a real HTTP front, is `stele::local::api_gateway`).
+    fn gateway_request(method: &Method, path: &str, headers: &HeaderMap, body: &[u8], tenant: Option<&str>) -> Request {
+        let headers: serde_json::Map<String, Value> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), json!(v.to_str().unwrap())))
+            .collect();
+        let mut context = json!({
+            "accountId": "000000000000", "apiId": "local", "domainName": "localhost", "domainPrefix": "localhost",
+            "http": { "method": method.as_str(), "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "" },
+            "requestId": "r", "routeKey": "$default", "stage": "$default", "time": "", "timeEpoch": 0,
+        });
+        if let Some(tenant) = tenant {
+            context["authorizer"] = json!({ "jwt": { "claims": { "tenant_id": tenant }, "scopes": null } });
+        }
+        let payload = json!({
+            "version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": "",
+            "headers": headers, "requestContext": context,
+            "body": String::from_utf8_lossy(body), "isBase64Encoded": false,
+        });
+        lambda_http::request::from_str(&payload.to_string()).unwrap()
+    }
+
     fn post(body: &Value, tenant: Option<&str>, extra: &[(&'static str, &'static str)]) -> Request {
         let mut headers = HeaderMap::new();
         headers.insert("content-type", HeaderValue::from_static("application/json"));
         for (k, v) in extra {
             headers.insert(*k, HeaderValue::from_static(v));
         }
-        let body = body.to_string();
-        api_gateway_request(
+        gateway_request(
             &Method::POST,
             "/v1/events",
             &headers,
-            body.as_bytes(),
-            "tenant_id",
+            body.to_string().as_bytes(),
             tenant,
         )
-        .unwrap()
     }
 
     fn body(resp: &Response<Body>) -> Value {
@@ -514,19 +455,19 @@ mod tests {
         let ingest = ingest();
         let mut headers = HeaderMap::new();
         headers.insert("content-type", HeaderValue::from_static("text/plain"));
-        let req = api_gateway_request(&Method::POST, "/v1/events", &headers, b"{}", "tenant_id", Some("a")).unwrap();
+        let req = gateway_request(&Method::POST, "/v1/events", &headers, b"{}", Some("a"));
         assert_eq!(ingest.handle(req).await.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
 
         headers.insert("content-type", HeaderValue::from_static("application/json"));
         let huge = vec![b' '; 5 * 1024 * 1024 + 1];
-        let req = api_gateway_request(&Method::POST, "/v1/events", &headers, &huge, "tenant_id", Some("a")).unwrap();
+        let req = gateway_request(&Method::POST, "/v1/events", &headers, &huge, Some("a"));
         assert_eq!(ingest.handle(req).await.status(), StatusCode::PAYLOAD_TOO_LARGE);
 
-        let req = api_gateway_request(&Method::GET, "/v1/health", &headers, b"", "tenant_id", None).unwrap();
+        let req = gateway_request(&Method::GET, "/v1/health", &headers, b"", None);
         assert_eq!(ingest.handle(req).await.status(), StatusCode::OK);
-        let req = api_gateway_request(&Method::GET, "/v1/events", &headers, b"", "tenant_id", None).unwrap();
+        let req = gateway_request(&Method::GET, "/v1/events", &headers, b"", None);
         assert_eq!(ingest.handle(req).await.status(), StatusCode::METHOD_NOT_ALLOWED);
-        let req = api_gateway_request(&Method::GET, "/nope", &headers, b"", "tenant_id", None).unwrap();
+        let req = gateway_request(&Method::GET, "/nope", &headers, b"", None);
         assert_eq!(ingest.handle(req).await.status(), StatusCode::NOT_FOUND);
     }
 

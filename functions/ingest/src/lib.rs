@@ -3,21 +3,25 @@
 //! and put on Kinesis; the answer says, per event, what was accepted.
 //!
 //! One concern per module, as in vector's Kinesis sink: [`config`] (settings),
-//! [`request`] (HTTP body → events), [`sink`] (PutRecords and retries),
-//! [`handler`] (the wiring). [`local`] serves the same handler over plain HTTP
-//! for local runs and contract tests.
+//! [`request`] (HTTP body → events), [`seal`] (one request → sealed records or
+//! the API's refusal: [`ingest`], shared by the handler, the fuzz target and the
+//! benchmark), [`sink`] (the port, the retry policy, the Kinesis adapter),
+//! [`handler`] (the wiring). The loopback API Gateway stand-in that serves this
+//! handler over plain HTTP lives with the other stand-ins in the `stele`
+//! package (`stele::local::api_gateway`).
 
 pub mod config;
 pub mod handler;
-pub mod local;
 pub mod request;
+pub mod seal;
 pub mod sink;
 
 pub use config::{HotTenants, IngestConfig};
 pub use handler::Ingest;
-pub use sink::{
-    put_with_retry, Delivery, EventSink, FaultySink, KinesisSink, MemorySink, PutResult, Record, RetryPolicy,
-};
+pub use seal::{ingest, Refusal, Sealed};
+pub use sink::{put_with_retry, Delivery, EventSink, KinesisSink, PutResult, Record, RetryPolicy};
+#[cfg(any(test, feature = "testing"))]
+pub use sink::{FaultySink, MemorySink};
 
 /// Errors of the ingest crate. Request problems are not errors: they are HTTP
 /// answers. These are the failures of setting the function up.
@@ -26,9 +30,6 @@ pub enum Error {
     /// A setting is missing or malformed; `var` names the environment variable.
     #[error("configuration: {var} {reason}")]
     Config { var: &'static str, reason: String },
-    /// The local HTTP front could not serve.
-    #[error("local server: {0}")]
-    Local(String),
 }
 
 /// The HTTP types the handler speaks, for callers that build requests (tests, `stele dev`).

@@ -1,0 +1,29 @@
+//! Cold start: the archiver exactly as the Lambda builds it from its
+//! environment, behind a lookup so a test can give it what Terraform gives
+//! the function and nothing else.
+
+use std::sync::Arc;
+
+use stele_store::{SecretReader, StoreSettings};
+
+use crate::config::ArchiverConfig;
+use crate::error::Error;
+use crate::runner::{Archiver, PgArchiver};
+use crate::s3::S3Store;
+
+/// Read the settings through `get` (`STELE_ARCHIVE_*`, and the database as every
+/// binary reads it: `DATABASE_URL` or `STELE_DB_SECRET_ARN` through `secrets`).
+pub async fn archiver(
+    get: impl Fn(&str) -> Option<String>,
+    s3: aws_sdk_s3::Client,
+    secrets: &impl SecretReader,
+) -> Result<PgArchiver<S3Store>, Error> {
+    let config = ArchiverConfig::from_lookup(&get)?;
+    let db = StoreSettings::from_lookup(&get)
+        .map_err(|e| Error::Config(e.to_string()))?
+        .resolve(secrets)
+        .await
+        .map_err(|e| Error::Config(e.to_string()))?;
+    let store = Arc::new(S3Store::new(s3, config.bucket.clone()));
+    Ok(Archiver::with_postgres(store, db, config))
+}

@@ -1,0 +1,19 @@
+//! The integration tests, against a real PostgreSQL and a real LocalStack
+//! (`scripts/test` starts one of each for the run; a test run alone starts its
+//! own through `support`). One test binary: each module used to be a binary of
+//! its own, and each linked the AWS SDK, which on 2 cores cost minutes of
+//! linking per run.
+
+mod support;
+
+mod archiver;
+mod batch_writer;
+mod batch_writer_restart;
+mod client;
+mod dev_e2e;
+mod faults;
+mod hostile;
+mod hostile_dev;
+mod ingest;
+mod localstack;
+mod store;
