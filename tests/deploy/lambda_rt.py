@@ -81,10 +81,15 @@ class Emulator:
 
 class FirstNextProxy:
     """Forwards the Runtime API to the emulator and notes when the function first asks for an
-    event: that is when its initialisation is over, as Lambda's Init Duration counts it."""
+    event: that is when its initialisation is over, as Lambda's Init Duration counts it.
 
-    def __init__(self, upstream):
+    It also sets each event's `Lambda-Runtime-Deadline-Ms` as Lambda does (now + the function's
+    timeout, epoch milliseconds): cargo-lambda 1.9 sends a constant 600000, a deadline in 1970,
+    with which the archiver would (rightly) start no work."""
+
+    def __init__(self, upstream, timeout_secs=900):
         self.upstream = upstream  # host:port/.rt
+        self.timeout_secs = timeout_secs
         self.first_next = None
         self.started = threading.Event()
         proxy = self
@@ -94,6 +99,13 @@ class FirstNextProxy:
 
             def log_message(self, *args):
                 pass
+
+            def handle_one_request(self):
+                try:
+                    super().handle_one_request()
+                except (ConnectionError, http.client.HTTPException):
+                    # The emulator stopped under a pending long poll: the test is over.
+                    self.close_connection = True
 
             def _forward(self):
                 if "/runtime/invocation/next" in self.path and proxy.first_next is None:
@@ -110,6 +122,8 @@ class FirstNextProxy:
                 data = resp.read()
                 self.send_response(resp.status)
                 for k, v in resp.getheaders():
+                    if k.lower() == "lambda-runtime-deadline-ms":
+                        v = str(int((time.time() + proxy.timeout_secs) * 1000))
                     if k.lower() not in ("transfer-encoding", "connection", "content-length"):
                         self.send_header(k, v)
                 self.send_header("content-length", str(len(data)))
@@ -155,9 +169,9 @@ def lambda_environment(function_name, runtime_api, memory_mb=512, region="us-eas
 class Function:
     """One cold start of a bootstrap: emulator, timing proxy, process."""
 
-    def __init__(self, cmd, env, cargo_lambda, cwd, log_dir, name):
+    def __init__(self, cmd, env, cargo_lambda, cwd, log_dir, name, timeout_secs=900):
         self.emulator = Emulator(cargo_lambda, cwd, os.path.join(log_dir, f"{name}.emulator.log"))
-        self.proxy = FirstNextProxy(self.emulator.runtime_api)
+        self.proxy = FirstNextProxy(self.emulator.runtime_api, timeout_secs)
         full_env = dict(env)
         full_env["AWS_LAMBDA_RUNTIME_API"] = self.proxy.runtime_api
         self.env = full_env

@@ -115,6 +115,10 @@ class Renderer:
             env = self.expr(variables)
         return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in env.items()}
 
+    def timeout(self, fn):
+        """aws_lambda_function.<fn>.timeout, seconds."""
+        return int(self.expr(self.module.resource("aws_lambda_function", fn)["timeout"]))
+
     def scheduler_input(self):
         target = tf.block(self.module.resource("aws_scheduler_schedule", "archiver"), "target")
         return json.loads(self.expr(target["input"]))

@@ -105,7 +105,8 @@ def environment(stack, fn):
 def start(stack, fn):
     binary = os.path.join(FUNCTION_DIR, render.FUNCTIONS[fn])
     assert os.access(binary, os.X_OK), f"{binary} missing: build it (cargo build --release -p {render.FUNCTIONS[fn]})"
-    f = lambda_rt.Function([binary], environment(stack, fn), CARGO_LAMBDA, str(render.REPO), LOGS, fn)
+    f = lambda_rt.Function([binary], environment(stack, fn), CARGO_LAMBDA, str(render.REPO), LOGS, fn,
+                           timeout_secs=stack["renderer"].timeout(fn))
     try:
         init = f.wait_ready()
     except Exception:
@@ -189,6 +190,7 @@ def test_archiver_run_by_the_schedule_archives_an_old_day_to_s3(stack):
     finally:
         archiver.stop()
     assert status == 200, (status, report, archiver.output())
+    assert report["error"] is None and [p["state"] for p in report["archived"]] == ["done"], report
     assert psql(stack["db_url"], f"SELECT to_regclass('{part}') IS NULL") == "t", "archived day still in Postgres"
     keys = sorted(o["Key"] for o in aws("s3").list_objects_v2(Bucket=stack["bucket"]).get("Contents", []))
     prefix = stack["renderer"].environment("archiver")["STELE_ARCHIVE_PREFIX"]
