@@ -413,7 +413,7 @@ async fn crash_recovery_works_on_an_object_locked_bucket_and_destroys_no_version
         .send()
         .await
         .expect("list versions");
-    let current = support::archive::list_keys(&s3, &bucket).await;
+    let current = support::archive::list_keys(&s3, &bucket, "").await;
     let all = versions.versions();
     assert!(
         all.len() > current.len(),
