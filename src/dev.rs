@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{Days, Utc};
-use stele::local::{api_gateway, aws, demo, esm, services};
+use stele::local::{api_gateway, aws, demo, deployed, esm, services};
 use stele_batch_writer::{BatchWriter, SqsDeadLetters};
 use stele_ingest::{Ingest, IngestConfig, KinesisSink};
 use tokio::net::TcpListener;
@@ -51,13 +51,13 @@ pub struct DevArgs {
     #[arg(long, default_value_t = 3)]
     days_around: u64,
     /// Oldest accepted `occurred_at`, in hours (ingest's max lateness).
-    #[arg(long, default_value_t = 72)]
+    #[arg(long, default_value_t = deployed::MAX_LATENESS_HOURS)]
     max_lateness_hours: i64,
     /// Run the archiver every this many seconds (off when absent).
     #[arg(long, value_name = "SECS")]
     archive_every: Option<u64>,
     /// Archiver: days a partition stays hot in PostgreSQL.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = deployed::RETENTION_DAYS)]
     retention_days: i64,
     /// Archiver: hours after a day's end before it may be archived (default: the
     /// ingest max lateness). Below that, late rows for an archived day are sent to
@@ -191,8 +191,8 @@ async fn serve(args: &DevArgs, pg_url: &str, aws_endpoint: &str) -> Result<(), B
         stream_arn: format!("arn:aws:kinesis:us-east-1:000000000000:stream/{}", args.stream),
         batch_size: args.batch_size,
         batching_window: Duration::from_millis(args.batch_window_ms),
-        bisect_on_error: true,
-        max_retries: args.max_retries,
+        bisect_on_error: deployed::ESM_BISECT_ON_ERROR,
+        max_retries: args.max_retries.or(deployed::ESM_MAX_RETRIES),
         on_failure_queue: Some(provisioned.dlq_url.clone()),
     };
     let mapping_stats = Arc::new(esm::MappingStats::default());
@@ -222,7 +222,7 @@ async fn serve(args: &DevArgs, pg_url: &str, aws_endpoint: &str) -> Result<(), B
     let archive_timer = args.archive_every.map(|every| {
         let settings = crate::archive::ArchiveSettings {
             bucket: args.bucket.clone(),
-            prefix: "audit".into(),
+            prefix: deployed::ARCHIVE_PREFIX.into(),
             retention_days: args.retention_days,
             max_lateness_hours: args.archive_lateness_hours.unwrap_or(args.max_lateness_hours),
             drop_after_archive: true,

@@ -6,6 +6,7 @@
 pub mod api_gateway;
 pub mod aws;
 pub mod demo;
+pub mod deployed;
 pub mod esm;
 pub mod http;
 pub mod services;

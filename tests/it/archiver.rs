@@ -1,7 +1,8 @@
 //! The archiver against real PostgreSQL and LocalStack S3: old partitions end
 //! up in S3 as Parquet that DuckDB (the Athena stand-in) reads back with the
 //! same per-tenant counts and hash roots Postgres had; crashes after each step
-//! heal on the next run; an S3 failure leaves the partition attached.
+//! heal on the next run, on an Object Lock bucket too; an S3 failure leaves
+//! the partition attached.
 
 use crate::support;
 
@@ -296,13 +297,52 @@ async fn dry_run_and_recent_partitions_change_nothing() {
     }
 }
 
+/// Create `bucket` as Terraform does by default: Object Lock on (which turns
+/// versioning on), every new object under a GOVERNANCE default retention.
+async fn create_locked_bucket(s3: &aws_sdk_s3::Client, bucket: &str) {
+    use aws_sdk_s3::types::{
+        DefaultRetention, ObjectLockConfiguration, ObjectLockEnabled, ObjectLockRetentionMode, ObjectLockRule,
+    };
+    s3.create_bucket()
+        .bucket(bucket)
+        .object_lock_enabled_for_bucket(true)
+        .send()
+        .await
+        .expect("create a locked bucket");
+    let retention = DefaultRetention::builder()
+        .mode(ObjectLockRetentionMode::Governance)
+        .days(1)
+        .build();
+    s3.put_object_lock_configuration()
+        .bucket(bucket)
+        .object_lock_configuration(
+            ObjectLockConfiguration::builder()
+                .object_lock_enabled(ObjectLockEnabled::Enabled)
+                .rule(ObjectLockRule::builder().default_retention(retention).build())
+                .build(),
+        )
+        .send()
+        .await
+        .expect("default retention");
+}
+
 async fn crash_then_heal(fail_point: FailPoint) {
+    crash_then_heal_in(fail_point, false).await;
+}
+
+/// Crash at `fail_point`, heal with a second run; returns the S3 client and
+/// the bucket (object-locked when `locked`).
+async fn crash_then_heal_in(fail_point: FailPoint, locked: bool) -> (aws_sdk_s3::Client, String) {
     let env = support::TestEnv::get().await;
     let db = env.fresh_database().await;
     let client = db.migrated_client().await;
     let bucket = support::unique_name("arch");
-    env.create_bucket(&bucket).await;
     let s3 = env.s3().await;
+    if locked {
+        create_locked_bucket(&s3, &bucket).await;
+    } else {
+        env.create_bucket(&bucket).await;
+    }
     let day = days_ago(31 + fail_point as i64);
     fill(&client, day, 2_000, 2).await;
     let before = pg_roots(&db, day).await;
@@ -337,6 +377,7 @@ async fn crash_then_heal(fail_point: FailPoint) {
         .expect("row")
         .attempts;
     assert_eq!(attempts, 2);
+    (s3, bucket)
 }
 
 #[tokio::test]
@@ -357,6 +398,63 @@ async fn crash_after_verify_is_healed_by_the_next_run() {
 #[tokio::test]
 async fn crash_after_detach_is_healed_by_the_next_run() {
     crash_then_heal(FailPoint::AfterDetach).await;
+}
+
+/// The deployed archive bucket has Object Lock on: the re-export after a crash
+/// writes new versions over locked ones and hides stale parts with delete
+/// markers, which the lock allows; every version the first run wrote stays,
+/// under retention, and cannot be deleted.
+#[tokio::test]
+async fn crash_recovery_works_on_an_object_locked_bucket_and_destroys_no_version() {
+    let (s3, bucket) = crash_then_heal_in(FailPoint::AfterManifest, true).await;
+    let versions = s3
+        .list_object_versions()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("list versions");
+    let current = support::archive::list_keys(&s3, &bucket, "").await;
+    let all = versions.versions();
+    assert!(
+        all.len() > current.len(),
+        "the crashed run's versions are kept beside the current ones: {} versions, {} current",
+        all.len(),
+        current.len()
+    );
+    for v in all {
+        let (key, id) = (v.key().expect("key"), v.version_id().expect("version id"));
+        let retention = s3
+            .get_object_retention()
+            .bucket(&bucket)
+            .key(key)
+            .version_id(id)
+            .send()
+            .await
+            .expect("retention")
+            .retention
+            .expect("a retention");
+        assert_eq!(
+            retention.mode(),
+            Some(&aws_sdk_s3::types::ObjectLockRetentionMode::Governance),
+            "{key}"
+        );
+    }
+    let oldest = all
+        .iter()
+        .find(|v| v.is_latest() == Some(false))
+        .expect("a noncurrent version");
+    let deleted = s3
+        .delete_object()
+        .bucket(&bucket)
+        .key(oldest.key().expect("key"))
+        .version_id(oldest.version_id().expect("id"))
+        .send()
+        .await;
+    let refused = format!(
+        "{}",
+        aws_sdk_s3::error::DisplayErrorContext(deleted.expect_err("a locked version was deleted"))
+    );
+    assert!(refused.contains("AccessDenied"), "{refused}");
 }
 
 /// The real S3 adapter, except that `upload_part` fails after `ok_parts` parts.

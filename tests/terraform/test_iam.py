@@ -14,10 +14,11 @@ ROLES = {
     "batch_writer": (
         "lambda.amazonaws.com",
         {"aws_cloudwatch_log_group.batch_writer", "aws_kinesis_stream.events", "aws_sqs_queue.dlq",
-         "local.db_secret_arn", "local.db_secret_kms_key_arns"},
+         "aws_s3_bucket.failed_batches", "local.db_secret_arn", "local.db_secret_kms_key_arns"},
         {"logs:CreateLogStream", "logs:PutLogEvents", "kinesis:DescribeStream", "kinesis:DescribeStreamSummary",
          "kinesis:GetRecords", "kinesis:GetShardIterator", "kinesis:ListShards", "sqs:SendMessage",
-         "sqs:GetQueueAttributes", "secretsmanager:GetSecretValue", "kms:Decrypt", "kms:GenerateDataKey"},
+         "sqs:GetQueueAttributes", "s3:PutObject", "s3:ListBucket", "secretsmanager:GetSecretValue",
+         "kms:Decrypt", "kms:GenerateDataKey"},
     ),
     "archiver": (
         "lambda.amazonaws.com",

@@ -68,7 +68,8 @@ def test_event_source_mapping_reports_item_failures_bisects_and_dead_letters(mod
     assert as_list(esm["function_response_types"]) == ["ReportBatchItemFailures"]
     assert esm["bisect_batch_on_function_error"] is True
     on_failure = block(block(esm, "destination_config"), "on_failure")
-    assert is_ref(on_failure["destination_arn"], "aws_sqs_queue.dlq.arn")
+    # An S3 destination keeps the records themselves; SQS would get only their coordinates.
+    assert is_ref(on_failure["destination_arn"], "aws_s3_bucket.failed_batches.arn")
     for attr, var in {
         "batch_size": "esm_batch_size",
         "maximum_batching_window_in_seconds": "esm_batching_window_secs",
@@ -77,13 +78,51 @@ def test_event_source_mapping_reports_item_failures_bisects_and_dead_letters(mod
         "maximum_record_age_in_seconds": "esm_maximum_record_age_secs",
     }.items():
         assert is_ref(esm.get(attr), f"var.{var}"), f"{attr} must come from var.{var}"
-    # Finite retries and age, so a poison record cannot block its shard for the whole retention.
-    assert 0 <= module.default("esm_maximum_retry_attempts") <= 10000
-    assert 60 <= module.default("esm_maximum_record_age_secs") <= 604800
     assert 1 <= module.default("esm_batch_size") <= 10000
     assert 0 <= module.default("esm_batching_window_secs") <= 300
     assert 1 <= module.default("esm_parallelization_factor") <= 10
     assert module.default("esm_starting_position") == "TRIM_HORIZON"
+
+
+def test_event_source_mapping_never_discards_a_batch_by_default(module):
+    # Poison records are dead-lettered one by one by the batch-writer, so a batch fails only on
+    # infrastructure errors; giving up on it would lose accepted events.
+    assert module.default("esm_maximum_retry_attempts") == -1
+    assert module.default("esm_maximum_record_age_secs") == -1
+    # Finite values stay possible, within AWS's bounds.
+    retry = block(module.variables["esm_maximum_retry_attempts"], "validation")["condition"]
+    assert "== -1" in retry and "10000" in retry
+    age = block(module.variables["esm_maximum_record_age_secs"], "validation")["condition"]
+    assert "== -1" in age and "604800" in age
+
+
+def test_failed_batches_bucket_keeps_discarded_records_privately(module):
+    bucket = module.resource("aws_s3_bucket", "failed_batches")
+    assert is_ref(bucket["bucket"], "local.failed_bucket_name")
+    lc = module.resource("aws_s3_bucket_lifecycle_configuration", "failed_batches")
+    for rule in blocks(lc, "rule"):
+        assert not blocks(rule, "expiration"), "failed batches stay until an operator replays them"
+    # The mapping writes with the batch-writer's role: PutObject on this bucket, nothing else.
+    sts = {st["sid"]: st for st in blocks(module.datasource("aws_iam_policy_document", "batch_writer"), "statement")}
+    assert as_list(sts["FailedBatches"]["actions"]) == ["s3:PutObject"]
+    assert as_list(sts["FailedBatches"]["resources"]) == ["${aws_s3_bucket.failed_batches.arn}/*"]
+    assert as_list(sts["ListFailedBatches"]["resources"]) == ["${aws_s3_bucket.failed_batches.arn}"]
+
+
+def test_stream_retention_outlasts_what_the_alarms_let_pass(module):
+    """docs/OPERATIONS.md: the iterator-age alarm must fire long before the stream's retention
+    ends, since with the -1 defaults that retention is the only limit on an outage."""
+    retention_ms = module.default("kinesis_retention_hours") * 3600 * 1000
+    assert module.default("kinesis_retention_hours") == 168
+    alarm = module.resource("aws_cloudwatch_metric_alarm", "iterator_age")
+    assert is_ref(alarm["threshold"], "var.alarm_iterator_age_ms")
+    # Worst case from the first stuck record to the alarm: threshold + evaluation window.
+    alarm_after_ms = module.default("alarm_iterator_age_ms") + alarm["evaluation_periods"] * alarm["period"] * 1000
+    assert alarm_after_ms <= 15 * 60 * 1000
+    # An operator has (retention - alarm delay) to fix an outage; at least six days.
+    assert retention_ms - alarm_after_ms >= 6 * 24 * 3600 * 1000
+    checks = str(module.resources.get(("check", "inputs"), "")) + open(module.directory / "main.tf").read()
+    assert "var.esm_maximum_record_age_secs < var.kinesis_retention_hours * 3600" in checks
 
 
 def test_dead_letter_queues_are_kms_encrypted(module):

@@ -4,7 +4,7 @@ import pytest
 
 from conftest import as_list, block, blocks, is_ref, refs
 
-BUCKETS = ("archive", "athena_results")
+BUCKETS = ("archive", "athena_results", "failed_batches")
 
 
 @pytest.mark.parametrize("bucket", BUCKETS)
@@ -73,16 +73,48 @@ def test_archive_lifecycle_tiers_then_expires(module):
     assert any(blocks(r, "abort_incomplete_multipart_upload") for r in rules.values())
 
 
-def test_object_lock_is_optional_and_in_compliance_mode(module):
+def test_archive_is_object_locked_by_default_in_governance_mode(module):
     bucket = module.resource("aws_s3_bucket", "archive")
     assert is_ref(bucket["object_lock_enabled"], "var.object_lock_enabled")
     lock = module.resource("aws_s3_bucket_object_lock_configuration", "archive")
     assert is_ref(lock["count"], "var.object_lock_enabled ? 1 : 0")
     retention = block(block(lock, "rule"), "default_retention")
-    assert retention["mode"] == "COMPLIANCE"
+    assert is_ref(retention["mode"], "var.object_lock_mode")
     assert is_ref(retention["days"], "var.object_lock_retention_days")
-    assert module.default("object_lock_enabled") is False
-    assert module.default("archive_expiration_days") >= module.default("object_lock_retention_days")
+    assert module.default("object_lock_enabled") is True
+    assert module.default("object_lock_mode") == "GOVERNANCE"
+    mode = block(module.variables["object_lock_mode"], "validation")["condition"]
+    assert "GOVERNANCE" in mode and "COMPLIANCE" in mode
+    # Locked for as long as the archive keeps an object.
+    assert module.default("object_lock_retention_days") >= module.default("archive_expiration_days")
+    main = open(module.directory / "main.tf").read()
+    assert "var.object_lock_retention_days >= coalesce(var.archive_expiration_days, 0)" in main
+
+
+def test_no_lifecycle_rule_expires_locked_versions_under_the_archive_prefix(module):
+    lc = module.resource("aws_s3_bucket_lifecycle_configuration", "archive")
+    for rule in blocks(lc, "rule"):
+        for nve in blocks(rule, "noncurrent_version_expiration"):
+            # A version made noncurrent at any time is locked at most the retention longer.
+            assert is_ref(nve["noncurrent_days"], "local.archive_noncurrent_days"), rule["id"]
+    assert module.locals["archive_noncurrent_days"] == (
+        "${var.object_lock_enabled ? max(30, var.object_lock_retention_days) : 30}"
+    )
+
+
+def test_no_role_can_bypass_or_destroy_archived_versions(module):
+    for name, doc in module.data.items():
+        if name[0] != "aws_iam_policy_document":
+            continue
+        for st in blocks(doc, "statement"):
+            actions = set(as_list(st.get("actions", [])))
+            assert not actions & {
+                "s3:BypassGovernanceRetention",
+                "s3:DeleteObjectVersion",
+                "s3:PutObjectRetention",
+                "s3:PutBucketObjectLockConfiguration",
+                "s3:*",
+            } or st.get("effect") == "Deny", f"{name[1]}: {st.get('sid')}"
 
 
 def test_athena_workgroup_enforces_encrypted_results(module):

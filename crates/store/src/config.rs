@@ -61,9 +61,10 @@ pub struct StoreSettings {
 
 impl StoreSettings {
     /// Read `DATABASE_URL` or `STELE_DB_SECRET_ARN` (exactly one), `STELE_DB_TLS`
-    /// (`disable` | `verify-full`, default `disable`), `STELE_DB_CA_FILE`,
-    /// `STELE_DB_POOL_SIZE` (4), `STELE_DB_STATEMENT_TIMEOUT_MS` (30000),
-    /// `STELE_DB_CONNECT_TIMEOUT_MS` (5000). Every error names its variable.
+    /// (`disable` | `verify-full`, default `disable`), `STELE_DB_CA_FILE` (optional:
+    /// a CA bundle trusted besides the Mozilla roots), `STELE_DB_POOL_SIZE` (4),
+    /// `STELE_DB_STATEMENT_TIMEOUT_MS` (30000), `STELE_DB_CONNECT_TIMEOUT_MS` (5000).
+    /// Every error names its variable.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self> {
         let source = match (settings::text(&get, "DATABASE_URL"), settings::text(&get, "STELE_DB_SECRET_ARN")) {
             (Some(_), Some(_)) => {

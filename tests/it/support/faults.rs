@@ -484,8 +484,8 @@ impl Mapping {
             stream_arn: format!("arn:aws:kinesis:us-east-1:000000000000:stream/{stream}"),
             batch_size,
             batching_window: Duration::from_millis(200),
-            bisect_on_error: true,
-            max_retries: None,
+            bisect_on_error: stele::local::deployed::ESM_BISECT_ON_ERROR,
+            max_retries: stele::local::deployed::ESM_MAX_RETRIES,
             on_failure_queue: None,
         };
         let stats = Arc::new(esm::MappingStats::default());

@@ -45,9 +45,9 @@ variable "alarm_email" {
 }
 
 variable "object_lock_enabled" {
-  description = "S3 Object Lock (COMPLIANCE) on the archive bucket. Cannot be turned off, and objects cannot be deleted before their retention ends."
+  description = "S3 Object Lock (GOVERNANCE by default) on the archive bucket: no archived object can be deleted before its retention ends. Only settable when the bucket is created; cannot be turned off."
   type        = bool
-  default     = false
+  default     = true
 }
 
 variable "deletion_protection" {

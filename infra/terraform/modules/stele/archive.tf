@@ -1,7 +1,7 @@
 # The archive bucket: versioned, SSE-KMS with a bucket key, no public access, TLS only,
-# lifecycle to cheaper classes (GLACIER_IR stays queryable by Athena) then expiry, and optional
-# S3 Object Lock in COMPLIANCE mode so no one (root included) can alter an archived file or
-# manifest before its retention ends. Athena's query results go to a second bucket.
+# lifecycle to cheaper classes (GLACIER_IR stays queryable by Athena) then expiry, and S3 Object
+# Lock by default (GOVERNANCE, or COMPLIANCE) so no archived file or manifest can be altered or
+# destroyed before its retention ends. Athena's query results go to a second bucket.
 
 # Justification of the ignore below: server access logs need a separate log bucket the user owns;
 # CloudTrail S3 data events are the better audit trail of reads and writes to the archive.
@@ -124,8 +124,11 @@ resource "aws_s3_bucket_lifecycle_configuration" "archive" {
       }
     }
 
+    # A version becomes noncurrent when the archiver re-exports a day after a crash or the
+    # expiry above hides it. Under Object Lock it stays locked for up to the retention after
+    # that, so it only expires once no lock can remain (noncurrent days count from then).
     noncurrent_version_expiration {
-      noncurrent_days = 30
+      noncurrent_days = local.archive_noncurrent_days
     }
   }
 
@@ -143,6 +146,10 @@ resource "aws_s3_bucket_lifecycle_configuration" "archive" {
   depends_on = [aws_s3_bucket_versioning.archive]
 }
 
+locals {
+  archive_noncurrent_days = var.object_lock_enabled ? max(30, var.object_lock_retention_days) : 30
+}
+
 resource "aws_s3_bucket_object_lock_configuration" "archive" {
   count = var.object_lock_enabled ? 1 : 0
 
@@ -150,7 +157,7 @@ resource "aws_s3_bucket_object_lock_configuration" "archive" {
 
   rule {
     default_retention {
-      mode = "COMPLIANCE"
+      mode = var.object_lock_mode
       days = var.object_lock_retention_days
     }
   }

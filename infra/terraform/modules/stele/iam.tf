@@ -98,6 +98,20 @@ data "aws_iam_policy_document" "batch_writer" {
     resources = [aws_sqs_queue.dlq.arn]
   }
 
+  # The event source mapping writes a batch it gives up on (finite limits only) with the
+  # function's role.
+  statement {
+    sid       = "FailedBatches"
+    actions   = ["s3:PutObject"]
+    resources = ["${aws_s3_bucket.failed_batches.arn}/*"]
+  }
+
+  statement {
+    sid       = "ListFailedBatches"
+    actions   = ["s3:ListBucket"]
+    resources = [aws_s3_bucket.failed_batches.arn]
+  }
+
   statement {
     sid       = "DatabaseSecret"
     actions   = ["secretsmanager:GetSecretValue"]

@@ -25,6 +25,7 @@ locals {
 
   archive_bucket_name = coalesce(var.archive_bucket_name, "${var.name}-archive-${local.account_id}-${local.region}")
   results_bucket_name = "${var.name}-athena-${local.account_id}-${local.region}"
+  failed_bucket_name  = "${var.name}-failed-batches-${local.account_id}-${local.region}"
 
   function_names = {
     ingest       = "${var.name}-ingest"
@@ -40,7 +41,12 @@ check "inputs" {
   }
 
   assert {
-    condition     = !var.object_lock_enabled || var.archive_expiration_days == null || coalesce(var.archive_expiration_days, 0) >= var.object_lock_retention_days
-    error_message = "archive_expiration_days must not be shorter than object_lock_retention_days."
+    condition     = !var.object_lock_enabled || var.archive_expiration_days == null || var.object_lock_retention_days >= coalesce(var.archive_expiration_days, 0)
+    error_message = "object_lock_retention_days must be at least archive_expiration_days, or archived objects lose their lock before the archive expires them."
+  }
+
+  assert {
+    condition     = var.esm_maximum_record_age_secs == -1 || var.esm_maximum_record_age_secs < var.kinesis_retention_hours * 3600
+    error_message = "esm_maximum_record_age_secs must be -1 or shorter than the stream's retention, or records expire from the stream before the mapping gives up on them."
   }
 }

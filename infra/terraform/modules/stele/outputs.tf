@@ -28,6 +28,11 @@ output "dlq_url" {
   value       = aws_sqs_queue.dlq.url
 }
 
+output "failed_batches_bucket" {
+  description = "On-failure destination of the event source mapping (empty unless finite esm_maximum_* limits are set)."
+  value       = aws_s3_bucket.failed_batches.id
+}
+
 output "archive_bucket" {
   description = "Archive bucket name."
   value       = aws_s3_bucket.archive.id

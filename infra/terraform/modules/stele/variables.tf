@@ -182,9 +182,14 @@ variable "kinesis_shard_count" {
 }
 
 variable "kinesis_retention_hours" {
-  description = "Retention of the stream (24-8760 h). Keep it above the time an outage of Postgres may last."
+  description = "Retention of the stream (24-8760 h): the longest outage of the batch-writer or Postgres the pipeline rides out without losing an accepted event. docs/OPERATIONS.md sets it against the alarms."
   type        = number
   default     = 168
+
+  validation {
+    condition     = var.kinesis_retention_hours >= 24 && var.kinesis_retention_hours <= 8760
+    error_message = "kinesis_retention_hours must be 24-8760."
+  }
 }
 
 variable "esm_batch_size" {
@@ -221,15 +226,25 @@ variable "esm_parallelization_factor" {
 }
 
 variable "esm_maximum_retry_attempts" {
-  description = "Retries of a failing batch (after bisecting) before its records go to the DLQ."
+  description = "Retries of a failing batch. -1 (default): retry until it succeeds, so the mapping never discards an accepted event (the iterator-age alarm reports the stall). A finite value (0-10000) sends a batch that is still failing to the failed-batches bucket, records included."
   type        = number
-  default     = 10
+  default     = -1
+
+  validation {
+    condition     = var.esm_maximum_retry_attempts == -1 || (var.esm_maximum_retry_attempts >= 0 && var.esm_maximum_retry_attempts <= 10000)
+    error_message = "esm_maximum_retry_attempts must be -1 (no limit) or 0-10000."
+  }
 }
 
 variable "esm_maximum_record_age_secs" {
-  description = "Records older than this go to the DLQ instead of being retried (-1: up to the stream's retention)."
+  description = "Oldest record the mapping still delivers. -1 (default): no limit, records are retried until they succeed or the stream's retention ends (kinesis_retention_hours). A finite value (60-604800) sends older records to the failed-batches bucket, records included."
   type        = number
-  default     = 86400
+  default     = -1
+
+  validation {
+    condition     = var.esm_maximum_record_age_secs == -1 || (var.esm_maximum_record_age_secs >= 60 && var.esm_maximum_record_age_secs <= 604800)
+    error_message = "esm_maximum_record_age_secs must be -1 (no limit) or 60-604800."
+  }
 }
 
 variable "esm_starting_position" {
@@ -428,21 +443,37 @@ variable "archive_transition_glacier_ir_days" {
 }
 
 variable "archive_expiration_days" {
-  description = "Days after which archived objects expire (null: kept forever). Must not be shorter than the Object Lock retention."
+  description = "Days after which archived objects expire (null: kept forever). With Object Lock, object_lock_retention_days must be at least this."
   type        = number
   default     = 2557
 }
 
 variable "object_lock_enabled" {
-  description = "Create the bucket with S3 Object Lock, default retention in COMPLIANCE mode (cannot be shortened or removed by anyone, root included). Only settable when the bucket is created."
+  description = "Create the archive bucket with S3 Object Lock and a default retention on every object (object_lock_mode, object_lock_retention_days), so no archived file or manifest can be overwritten or deleted before its retention ends. Only settable when the bucket is created: a stack created with false keeps false (see README)."
   type        = bool
-  default     = false
+  default     = true
+}
+
+variable "object_lock_mode" {
+  description = "GOVERNANCE (default): only a principal granted s3:BypassGovernanceRetention (none in this module) can delete a locked version early. COMPLIANCE: nobody can, root included, and the retention cannot be shortened."
+  type        = string
+  default     = "GOVERNANCE"
+
+  validation {
+    condition     = contains(["GOVERNANCE", "COMPLIANCE"], var.object_lock_mode)
+    error_message = "object_lock_mode must be GOVERNANCE or COMPLIANCE."
+  }
 }
 
 variable "object_lock_retention_days" {
-  description = "Default COMPLIANCE retention of each archived object."
+  description = "Default Object Lock retention of each archived object, days. At least archive_expiration_days, so an object is locked for as long as the archive keeps it."
   type        = number
-  default     = 365
+  default     = 2557
+
+  validation {
+    condition     = var.object_lock_retention_days >= 1 && var.object_lock_retention_days <= 36500
+    error_message = "object_lock_retention_days must be 1-36500."
+  }
 }
 
 variable "force_destroy" {

@@ -1,0 +1,201 @@
+"""The deploy contract: each function binary, started with exactly the environment the Terraform
+module gives it (rendered with the example deployment's values) plus what the Lambda service
+itself sets and the AWS endpoint of LocalStack, driven through cargo-lambda's Runtime API
+emulator with the payloads AWS sends. What a user sees is asserted: the 202 body, the rows in
+PostgreSQL, the Parquet files and manifest in S3. A variable the code needs that Terraform does
+not set fails the function at start, and so this test.
+
+Run by scripts/test (after PostgreSQL and LocalStack are up): tests/deploy/run.sh.
+Env: STELE_TEST_PG_URL, STELE_TEST_AWS_ENDPOINT (required); STELE_FUNCTION_DIR, the directory
+holding the stele-ingest, stele-batch-writer and stele-archiver binaries (default
+target/release); STELE_DEPLOY_LOGS, where the functions' output goes.
+
+One deliberate difference from AWS: STELE_DB_TLS is rendered (`verify-full` with Aurora) and
+then set to `disable`, because the test PostgreSQL has no certificate. It is asserted, not
+hidden, below.
+"""
+import datetime as dt
+import json
+import os
+import subprocess
+import tempfile
+import time
+import uuid
+from urllib.parse import urlparse
+
+import boto3
+import pytest
+
+import lambda_rt
+import payloads
+import render
+
+PG_URL = os.environ.get("STELE_TEST_PG_URL")
+AWS_ENDPOINT = os.environ.get("STELE_TEST_AWS_ENDPOINT")
+if not (PG_URL and AWS_ENDPOINT):
+    pytest.skip("needs STELE_TEST_PG_URL and STELE_TEST_AWS_ENDPOINT (scripts/test sets them)", allow_module_level=True)
+
+REGION = "us-east-1"
+FUNCTION_DIR = os.environ.get("STELE_FUNCTION_DIR", str(render.REPO / "target" / "release"))
+LOGS = os.environ.get("STELE_DEPLOY_LOGS") or tempfile.mkdtemp(prefix="stele-deploy-")
+CARGO_LAMBDA = os.environ.get("CARGO_LAMBDA", "cargo-lambda")
+
+
+def aws(service):
+    return boto3.client(service, endpoint_url=AWS_ENDPOINT, region_name=REGION,
+                        aws_access_key_id="test", aws_secret_access_key="test")
+
+
+def psql(url, sql):
+    out = subprocess.run(["psql", "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", url, "-c", sql],
+                         capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def stack():
+    """What `terraform apply` would have created, in LocalStack and the test PostgreSQL."""
+    suffix = uuid.uuid4().hex[:10]
+    name = f"contract-{suffix}"
+    db = f"contract_{suffix}"
+    psql(PG_URL, f"CREATE DATABASE {db}")
+    pg = urlparse(PG_URL)
+    db_url = PG_URL.rsplit("/", 1)[0] + "/" + db
+    kinesis, sqs, s3, sm = aws("kinesis"), aws("sqs"), aws("s3"), aws("secretsmanager")
+    stream = f"{name}-events"
+    kinesis.create_stream(StreamName=stream, ShardCount=1)
+    queue = sqs.create_queue(QueueName=f"{name}-batch-writer-dlq")["QueueUrl"]
+    bucket = f"{name}-archive"
+    s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)  # as the module's default
+    s3.put_object_lock_configuration(Bucket=bucket, ObjectLockConfiguration={
+        "ObjectLockEnabled": "Enabled",
+        "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": 1}}})
+    # The secret the module creates for Aurora (or the user's, database_mode = existing).
+    secret = sm.create_secret(Name=f"{name}/db", SecretString=json.dumps({
+        "host": pg.hostname, "port": pg.port or 5432, "username": pg.username or "postgres",
+        "password": pg.password or "unused-with-trust-auth", "dbname": db}))["ARN"]
+    for _ in range(100):
+        if kinesis.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE":
+            break
+        time.sleep(0.2)
+    renderer = render.Renderer({
+        "aws_kinesis_stream.events.name": stream,
+        "aws_sqs_queue.dlq.url": queue,
+        "aws_s3_bucket.archive.id": bucket,
+        "db_secret_arn": secret,
+    })
+    yield {"renderer": renderer, "db_url": db_url, "stream": stream, "bucket": bucket,
+           "stream_arn": kinesis.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"]["StreamARN"]}
+
+
+def environment(stack, fn):
+    """Terraform's environment of `fn`, exactly, plus the runtime's and the endpoint."""
+    tf_env = stack["renderer"].environment(fn)
+    if "STELE_DB_TLS" in tf_env:
+        assert tf_env["STELE_DB_TLS"] in ("verify-full", "require"), tf_env
+        tf_env["STELE_DB_TLS"] = "disable"  # the one deviation: the test database has no TLS
+    env = lambda_rt.lambda_environment(f"stele-{fn.replace('_', '-')}", "", region=REGION)
+    # The execution role's credentials, which Lambda puts in the environment, and LocalStack.
+    env.update({"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_SESSION_TOKEN": "test",
+                "AWS_ENDPOINT_URL": AWS_ENDPOINT})
+    env.update(tf_env)
+    return env
+
+
+def start(stack, fn):
+    binary = os.path.join(FUNCTION_DIR, render.FUNCTIONS[fn])
+    assert os.access(binary, os.X_OK), f"{binary} missing: build it (cargo build --release -p {render.FUNCTIONS[fn]})"
+    f = lambda_rt.Function([binary], environment(stack, fn), CARGO_LAMBDA, str(render.REPO), LOGS, fn,
+                           timeout_secs=stack["renderer"].timeout(fn))
+    try:
+        init = f.wait_ready()
+    except Exception:
+        f.stop()
+        raise
+    print(f"{fn}: initialised in {init * 1000:.0f} ms with Terraform's environment")
+    return f
+
+
+def kinesis_records(stack):
+    kinesis = aws("kinesis")
+    shard = kinesis.list_shards(StreamName=stack["stream"])["Shards"][0]["ShardId"]
+    it = kinesis.get_shard_iterator(StreamName=stack["stream"], ShardId=shard,
+                                    ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+    out = []
+    for _ in range(20):
+        page = kinesis.get_records(ShardIterator=it, Limit=1000)
+        out += [(shard, r) for r in page["Records"]]
+        it = page["NextShardIterator"]
+        if not page["Records"] and out:
+            break
+    return out
+
+
+def test_ingest_then_batch_writer_store_what_a_client_sent(stack):
+    claim = stack["renderer"].environment("ingest")["STELE_TENANT_CLAIM"]
+    events = [payloads.new_event("acme", action=f"contract.{i}") for i in range(3)]
+    ingest = start(stack, "ingest")
+    try:
+        # What API Gateway sends after its JWT authorizer accepted the token (api.tf).
+        request = payloads.api_gateway_v2("POST", "/v1/events", body={"events": events},
+                                          claims=payloads.jwt_claims(claim, "acme"))
+        status, response = ingest.invoke(request)
+    finally:
+        ingest.stop()
+    assert status == 200, (status, response, ingest.output())
+    assert response["statusCode"] == 202, (response, ingest.output())
+    body = json.loads(response["body"])
+    assert [a["event_id"] for a in body["accepted"]] == [e["event_id"] for e in events], body
+    assert all(len(a["event_hash"]) == 64 for a in body["accepted"]), body
+
+    records = kinesis_records(stack)
+    assert len(records) == len(events)
+    writer = start(stack, "batch_writer")
+    try:
+        # What the event source mapping sends (kinesis.tf: ReportBatchItemFailures).
+        status, response = writer.invoke(payloads.kinesis_batch(records, stack["stream_arn"], REGION))
+        again, replay = writer.invoke(payloads.kinesis_batch(records, stack["stream_arn"], REGION))
+    finally:
+        writer.stop()
+    assert status == 200 and response == {"batchItemFailures": []}, (status, response, writer.output())
+    assert again == 200 and replay == {"batchItemFailures": []}, replay
+    ids = ",".join(f"'{e['event_id']}'" for e in events)
+    rows = psql(stack["db_url"], f"SELECT tenant_id || ' ' || action || ' ' || encode(event_hash, 'hex') "
+                                 f"FROM audit_events WHERE event_id IN ({ids}) ORDER BY action")
+    assert rows.splitlines() == [f"acme {e['action']} {a['event_hash']}" for e, a in zip(events, body["accepted"])]
+
+
+def test_archiver_run_by_the_schedule_archives_an_old_day_to_s3(stack):
+    # The batch-writer test applied the schema at its cold start; make sure it is there even
+    # when this test runs alone.
+    if psql(stack["db_url"], "SELECT to_regclass('audit_events') IS NOT NULL") != "t":
+        writer = start(stack, "batch_writer")
+        writer.stop()
+    day = dt.date.today() - dt.timedelta(days=40)
+    nxt = day + dt.timedelta(days=1)
+    part = f"audit_events_p{day:%Y%m%d}"
+    psql(stack["db_url"], f"""
+        CREATE TABLE IF NOT EXISTS {part} PARTITION OF audit_events
+            FOR VALUES FROM ('{day} 00:00:00+00') TO ('{nxt} 00:00:00+00');
+        INSERT INTO audit_events (tenant_id, event_id, occurred_at, received_at, category, action, outcome,
+            actor_id, actor_type, source_service, schema_version, event_hash, kinesis_shard, kinesis_seq)
+        SELECT 'acme', gen_random_uuid(), '{day} 12:00:00+00'::timestamptz + make_interval(secs => g),
+               '{day} 12:00:01+00'::timestamptz + make_interval(secs => g), 'audit', 'user.login', 'success',
+               'u-' || g, 'user', 'svc', 1, sha256(('c' || g)::text::bytea), 'shardId-000000000000', g::text
+          FROM generate_series(1, 50) g""")
+    archiver = start(stack, "archiver")
+    try:
+        # EventBridge Scheduler passes the target's `input` (scheduler.tf) as the event.
+        status, report = archiver.invoke(stack["renderer"].scheduler_input(), timeout=300)
+    finally:
+        archiver.stop()
+    assert status == 200, (status, report, archiver.output())
+    assert report["error"] is None and [p["state"] for p in report["archived"]] == ["done"], report
+    assert psql(stack["db_url"], f"SELECT to_regclass('{part}') IS NULL") == "t", "archived day still in Postgres"
+    keys = sorted(o["Key"] for o in aws("s3").list_objects_v2(Bucket=stack["bucket"]).get("Contents", []))
+    prefix = stack["renderer"].environment("archiver")["STELE_ARCHIVE_PREFIX"]
+    assert f"{prefix}/_manifests/dt={day}.json" in keys, keys
+    parts = [k for k in keys if k.startswith(f"{prefix}/tenant_id=acme/dt={day}/") and k.endswith(".parquet")]
+    assert parts, keys
+    manifest = json.loads(aws("s3").get_object(Bucket=stack["bucket"], Key=f"{prefix}/_manifests/dt={day}.json")["Body"].read())
+    assert sum(t["rows"] for t in manifest["tenants"]) == 50, manifest
