@@ -173,7 +173,7 @@ mod tests {
             .filter_map(|l| {
                 let mut words = l.split_whitespace();
                 let name = words.next()?;
-                let ty = words.next()?;
+                let ty = words.next()?.trim_end_matches(',');
                 Some((name, ty, !l.contains("NOT NULL")))
             })
             .collect();
