@@ -55,7 +55,11 @@ async fn concurrent_migrations_apply_once() {
     let mut applied = ra.unwrap();
     applied.extend(rb.unwrap());
     applied.sort();
-    assert_eq!(applied, vec![1, 2], "each migration was applied by exactly one of the two");
+    assert_eq!(
+        applied,
+        vec![1, 2],
+        "each migration was applied by exactly one of the two"
+    );
 }
 
 fn day(y: i32, m: u32, d: u32) -> NaiveDate {

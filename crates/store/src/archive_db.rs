@@ -302,8 +302,9 @@ impl ArchiveDb for PgArchiveDb {
 impl PgArchiveDb {
     /// (tenant, event hash) of the rows of `source`, in archive order.
     async fn hashes_from(&self, source: &str) -> Result<RowStream<(String, [u8; 32])>> {
-        let sql =
-            format!("COPY (SELECT tenant_id, event_hash FROM {source} ORDER BY {ARCHIVE_ORDER}) TO STDOUT (FORMAT binary)");
+        let sql = format!(
+            "COPY (SELECT tenant_id, event_hash FROM {source} ORDER BY {ARCHIVE_ORDER}) TO STDOUT (FORMAT binary)"
+        );
         let copy = self.client().await?.copy_out(&sql).await.map_err(read_error)?;
         Ok(BinaryCopyOutStream::new(copy, &[Type::TEXT, Type::BYTEA])
             .map(|row| {

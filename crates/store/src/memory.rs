@@ -199,7 +199,11 @@ impl MemoryArchiveDb {
     /// day (a repeated key is skipped, as `ON CONFLICT DO NOTHING` would).
     pub fn insert_late(&self, row: MemoryRow) {
         let mut s = self.lock();
-        if !s.late.iter().any(|(r, _)| r.order_key() == row.order_key() && r.tenant == row.tenant) {
+        if !s
+            .late
+            .iter()
+            .any(|(r, _)| r.order_key() == row.order_key() && r.tenant == row.tenant)
+        {
             s.late.push((row, false));
         }
     }
@@ -274,14 +278,11 @@ impl ArchiveDb for MemoryArchiveDb {
             let name = partitions::partition_name(day);
             if s.jobs.contains_key(&name) {
                 outcome.closed.push(day);
-            } else if !s.tables.contains_key(&name) {
-                s.tables.insert(
-                    name,
-                    Table {
-                        attached: true,
-                        rows: Vec::new(),
-                    },
-                );
+            } else if let std::collections::btree_map::Entry::Vacant(e) = s.tables.entry(name) {
+                e.insert(Table {
+                    attached: true,
+                    rows: Vec::new(),
+                });
                 outcome.created.push(day);
             }
             day = match day.succ_opt() {

@@ -179,7 +179,13 @@ impl<S: ArchiveStore + 'static, D: ArchiveDb> Archiver<S, D> {
         // Archived days with late rows waiting for a supplement.
         for day in self.db.late_days().await.map_err(plan)? {
             let name = partitions::partition_name(day);
-            if self.db.job(&name).await.map_err(plan)?.is_some_and(|j| j.state == JobState::Done) {
+            if self
+                .db
+                .job(&name)
+                .await
+                .map_err(plan)?
+                .is_some_and(|j| j.state == JobState::Done)
+            {
                 out.insert((day, name));
             }
         }
@@ -434,8 +440,7 @@ impl<S: ArchiveStore + 'static, D: ArchiveDb> Archiver<S, D> {
             .map(|(key, sha256)| PreviousManifest { key, sha256 });
         // A new version gets its own key: the one it replaces stays readable.
         let version = supersedes.as_ref().map_or(1, |p| layout::manifest_version(&p.key) + 1);
-        let manifest =
-            Manifest::new(partition, t.day, tenants, previous, Utc::now()).superseding(supersedes, version);
+        let manifest = Manifest::new(partition, t.day, tenants, previous, Utc::now()).superseding(supersedes, version);
         let (bytes, sha) = manifest.to_bytes();
         let key = layout::manifest_version_key(&self.config.prefix, t.day, version);
         self.store
@@ -493,7 +498,12 @@ impl<S: ArchiveStore + 'static, D: ArchiveDb> Archiver<S, D> {
                     .move_job(partition, job.state, verified, None)
                     .await
                     .map_err(verify_step)?;
-                tracing::info!(partition, rows = manifest.rows, version = manifest.version, "archive verified");
+                tracing::info!(
+                    partition,
+                    rows = manifest.rows,
+                    version = manifest.version,
+                    "archive verified"
+                );
                 self.fail(FailPoint::AfterVerify, partition, Step::Verify)?;
                 Ok(moved)
             }
@@ -580,15 +590,20 @@ impl<S: ArchiveStore + 'static, D: ArchiveDb> Archiver<S, D> {
 
         // Every tenant of the day: its earlier files, then its new ones; the
         // root covers all of them in that order.
-        let mut merged: BTreeMap<String, export::TenantArchive> =
-            earlier.tenants.iter().map(|t| (t.tenant_id.clone(), t.clone())).collect();
+        let mut merged: BTreeMap<String, export::TenantArchive> = earlier
+            .tenants
+            .iter()
+            .map(|t| (t.tenant_id.clone(), t.clone()))
+            .collect();
         for a in &added {
-            let entry = merged.entry(a.tenant_id.clone()).or_insert_with(|| export::TenantArchive {
-                tenant_id: a.tenant_id.clone(),
-                rows: 0,
-                merkle_root: String::new(),
-                files: Vec::new(),
-            });
+            let entry = merged
+                .entry(a.tenant_id.clone())
+                .or_insert_with(|| export::TenantArchive {
+                    tenant_id: a.tenant_id.clone(),
+                    rows: 0,
+                    merkle_root: String::new(),
+                    files: Vec::new(),
+                });
             entry.rows += a.rows;
             entry.files.extend(a.files.iter().cloned());
             let mut merkle = MerkleBuilder::new();
@@ -1108,7 +1123,10 @@ mod tests {
         late(&a, "acme", 100, 5);
         late(&a, "initech", 200, 1);
         let report = archive(&a).await.unwrap();
-        assert_eq!((report.state.as_str(), report.rows, report.supplemented), ("done", 12, 6));
+        assert_eq!(
+            (report.state.as_str(), report.rows, report.supplemented),
+            ("done", 12, 6)
+        );
         assert_archived_once(&a, 12).await;
 
         let second = manifest(&a).await;
@@ -1135,9 +1153,15 @@ mod tests {
         // acme: 4 rows in part 0, then 5 late rows in parts 1 and 2 (4 per file).
         let acme = second.tenants.iter().find(|t| t.tenant_id == "acme").unwrap();
         let names: Vec<&str> = acme.files.iter().map(|f| f.key.rsplit('/').next().unwrap()).collect();
-        assert_eq!(names, ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]);
+        assert_eq!(
+            names,
+            ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
+        );
         assert_eq!(acme.rows, 9);
-        assert_eq!(second.tenants.iter().map(|t| t.tenant_id.as_str()).collect::<Vec<_>>(), ["acme", "globex", "initech"]);
+        assert_eq!(
+            second.tenants.iter().map(|t| t.tenant_id.as_str()).collect::<Vec<_>>(),
+            ["acme", "globex", "initech"]
+        );
 
         // A third round chains to the second; a scheduled run finds the day.
         late(&a, "globex", 300, 1);
@@ -1146,7 +1170,10 @@ mod tests {
         assert_eq!(run.archived.iter().map(|r| r.supplemented).sum::<u64>(), 1);
         let third = manifest(&a).await;
         assert_eq!(third.version, 3);
-        assert_eq!(third.supersedes.map(|p| p.key), Some(layout::manifest_version_key("audit", day(), 2)));
+        assert_eq!(
+            third.supersedes.map(|p| p.key),
+            Some(layout::manifest_version_key("audit", day(), 2))
+        );
         assert_archived_once(&a, 13).await;
     }
 

@@ -229,8 +229,16 @@ async fn check_supplement_layout<S: ArchiveStore>(
         ));
     }
     for t in &manifest.tenants {
-        let before = earlier.tenants.iter().find(|e| e.tenant_id == t.tenant_id).unwrap_or(&empty);
-        let added = supplement.tenants.iter().find(|a| a.tenant_id == t.tenant_id).unwrap_or(&empty);
+        let before = earlier
+            .tenants
+            .iter()
+            .find(|e| e.tenant_id == t.tenant_id)
+            .unwrap_or(&empty);
+        let added = supplement
+            .tenants
+            .iter()
+            .find(|a| a.tenant_id == t.tenant_id)
+            .unwrap_or(&empty);
         let files: Vec<&PartManifest> = before.files.iter().chain(&added.files).collect();
         if t.files.iter().collect::<Vec<_>>() != files || t.rows != before.rows + added.rows {
             return Err(mismatch(

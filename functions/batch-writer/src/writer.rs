@@ -506,10 +506,15 @@ mod tests {
         assert!(resp.batch_item_failures.is_empty());
         assert_eq!((report.inserted, report.late, report.poison), (2, 1, 0));
         assert!(w.dead_letters().taken().is_empty());
-        let late = w.store().late.lock().unwrap();
-        assert_eq!(late.len(), 1);
-        assert_eq!(late[0].event.event_id, old.event.event_id);
-        drop(late);
+        let late: Vec<_> = w
+            .store()
+            .late
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| e.event.event_id)
+            .collect();
+        assert_eq!(late, vec![old.event.event_id]);
         // Sent again (a redelivery): a duplicate, stored once.
         let (_, again) = w.process(batch(vec![old.record.clone()])).await;
         assert_eq!((again.inserted, again.duplicates, again.late), (0, 1, 0));
@@ -532,7 +537,16 @@ mod tests {
             data: Vec::new(),
         };
         let letters: Vec<DeadLetter> = (0..40)
-            .map(|i| letter(if i % 2 == 0 { PoisonCode::NotJson } else { PoisonCode::Schema }, i))
+            .map(|i| {
+                letter(
+                    if i % 2 == 0 {
+                        PoisonCode::NotJson
+                    } else {
+                        PoisonCode::Schema
+                    },
+                    i,
+                )
+            })
             .collect();
         // Logs two lines; must not panic on any mix (empty included).
         log_poison(&letters);
