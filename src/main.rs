@@ -42,6 +42,9 @@ async fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| "warn,stele=info,stele_ingest=warn,stele_batch_writer=warn".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour only for a person at a terminal: in a file or a pipe the
+        // escape codes would be noise.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let result = match cli.command {

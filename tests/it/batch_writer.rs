@@ -13,7 +13,7 @@ use stele_core::{
     TimeWindow, Trace,
 };
 use stele_store::partitions;
-use stele_store::PgEventStore;
+use stele_store::{EventStore, InsertMethod, PgEventStore, StoredEvent};
 use support::{unique_name, TestDb, TestEnv};
 use tokio_postgres::Client;
 
@@ -408,8 +408,8 @@ async fn partitions_are_created_ahead_on_start_and_on_demand_for_a_missing_day()
 }
 
 #[tokio::test]
-async fn an_event_whose_day_was_archived_goes_to_the_dlq_with_that_reason() {
-    let (_db, client, writer, queue) = setup().await;
+async fn an_event_whose_day_was_archived_is_stored_in_late_events_not_dead_lettered() {
+    let (db, client, writer, queue) = setup().await;
     client
         .execute(
             "INSERT INTO archive_jobs (partition_name, day, state) VALUES ('audit_events_p20260220', '2026-02-20', 'done')",
@@ -419,20 +419,53 @@ async fn an_event_whose_day_was_archived_goes_to_the_dlq_with_that_reason() {
         .unwrap();
     let archived = full_event("acme", "2026-02-20T08:00:00Z", 1);
     let fresh = full_event("acme", "2026-03-01T08:00:00Z", 2);
-    let (response, report) = writer
-        .process(batch_of(&[archived.record.clone(), fresh.record.clone()], 0))
-        .await;
+    let batch = [archived.record.clone(), fresh.record.clone()];
+    let (response, report) = writer.process(batch_of(&batch, 0)).await;
     assert!(response.batch_item_failures.is_empty());
-    assert_eq!((report.inserted, report.poison), (1, 1));
+    assert_eq!((report.inserted, report.late, report.poison), (2, 1, 0));
     assert_eq!(count(&client).await, 1);
-    let letters = drain_queue(&queue, 1).await;
-    assert_eq!(letters.len(), 1);
-    assert_eq!(letters[0]["reason_code"], "partition_archived");
-    assert_eq!(letters[0]["sequence_number"], seq(0));
-    assert!(letters[0]["reason"]
-        .as_str()
+    let late: Vec<(uuid::Uuid, Vec<u8>, bool)> = client
+        .query("SELECT event_id, event_hash, archive_claimed FROM late_events", &[])
+        .await
         .unwrap()
-        .contains("audit_events_p20260220"));
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(late, vec![(archived.event.event_id, archived.hash.0.to_vec(), false)]);
+    // Redelivered, through either insert method: stored once.
+    let (_, again) = writer.process(batch_of(&batch, 0)).await;
+    assert_eq!((again.inserted, again.duplicates), (0, 2));
+    let unnest = PgEventStore::with_method(stele_store::pool(&db.store_config()).unwrap(), InsertMethod::Unnest);
+    let other = full_event("globex", "2026-02-20T09:00:00Z", 3);
+    let events: Vec<StoredEvent> = [&archived, &fresh, &other]
+        .iter()
+        .map(|e| StoredEvent {
+            event: e.event.clone(),
+            hash: e.hash,
+            kinesis_shard: None,
+            kinesis_seq: None,
+        })
+        .collect();
+    let day = NaiveDate::from_ymd_opt(2026, 2, 20).unwrap();
+    let outcome = unnest.insert_batch(&events, &[day]).await.unwrap();
+    assert_eq!((outcome.inserted, outcome.late, outcome.duplicates), (1, 1, 2));
+    let late_rows: i64 = client
+        .query_one("SELECT count(*) FROM late_events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(late_rows, 2);
+    let received = TestEnv::get()
+        .await
+        .sqs()
+        .await
+        .receive_message()
+        .queue_url(&queue)
+        .wait_time_seconds(2)
+        .send()
+        .await
+        .unwrap();
+    assert!(received.messages().is_empty(), "nothing was dead-lettered");
     let names: Vec<String> = partitions::list(&client)
         .await
         .unwrap()

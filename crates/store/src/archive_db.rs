@@ -76,6 +76,18 @@ pub trait ArchiveDb: Send + Sync {
     fn export_rows(&self, partition: &str) -> impl Future<Output = Result<RowStream<Self::Row>>> + Send;
     /// (tenant, event hash) of every row, in archive order (verification).
     fn event_hashes(&self, partition: &str) -> impl Future<Output = Result<RowStream<(String, [u8; 32])>>> + Send;
+
+    /// Days with rows in `late_events` (accepted after their day was closed), oldest first.
+    fn late_days(&self) -> impl Future<Output = Result<Vec<NaiveDate>>> + Send;
+    /// Claim the day's late rows for the supplement being written (rows that
+    /// land later wait for the next one); returns the rows it covers.
+    fn claim_late(&self, day: NaiveDate) -> impl Future<Output = Result<u64>> + Send;
+    /// The claimed late rows of `day`, like [`ArchiveDb::export_rows`].
+    fn export_late_rows(&self, day: NaiveDate) -> impl Future<Output = Result<RowStream<Self::Row>>> + Send;
+    /// (tenant, event hash) of the claimed late rows of `day`, in archive order.
+    fn late_hashes(&self, day: NaiveDate) -> impl Future<Output = Result<RowStream<(String, [u8; 32])>>> + Send;
+    /// Delete the claimed late rows of `day` (their supplement is verified).
+    fn delete_claimed_late(&self, day: NaiveDate) -> impl Future<Output = Result<u64>> + Send;
 }
 
 /// The archive order: bytewise tenant (`COLLATE "C"`), then time, then id.
@@ -83,9 +95,14 @@ const ARCHIVE_ORDER: &str = "tenant_id COLLATE \"C\", occurred_at, event_id";
 
 /// The export query of a partition: the tenant, then the archived columns.
 pub fn export_sql(partition: &str) -> String {
+    export_sql_from(&format!("ONLY {partition}"))
+}
+
+/// The export query over `source` (a table, and maybe a `WHERE`).
+fn export_sql_from(source: &str) -> String {
     let columns: Vec<String> = archived_columns().map(|c| c.export_expr()).collect();
     format!(
-        "SELECT tenant_id, {} FROM ONLY {partition} ORDER BY {ARCHIVE_ORDER}",
+        "SELECT tenant_id, {} FROM {source} ORDER BY {ARCHIVE_ORDER}",
         columns.join(", ")
     )
 }
@@ -251,8 +268,42 @@ impl ArchiveDb for PgArchiveDb {
 
     async fn event_hashes(&self, partition: &str) -> Result<RowStream<(String, [u8; 32])>> {
         let name = checked(partition)?;
+        self.hashes_from(&format!("ONLY {name}")).await
+    }
+
+    async fn late_days(&self) -> Result<Vec<NaiveDate>> {
+        archive_jobs::late_days(&*self.client().await?).await
+    }
+
+    async fn claim_late(&self, day: NaiveDate) -> Result<u64> {
+        archive_jobs::claim_late(&*self.client().await?, day).await
+    }
+
+    async fn export_late_rows(&self, day: NaiveDate) -> Result<RowStream<BinaryCopyOutRow>> {
         let sql = format!(
-            "COPY (SELECT tenant_id, event_hash FROM ONLY {name} ORDER BY {ARCHIVE_ORDER}) TO STDOUT (FORMAT binary)"
+            "COPY ({}) TO STDOUT (FORMAT binary)",
+            export_sql_from(&archive_jobs::claimed_late_source(day))
+        );
+        let copy = self.client().await?.copy_out(&sql).await.map_err(read_error)?;
+        Ok(BinaryCopyOutStream::new(copy, export_copy_types())
+            .map_err(read_error)
+            .boxed())
+    }
+
+    async fn late_hashes(&self, day: NaiveDate) -> Result<RowStream<(String, [u8; 32])>> {
+        self.hashes_from(&archive_jobs::claimed_late_source(day)).await
+    }
+
+    async fn delete_claimed_late(&self, day: NaiveDate) -> Result<u64> {
+        archive_jobs::delete_claimed_late(&*self.client().await?, day).await
+    }
+}
+
+impl PgArchiveDb {
+    /// (tenant, event hash) of the rows of `source`, in archive order.
+    async fn hashes_from(&self, source: &str) -> Result<RowStream<(String, [u8; 32])>> {
+        let sql = format!(
+            "COPY (SELECT tenant_id, event_hash FROM {source} ORDER BY {ARCHIVE_ORDER}) TO STDOUT (FORMAT binary)"
         );
         let copy = self.client().await?.copy_out(&sql).await.map_err(read_error)?;
         Ok(BinaryCopyOutStream::new(copy, &[Type::TEXT, Type::BYTEA])

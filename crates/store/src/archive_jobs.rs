@@ -5,7 +5,9 @@
 //!
 //! States, in order: `exporting` → `manifested` → `verified` → `detached` → `done`.
 //! A row exists as soon as the export starts, which closes the day to
-//! [`crate::partitions::ensure_days`].
+//! [`crate::partitions::ensure_days`]; rows of a closed day go to `late_events`,
+//! and a `done` day with late rows goes round a second loop, the supplement:
+//! `done` → `supplementing` → `supplement_manifested` → `supplement_verified` → `done`.
 
 use chrono::NaiveDate;
 use tokio_postgres::Client;
@@ -13,7 +15,8 @@ use tokio_postgres::Client;
 use crate::error::{Error, Result};
 use crate::partitions::PARENT_TABLE;
 
-/// Where an archive job is. Ordered: a later state implies the earlier steps are done.
+/// Where an archive job is. Ordered: a later state implies the earlier steps
+/// are done (the supplement states come after the day's first `done`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum JobState {
     /// Rows are being written to S3; nothing in S3 is trusted yet.
@@ -26,6 +29,14 @@ pub enum JobState {
     Detached,
     /// Finished: the table is dropped, or kept by setting.
     Done,
+    /// Late rows of the done day are claimed and written as extra parts with a
+    /// new manifest version; nothing new in S3 is trusted yet.
+    Supplementing,
+    /// The supplement and its manifest are in S3 and recorded.
+    SupplementManifested,
+    /// The supplement was re-read and matches the claimed late rows, which
+    /// may now be deleted.
+    SupplementVerified,
 }
 
 impl JobState {
@@ -36,20 +47,47 @@ impl JobState {
             JobState::Verified => "verified",
             JobState::Detached => "detached",
             JobState::Done => "done",
+            JobState::Supplementing => "supplementing",
+            JobState::SupplementManifested => "supplement_manifested",
+            JobState::SupplementVerified => "supplement_verified",
         }
+    }
+
+    /// Every state, in order.
+    pub const ALL: [JobState; 8] = [
+        JobState::Exporting,
+        JobState::Manifested,
+        JobState::Verified,
+        JobState::Detached,
+        JobState::Done,
+        JobState::Supplementing,
+        JobState::SupplementManifested,
+        JobState::SupplementVerified,
+    ];
+
+    /// Entering this state records a (new) manifest.
+    pub fn records_manifest(self) -> bool {
+        matches!(self, JobState::Manifested | JobState::SupplementManifested)
     }
 
     /// Every move a job may make, in one place. Forward, one step at a time;
     /// back to `exporting` when the S3 copy proved wrong at verify, or when the
     /// detached table holds rows the archive does not (they landed between
     /// verify and detach): the day is then written again, never left stuck.
-    pub const TRANSITIONS: [(JobState, JobState); 6] = [
+    /// A done day with late rows loops through the supplement states back to
+    /// `done`, and back to `supplementing` when the supplement proved wrong.
+    pub const TRANSITIONS: [(JobState, JobState); 11] = [
         (JobState::Exporting, JobState::Manifested),
         (JobState::Manifested, JobState::Verified),
         (JobState::Verified, JobState::Detached),
         (JobState::Detached, JobState::Done),
         (JobState::Manifested, JobState::Exporting),
         (JobState::Detached, JobState::Exporting),
+        (JobState::Done, JobState::Supplementing),
+        (JobState::Supplementing, JobState::SupplementManifested),
+        (JobState::SupplementManifested, JobState::SupplementVerified),
+        (JobState::SupplementManifested, JobState::Supplementing),
+        (JobState::SupplementVerified, JobState::Done),
     ];
 
     /// Whether [`JobState::TRANSITIONS`] allows `self` → `next`.
@@ -64,6 +102,9 @@ impl JobState {
             "verified" => JobState::Verified,
             "detached" => JobState::Detached,
             "done" => JobState::Done,
+            "supplementing" => JobState::Supplementing,
+            "supplement_manifested" => JobState::SupplementManifested,
+            "supplement_verified" => JobState::SupplementVerified,
             _ => return None,
         })
     }
@@ -130,7 +171,8 @@ pub async fn begin(client: &Client, partition: &str, day: NaiveDate) -> Result<A
     from_row(&row)
 }
 
-/// What a move to `manifested` records: the archive as written.
+/// What a move to `manifested` (or `supplement_manifested`) records: the
+/// archive as written, all versions of the day together.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ManifestRecord {
     pub rows: i64,
@@ -142,7 +184,8 @@ pub struct ManifestRecord {
 
 /// Move a job `from` → `to`, as a compare-and-set: it only happens if the job
 /// is still in `from` (another run may have moved it), and only along
-/// [`JobState::TRANSITIONS`]. Entering `manifested` records `manifest`;
+/// [`JobState::TRANSITIONS`]. Entering `manifested` or
+/// `supplement_manifested` records `manifest`;
 /// going back to `exporting` forgets the previous archive's figures (the
 /// manifest key and SHA-256 stay until the new one replaces them, so the chain
 /// can name the version it supersedes).
@@ -156,11 +199,11 @@ pub async fn move_job(
     check_move(partition, from, to, manifest)?;
     let sql = format!(
         "UPDATE archive_jobs SET state = $3,
-                rows = CASE WHEN $3 = 'manifested' THEN $4 WHEN $3 = 'exporting' THEN NULL ELSE rows END,
-                files = CASE WHEN $3 = 'manifested' THEN $5 WHEN $3 = 'exporting' THEN NULL ELSE files END,
-                bytes = CASE WHEN $3 = 'manifested' THEN $6 WHEN $3 = 'exporting' THEN NULL ELSE bytes END,
-                manifest_key = CASE WHEN $3 = 'manifested' THEN $7 ELSE manifest_key END,
-                manifest_sha256 = CASE WHEN $3 = 'manifested' THEN $8 ELSE manifest_sha256 END,
+                rows = CASE WHEN $4::bigint IS NOT NULL THEN $4 WHEN $3 = 'exporting' THEN NULL ELSE rows END,
+                files = CASE WHEN $4::bigint IS NOT NULL THEN $5 WHEN $3 = 'exporting' THEN NULL ELSE files END,
+                bytes = CASE WHEN $4::bigint IS NOT NULL THEN $6 WHEN $3 = 'exporting' THEN NULL ELSE bytes END,
+                manifest_key = CASE WHEN $4::bigint IS NOT NULL THEN $7 ELSE manifest_key END,
+                manifest_sha256 = CASE WHEN $4::bigint IS NOT NULL THEN $8 ELSE manifest_sha256 END,
                 error = NULL, updated_at = now()
           WHERE partition_name = $1 AND state = $2
          RETURNING {COLUMNS}"
@@ -200,9 +243,13 @@ pub fn check_move(partition: &str, from: JobState, to: JobState, manifest: Optio
             to.as_str()
         )));
     }
-    if (to == JobState::Manifested) != manifest.is_some() {
+    // A supplement that failed verification goes back to the version it
+    // was to supersede, so that the next attempt builds on that one.
+    let rewinds = from == JobState::SupplementManifested && to == JobState::Supplementing;
+    if (to.records_manifest() || rewinds) != manifest.is_some() {
         return Err(Error::Config(format!(
-            "archive job {partition}: a manifest is recorded exactly when entering `manifested`"
+            "archive job {partition}: a manifest is recorded exactly when entering `manifested` or \
+             `supplement_manifested`, or going back from a supplement that failed verification"
         )));
     }
     Ok(())
@@ -326,4 +373,67 @@ pub async fn drop_detached(client: &Client, partition: &str) -> Result<()> {
             "refusing to drop {name}: it is still attached to {PARENT_TABLE}"
         ))),
     }
+}
+
+/// The bounds of a day's rows in `late_events`: `$1 <= occurred_at < $2`.
+fn late_bounds(day: NaiveDate) -> (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) {
+    crate::partitions::bounds(day)
+}
+
+/// Days with rows in `late_events`, oldest first.
+pub async fn late_days(client: &Client) -> Result<Vec<NaiveDate>> {
+    let rows = client
+        .query(
+            "SELECT DISTINCT (occurred_at AT TIME ZONE 'UTC')::date AS day FROM late_events ORDER BY day",
+            &[],
+        )
+        .await
+        .map_err(Error::query("listing days with late events"))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Claim the day's unclaimed late rows for the supplement being written;
+/// returns how many the supplement now covers (claimed before or now).
+pub async fn claim_late(client: &Client, day: NaiveDate) -> Result<u64> {
+    let (lower, upper) = late_bounds(day);
+    client
+        .execute(
+            "UPDATE late_events SET archive_claimed = true
+              WHERE occurred_at >= $1 AND occurred_at < $2 AND NOT archive_claimed",
+            &[&lower, &upper],
+        )
+        .await
+        .map_err(Error::query("claiming late events"))?;
+    let row = client
+        .query_one(
+            "SELECT count(*) FROM late_events WHERE occurred_at >= $1 AND occurred_at < $2 AND archive_claimed",
+            &[&lower, &upper],
+        )
+        .await
+        .map_err(Error::query("counting claimed late events"))?;
+    Ok(row.get::<_, i64>(0) as u64)
+}
+
+/// Delete the day's claimed late rows (the supplement that covers them is
+/// verified); rows that landed since stay for the next supplement.
+pub async fn delete_claimed_late(client: &Client, day: NaiveDate) -> Result<u64> {
+    let (lower, upper) = late_bounds(day);
+    client
+        .execute(
+            "DELETE FROM late_events WHERE occurred_at >= $1 AND occurred_at < $2 AND archive_claimed",
+            &[&lower, &upper],
+        )
+        .await
+        .map_err(Error::query("deleting archived late events"))
+}
+
+/// The `FROM … WHERE` of a day's claimed late rows (the bounds are literals
+/// of a date, never user input).
+pub fn claimed_late_source(day: NaiveDate) -> String {
+    let (lower, upper) = late_bounds(day);
+    format!(
+        "late_events WHERE occurred_at >= '{}' AND occurred_at < '{}' AND archive_claimed",
+        lower.format("%Y-%m-%d %H:%M:%S+00"),
+        upper.format("%Y-%m-%d %H:%M:%S+00"),
+    )
 }

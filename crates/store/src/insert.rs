@@ -39,6 +39,9 @@ pub struct InsertOutcome {
     pub inserted: u64,
     /// Rows that were already there (or repeated within the batch): skipped.
     pub duplicates: u64,
+    /// Of `inserted`, rows of an archived day, written to `late_events` for
+    /// the archiver's next supplement of that day.
+    pub late: u64,
 }
 
 /// The port the batch-writer writes through. The Postgres implementation is
@@ -49,8 +52,14 @@ pub trait EventStore: Send + Sync {
     fn ensure_days(&self, days: &[NaiveDate]) -> impl Future<Output = Result<EnsureOutcome>> + Send;
 
     /// Insert every event, atomically: either all new rows are committed or
-    /// none is. Every event's day partition must exist.
-    fn insert_batch(&self, events: &[StoredEvent]) -> impl Future<Output = Result<InsertOutcome>> + Send;
+    /// none is. Events of `late_days` (days reported closed by
+    /// [`EventStore::ensure_days`]) go to `late_events`, the others to their
+    /// day partition, which must exist.
+    fn insert_batch(
+        &self,
+        events: &[StoredEvent],
+        late_days: &[NaiveDate],
+    ) -> impl Future<Output = Result<InsertOutcome>> + Send;
 }
 
 /// How [`PgEventStore`] sends a batch.
@@ -78,6 +87,31 @@ fn unnest_sql() -> String {
         casts.join(", ")
     )
 }
+
+/// The same insert when some days are closed: one statement, rows of
+/// `$30` (the closed days) to `late_events`, the rest to `audit_events`;
+/// returns (rows inserted, of which late).
+fn unnest_late_sql() -> String {
+    let casts: Vec<String> = column_types()
+        .iter()
+        .enumerate()
+        .map(|(i, t)| format!("${}::{}[]", i + 1, t.name()))
+        .collect();
+    let n = column_types().len() + 1;
+    format!(
+        "WITH r AS (SELECT * FROM UNNEST({casts}) AS r({cols})),
+              a AS (INSERT INTO audit_events ({cols}) SELECT {cols} FROM r WHERE {DAY} <> ALL(${n}::date[])
+                    ON CONFLICT DO NOTHING RETURNING 1),
+              l AS (INSERT INTO late_events ({cols}) SELECT {cols} FROM r WHERE {DAY} = ANY(${n}::date[])
+                    ON CONFLICT DO NOTHING RETURNING 1)
+         SELECT (SELECT count(*) FROM a) + (SELECT count(*) FROM l), (SELECT count(*) FROM l)",
+        casts = casts.join(", "),
+        cols = column_list(),
+    )
+}
+
+/// The UTC day of a row (its partition).
+const DAY: &str = "(occurred_at AT TIME ZONE 'UTC')::date";
 
 const STAGE_TABLE: &str = "stele_insert_stage";
 
@@ -289,6 +323,7 @@ pub struct PgEventStore {
     pool: Pool,
     method: InsertMethod,
     unnest_sql: String,
+    unnest_late_sql: String,
 }
 
 impl PgEventStore {
@@ -301,6 +336,7 @@ impl PgEventStore {
             pool,
             method,
             unnest_sql: unnest_sql(),
+            unnest_late_sql: unnest_late_sql(),
         }
     }
 
@@ -312,20 +348,36 @@ impl PgEventStore {
         self.pool.get().await.map_err(|e| Error::Pool(e.to_string()))
     }
 
-    async fn insert_unnest(&self, events: &[StoredEvent]) -> Result<u64> {
+    async fn insert_unnest(&self, events: &[StoredEvent], late_days: &[NaiveDate]) -> Result<(u64, u64)> {
         let client = self.client().await?;
         let columns = Columns::of(events);
+        let params = columns.params();
+        if late_days.is_empty() {
+            let statement = client
+                .prepare_cached(&self.unnest_sql)
+                .await
+                .map_err(Error::query("preparing the batch insert"))?;
+            let inserted = client
+                .execute(&statement, &params)
+                .await
+                .map_err(Error::query("inserting a batch of events"))?;
+            return Ok((inserted, 0));
+        }
         let statement = client
-            .prepare_cached(&self.unnest_sql)
+            .prepare_cached(&self.unnest_late_sql)
             .await
             .map_err(Error::query("preparing the batch insert"))?;
-        client
-            .execute(&statement, &columns.params())
+        let late_days = late_days.to_vec();
+        let mut all: Vec<&(dyn ToSql + Sync)> = params.to_vec();
+        all.push(&late_days);
+        let row = client
+            .query_one(&statement, &all)
             .await
-            .map_err(Error::query("inserting a batch of events"))
+            .map_err(Error::query("inserting a batch of events"))?;
+        Ok((row.get::<_, i64>(0) as u64, row.get::<_, i64>(1) as u64))
     }
 
-    async fn insert_copy(&self, events: &[StoredEvent]) -> Result<u64> {
+    async fn insert_copy(&self, events: &[StoredEvent], late_days: &[NaiveDate]) -> Result<(u64, u64)> {
         let mut client = self.client().await?;
         let tx = client
             .transaction()
@@ -357,18 +409,46 @@ impl PgEventStore {
             .finish()
             .await
             .map_err(Error::query("finishing COPY into the staging table"))?;
-        let inserted = tx
-            .execute(
-                &format!(
-                    "INSERT INTO audit_events ({columns}) SELECT {columns} FROM {STAGE_TABLE} ON CONFLICT DO NOTHING",
-                    columns = column_list()
-                ),
-                &[],
-            )
-            .await
-            .map_err(Error::query("inserting the staged events"))?;
+        let (inserted, late) = if late_days.is_empty() {
+            let inserted = tx
+                .execute(
+                    &format!(
+                        "INSERT INTO audit_events ({columns}) SELECT {columns} FROM {STAGE_TABLE} ON CONFLICT DO NOTHING",
+                        columns = column_list()
+                    ),
+                    &[],
+                )
+                .await
+                .map_err(Error::query("inserting the staged events"))?;
+            (inserted, 0)
+        } else {
+            let late_days = late_days.to_vec();
+            let on_time = tx
+                .execute(
+                    &format!(
+                        "INSERT INTO audit_events ({columns}) SELECT {columns} FROM {STAGE_TABLE}
+                          WHERE {DAY} <> ALL($1::date[]) ON CONFLICT DO NOTHING",
+                        columns = column_list()
+                    ),
+                    &[&late_days],
+                )
+                .await
+                .map_err(Error::query("inserting the staged events"))?;
+            let late = tx
+                .execute(
+                    &format!(
+                        "INSERT INTO late_events ({columns}) SELECT {columns} FROM {STAGE_TABLE}
+                          WHERE {DAY} = ANY($1::date[]) ON CONFLICT DO NOTHING",
+                        columns = column_list()
+                    ),
+                    &[&late_days],
+                )
+                .await
+                .map_err(Error::query("inserting the staged events of archived days"))?;
+            (on_time + late, late)
+        };
         tx.commit().await.map_err(Error::query("committing the batch"))?;
-        Ok(inserted)
+        Ok((inserted, late))
     }
 }
 
@@ -378,17 +458,18 @@ impl EventStore for PgEventStore {
         partitions::ensure_days(&client, days).await
     }
 
-    async fn insert_batch(&self, events: &[StoredEvent]) -> Result<InsertOutcome> {
+    async fn insert_batch(&self, events: &[StoredEvent], late_days: &[NaiveDate]) -> Result<InsertOutcome> {
         if events.is_empty() {
             return Ok(InsertOutcome::default());
         }
-        let inserted = match self.method {
-            InsertMethod::Unnest => self.insert_unnest(events).await?,
-            InsertMethod::CopyStage => self.insert_copy(events).await?,
+        let (inserted, late) = match self.method {
+            InsertMethod::Unnest => self.insert_unnest(events, late_days).await?,
+            InsertMethod::CopyStage => self.insert_copy(events, late_days).await?,
         };
         Ok(InsertOutcome {
             inserted,
             duplicates: (events.len() as u64).saturating_sub(inserted),
+            late,
         })
     }
 }
@@ -422,5 +503,8 @@ mod tests {
         assert!(sql.contains("$27::bytea[]"), "{sql}");
         assert!(sql.contains("$29::text[]"), "{sql}");
         assert!(sql.ends_with("ON CONFLICT DO NOTHING"));
+        let late = unnest_late_sql();
+        assert!(late.contains("INSERT INTO late_events"), "{late}");
+        assert!(late.contains("$30::date[]"), "{late}");
     }
 }

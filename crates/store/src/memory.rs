@@ -70,6 +70,13 @@ impl MemoryRow {
         }
     }
 
+    /// The UTC day of `occurred_at` (the row's partition).
+    fn day(&self) -> Result<NaiveDate> {
+        DateTime::<Utc>::from_timestamp_micros(self.micros_at("occurred_at"))
+            .map(|t| t.date_naive())
+            .ok_or_else(|| Error::Config("occurred_at out of range".into()))
+    }
+
     /// The archive order of [`ArchiveDb::export_rows`].
     fn order_key(&self) -> (Vec<u8>, i64, String) {
         (
@@ -125,6 +132,8 @@ struct Table {
 struct State {
     tables: BTreeMap<String, Table>,
     jobs: BTreeMap<String, ArchiveJob>,
+    /// `late_events`: (row, claimed by a supplement).
+    late: Vec<(MemoryRow, bool)>,
     run_locked: bool,
     /// (operation, calls to let through first): each fails once.
     failures: Vec<(&'static str, u32)>,
@@ -175,9 +184,7 @@ impl MemoryArchiveDb {
     /// Write a row into its day's partition (attached or not, as a late
     /// insert would). Errors when the day has no table.
     pub fn insert(&self, row: MemoryRow) -> Result<()> {
-        let day = DateTime::<Utc>::from_timestamp_micros(row.micros_at("occurred_at"))
-            .map(|t| t.date_naive())
-            .ok_or_else(|| Error::Config("occurred_at out of range".into()))?;
+        let day = row.day()?;
         let name = partitions::partition_name(day);
         let mut s = self.lock();
         let table = s
@@ -186,6 +193,40 @@ impl MemoryArchiveDb {
             .ok_or_else(|| Error::Config(format!("no partition of relation audit_events for {day}")))?;
         table.rows.push(row);
         Ok(())
+    }
+
+    /// Write a row into `late_events`, as the batch-writer does for a closed
+    /// day (a repeated key is skipped, as `ON CONFLICT DO NOTHING` would).
+    pub fn insert_late(&self, row: MemoryRow) {
+        let mut s = self.lock();
+        if !s
+            .late
+            .iter()
+            .any(|(r, _)| r.order_key() == row.order_key() && r.tenant == row.tenant)
+        {
+            s.late.push((row, false));
+        }
+    }
+
+    /// Rows of `day` in `late_events`.
+    pub fn late_rows(&self, day: NaiveDate) -> usize {
+        self.lock()
+            .late
+            .iter()
+            .filter(|(r, _)| r.day().ok() == Some(day))
+            .count()
+    }
+
+    fn claimed_late(&self, day: NaiveDate) -> Vec<MemoryRow> {
+        let mut rows: Vec<MemoryRow> = self
+            .lock()
+            .late
+            .iter()
+            .filter(|(r, claimed)| *claimed && r.day().ok() == Some(day))
+            .map(|(r, _)| r.clone())
+            .collect();
+        rows.sort_by_key(MemoryRow::order_key);
+        rows
     }
 
     /// The rows of a partition table, if it exists.
@@ -237,8 +278,8 @@ impl ArchiveDb for MemoryArchiveDb {
             let name = partitions::partition_name(day);
             if s.jobs.contains_key(&name) {
                 outcome.closed.push(day);
-            } else if let std::collections::btree_map::Entry::Vacant(slot) = s.tables.entry(name) {
-                slot.insert(Table {
+            } else if let std::collections::btree_map::Entry::Vacant(e) = s.tables.entry(name) {
+                e.insert(Table {
                     attached: true,
                     rows: Vec::new(),
                 });
@@ -410,5 +451,49 @@ impl ArchiveDb for MemoryArchiveDb {
         let hashes: Vec<Result<(String, [u8; 32])>> =
             rows.into_iter().map(|r| Ok((r.tenant.clone(), r.hash()?))).collect();
         Ok(futures_util::stream::iter(hashes).boxed())
+    }
+
+    async fn late_days(&self) -> Result<Vec<NaiveDate>> {
+        self.check("late_days")?;
+        let mut days: Vec<NaiveDate> = self.lock().late.iter().filter_map(|(r, _)| r.day().ok()).collect();
+        days.sort();
+        days.dedup();
+        Ok(days)
+    }
+
+    async fn claim_late(&self, day: NaiveDate) -> Result<u64> {
+        self.check("claim_late")?;
+        let mut s = self.lock();
+        let mut covered = 0;
+        for (r, claimed) in s.late.iter_mut() {
+            if r.day().ok() == Some(day) {
+                *claimed = true;
+                covered += 1;
+            }
+        }
+        Ok(covered)
+    }
+
+    async fn export_late_rows(&self, day: NaiveDate) -> Result<RowStream<MemoryRow>> {
+        self.check("export_late_rows")?;
+        Ok(futures_util::stream::iter(self.claimed_late(day).into_iter().map(Ok)).boxed())
+    }
+
+    async fn late_hashes(&self, day: NaiveDate) -> Result<RowStream<(String, [u8; 32])>> {
+        self.check("late_hashes")?;
+        let hashes: Vec<Result<(String, [u8; 32])>> = self
+            .claimed_late(day)
+            .into_iter()
+            .map(|r| Ok((r.tenant.clone(), r.hash()?)))
+            .collect();
+        Ok(futures_util::stream::iter(hashes).boxed())
+    }
+
+    async fn delete_claimed_late(&self, day: NaiveDate) -> Result<u64> {
+        self.check("delete_claimed_late")?;
+        let mut s = self.lock();
+        let before = s.late.len();
+        s.late.retain(|(r, claimed)| !(*claimed && r.day().ok() == Some(day)));
+        Ok((before - s.late.len()) as u64)
     }
 }

@@ -15,11 +15,18 @@ pub struct Migration {
 }
 
 /// Every migration, oldest first. Append only; never edit an applied one.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "audit_events",
-    sql: include_str!("../migrations/0001_audit_events.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "audit_events",
+        sql: include_str!("../migrations/0001_audit_events.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "late_events",
+        sql: include_str!("../migrations/0002_late_events.sql"),
+    },
+];
 
 /// Arbitrary constant key for `pg_advisory_xact_lock`: "stele" in ASCII.
 const MIGRATION_LOCK_KEY: i64 = 0x7374656c65;

@@ -30,7 +30,8 @@ pub struct EnsureOutcome {
     /// Days whose partition this call created.
     pub created: Vec<NaiveDate>,
     /// Days that are archived (or being archived): no partition is made for
-    /// them, and rows for them must be set aside, not written.
+    /// them; their rows go to `late_events`, which the archiver adds to the
+    /// day's archive as a supplement.
     pub closed: Vec<NaiveDate>,
 }
 
@@ -62,7 +63,7 @@ pub fn bounds(day: NaiveDate) -> (DateTime<Utc>, DateTime<Utc>) {
 /// Make sure a partition exists for every day in `days` (duplicates are fine),
 /// except days that the archiver has taken (a row in `archive_jobs`): those are
 /// reported as closed and never re-created, so an archived day cannot silently
-/// grow a second, unarchived copy.
+/// grow a second, unarchived copy (its late rows go to `late_events`).
 pub async fn ensure_days(client: &Client, days: &[NaiveDate]) -> Result<EnsureOutcome> {
     let mut wanted: Vec<NaiveDate> = days.to_vec();
     wanted.sort();

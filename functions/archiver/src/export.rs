@@ -93,6 +93,8 @@ impl BatchBuilder {
 /// The tenant being written: its current file and running hash tree.
 struct OpenTenant<'a, S: ArchiveStore> {
     tenant_id: String,
+    /// The number of its first part (0, or the next free one for a supplement).
+    first_part: u32,
     merkle: MerkleBuilder,
     rows: u64,
     files: Vec<PartManifest>,
@@ -109,8 +111,44 @@ pub async fn export<S: ArchiveStore, D: ArchiveDb>(
     day: NaiveDate,
     deadline: Instant,
 ) -> Result<Vec<TenantArchive>, Error> {
+    let rows = db
+        .export_rows(partition)
+        .await
+        .map_err(Error::store(partition, Step::Export))?;
+    export_stream(rows, store, config, partition, day, deadline, &|_| 0).await
+}
+
+/// Export the claimed late rows of `day` as a supplement: per tenant, parts
+/// numbered from `first_part(tenant)` on (after the day's existing ones), so
+/// no object of an earlier version is overwritten. The returned roots cover
+/// the late rows alone.
+pub async fn export_late<S: ArchiveStore, D: ArchiveDb>(
+    db: &D,
+    store: &S,
+    config: &ArchiverConfig,
+    partition: &str,
+    day: NaiveDate,
+    deadline: Instant,
+    first_part: &(dyn Fn(&str) -> u32 + Sync),
+) -> Result<Vec<TenantArchive>, Error> {
+    let rows = db
+        .export_late_rows(day)
+        .await
+        .map_err(Error::store(partition, Step::Export))?;
+    export_stream(rows, store, config, partition, day, deadline, first_part).await
+}
+
+async fn export_stream<S: ArchiveStore, R: ExportRow>(
+    rows: stele_store::RowStream<R>,
+    store: &S,
+    config: &ArchiverConfig,
+    partition: &str,
+    day: NaiveDate,
+    deadline: Instant,
+    first_part: &(dyn Fn(&str) -> u32 + Sync),
+) -> Result<Vec<TenantArchive>, Error> {
     let mut open: Option<OpenTenant<'_, S>> = None;
-    let result = export_inner(db, store, config, partition, day, deadline, &mut open).await;
+    let result = export_inner(rows, store, config, partition, day, deadline, first_part, &mut open).await;
     if result.is_err() {
         if let Some(w) = open.and_then(|t| t.writer) {
             w.abort().await;
@@ -119,17 +157,18 @@ pub async fn export<S: ArchiveStore, D: ArchiveDb>(
     result
 }
 
-async fn export_inner<'a, S: ArchiveStore, D: ArchiveDb>(
-    db: &D,
+#[allow(clippy::too_many_arguments)]
+async fn export_inner<'a, S: ArchiveStore, R: ExportRow>(
+    mut rows: stele_store::RowStream<R>,
     store: &'a S,
     config: &ArchiverConfig,
     partition: &'a str,
     day: NaiveDate,
     deadline: Instant,
+    first_part: &(dyn Fn(&str) -> u32 + Sync),
     open: &mut Option<OpenTenant<'a, S>>,
 ) -> Result<Vec<TenantArchive>, Error> {
     let read_err = Error::store(partition, Step::Export);
-    let mut rows = db.export_rows(partition).await.map_err(read_err)?;
 
     let mut done: Vec<TenantArchive> = Vec::new();
     let mut batch = BatchBuilder::new(config.batch_rows);
@@ -148,6 +187,7 @@ async fn export_inner<'a, S: ArchiveStore, D: ArchiveDb>(
             }
             *open = Some(OpenTenant {
                 tenant_id: tenant.to_string(),
+                first_part: first_part(tenant),
                 merkle: MerkleBuilder::new(),
                 rows: 0,
                 files: Vec::new(),
@@ -166,7 +206,7 @@ async fn export_inner<'a, S: ArchiveStore, D: ArchiveDb>(
             }
         }
         if t.writer.is_none() {
-            let key = layout::part_key(&config.prefix, &t.tenant_id, day, t.files.len() as u32);
+            let key = layout::part_key(&config.prefix, &t.tenant_id, day, t.first_part + t.files.len() as u32);
             t.writer = Some(ParquetPartWriter::create(store, partition, key, config).await?);
         }
         let hex_hash: &str = row
@@ -234,8 +274,31 @@ async fn close_tenant<S: ArchiveStore>(mut t: OpenTenant<'_, S>) -> Result<Tenan
 /// Per-tenant row counts and Merkle roots as Postgres holds them now, read as
 /// a stream of (tenant, hash) in archive order.
 pub async fn postgres_roots<D: ArchiveDb>(db: &D, partition: &str) -> Result<Vec<(String, u64, String)>, Error> {
+    let rows = db
+        .event_hashes(partition)
+        .await
+        .map_err(Error::store(partition, Step::Verify))?;
+    roots_of(rows, partition).await
+}
+
+/// [`postgres_roots`] of the claimed late rows of `day` (what a supplement covers).
+pub async fn late_roots<D: ArchiveDb>(
+    db: &D,
+    partition: &str,
+    day: NaiveDate,
+) -> Result<Vec<(String, u64, String)>, Error> {
+    let rows = db
+        .late_hashes(day)
+        .await
+        .map_err(Error::store(partition, Step::Verify))?;
+    roots_of(rows, partition).await
+}
+
+async fn roots_of(
+    mut rows: stele_store::RowStream<(String, [u8; 32])>,
+    partition: &str,
+) -> Result<Vec<(String, u64, String)>, Error> {
     let read_err = Error::store(partition, Step::Verify);
-    let mut rows = db.event_hashes(partition).await.map_err(read_err)?;
     let mut out: Vec<(String, u64, String)> = Vec::new();
     let mut cur: Option<(String, MerkleBuilder)> = None;
     while let Some(row) = rows.next().await {

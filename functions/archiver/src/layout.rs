@@ -1,6 +1,8 @@
 //! Object keys: `<prefix>/tenant_id=<t>/dt=<YYYY-MM-DD>/part-<nnnnn>.parquet`
-//! and `<prefix>/_manifests/dt=<YYYY-MM-DD>.json`. Part names are
-//! deterministic, so a re-run overwrites rather than duplicates.
+//! and `<prefix>/_manifests/dt=<YYYY-MM-DD>.json` (later versions of a day's
+//! manifest: `dt=<YYYY-MM-DD>.v<n>.json`, so no version overwrites another).
+//! Part names are deterministic, so a re-run overwrites rather than
+//! duplicates; a supplement's parts continue the day's numbering.
 
 use chrono::NaiveDate;
 
@@ -47,7 +49,30 @@ pub fn part_key(prefix: &str, tenant: &str, day: NaiveDate, n: u32) -> String {
 }
 
 pub fn manifest_key(prefix: &str, day: NaiveDate) -> String {
-    join(prefix, &format!("_manifests/dt={}.json", day.format("%Y-%m-%d")))
+    manifest_version_key(prefix, day, 1)
+}
+
+/// The key of version `version` of a day's manifest (1 is [`manifest_key`]).
+pub fn manifest_version_key(prefix: &str, day: NaiveDate, version: u32) -> String {
+    let dt = day.format("%Y-%m-%d");
+    if version <= 1 {
+        join(prefix, &format!("_manifests/dt={dt}.json"))
+    } else {
+        join(prefix, &format!("_manifests/dt={dt}.v{version}.json"))
+    }
+}
+
+/// The version of a manifest key from [`manifest_version_key`] (1 when unversioned).
+pub fn manifest_version(key: &str) -> u32 {
+    key.strip_suffix(".json")
+        .and_then(|k| k.rsplit_once(".v"))
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(1)
+}
+
+/// The number `n` of a `part-<n>.parquet` key.
+pub fn part_number(key: &str) -> Option<u32> {
+    key.rsplit_once("/part-")?.1.strip_suffix(".parquet")?.parse().ok()
 }
 
 /// Where multipart uploads of this archive live (for finding unfinished ones).
@@ -74,6 +99,17 @@ mod tests {
         assert_eq!(manifest_key("audit", day), "audit/_manifests/dt=2024-03-09.json");
         assert_eq!(manifest_key("", day), "_manifests/dt=2024-03-09.json");
         assert!(is_part_of_day(&part_key("audit", "t", day, 3), day));
+        assert_eq!(part_number(&part_key("audit", "t", day, 12)), Some(12));
+    }
+
+    #[test]
+    fn manifest_versions_have_their_own_keys() {
+        let day = NaiveDate::from_ymd_opt(2024, 3, 9).unwrap();
+        assert_eq!(manifest_version_key("audit", day, 1), manifest_key("audit", day));
+        let v2 = manifest_version_key("audit", day, 2);
+        assert_eq!(v2, "audit/_manifests/dt=2024-03-09.v2.json");
+        assert_eq!(manifest_version(&v2), 2);
+        assert_eq!(manifest_version(&manifest_key("audit", day)), 1);
     }
 
     #[test]

@@ -12,6 +12,24 @@ use crate::export::TenantArchive;
 pub const MERKLE_SCHEME: &str =
     "RFC 6962 Merkle tree, SHA-256, leaves = event_hash bytes of one tenant in (occurred_at, event_id) order";
 
+/// The scheme of a supplemented manifest's tenant roots: the files are one
+/// sorted run each (the day's first export, then each supplement).
+pub const MERKLE_SCHEME_SUPPLEMENTED: &str =
+    "RFC 6962 Merkle tree, SHA-256, leaves = event_hash bytes of one tenant's files in manifest order, each file in (occurred_at, event_id) order";
+
+fn first_version() -> u32 {
+    1
+}
+
+/// What one version of a day's manifest added to the previous one: the late
+/// rows written as extra parts, per tenant (rows, Merkle root of these rows
+/// alone, the new files).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Supplement {
+    pub rows: u64,
+    pub tenants: Vec<TenantArchive>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PreviousManifest {
     pub key: String,
@@ -21,6 +39,10 @@ pub struct PreviousManifest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
     pub format_version: u32,
+    /// The version of this day's manifest: 1 for the day's export, one more
+    /// for each version after it (a re-export or a supplement).
+    #[serde(default = "first_version")]
+    pub version: u32,
     pub table: String,
     pub partition: String,
     pub dt: String,
@@ -37,6 +59,10 @@ pub struct Manifest {
     /// was written again because rows landed after it was verified).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub supersedes: Option<PreviousManifest>,
+    /// Set when this version adds late rows to the one it supersedes: `tenants`
+    /// then lists every file of the day, the earlier ones first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supplement: Option<Supplement>,
 }
 
 fn rfc3339_us(us: i64) -> Option<String> {
@@ -56,6 +82,7 @@ impl Manifest {
         let max = files.clone().filter_map(|f| f.max_occurred_at_us).max();
         Self {
             format_version: 1,
+            version: 1,
             table: stele_store::partitions::PARENT_TABLE.to_string(),
             partition: partition.to_string(),
             dt: dt.format("%Y-%m-%d").to_string(),
@@ -69,16 +96,25 @@ impl Manifest {
             tenants,
             previous_manifest,
             supersedes: None,
+            supplement: None,
         }
     }
 
-    /// The exact bytes stored in S3 and their SHA-256 (hex).
     /// The same manifest, naming the version of this day it replaces.
-    pub fn superseding(mut self, earlier: Option<PreviousManifest>) -> Self {
+    pub fn superseding(mut self, earlier: Option<PreviousManifest>, version: u32) -> Self {
         self.supersedes = earlier;
+        self.version = version;
         self
     }
 
+    /// The same manifest, as a supplement: `supplement` is what it adds.
+    pub fn supplementing(mut self, supplement: Supplement) -> Self {
+        self.merkle_scheme = MERKLE_SCHEME_SUPPLEMENTED.to_string();
+        self.supplement = Some(supplement);
+        self
+    }
+
+    /// The exact bytes stored in S3 and their SHA-256 (hex).
     pub fn to_bytes(&self) -> (Vec<u8>, String) {
         let bytes = serde_json::to_vec_pretty(self).unwrap_or_default();
         let sha = hex::encode(Sha256::digest(&bytes));

@@ -10,8 +10,16 @@
 //! | `manifested` | [`Archiver::verify_step`]  | re-reads S3 and compares it with PostgreSQL              | `verified`, or `exporting` on a mismatch |
 //! | `verified`   | [`Archiver::detach_step`]  | detaches the partition concurrently (or finalizes)       | `detached`                       |
 //! | `detached`   | [`Archiver::finish_step`]  | checks the detached table holds what was archived, drops it | `done`, or `exporting` when rows landed after verify |
+//! | `done` with late rows | (planning) | the day has rows in `late_events` (accepted after it closed) | `supplementing` |
+//! | `supplementing` | [`Archiver::supplement_step`] | claims the late rows, writes them as the next parts of each tenant and a new manifest version listing every file of the day | `supplement_manifested` |
+//! | `supplement_manifested` | [`Archiver::verify_step`] | re-reads S3, compares the supplement with the claimed late rows and the version it supersedes | `supplement_verified`, or `supplementing` on a mismatch |
+//! | `supplement_verified` | [`Archiver::forget_late_step`] | deletes the claimed late rows | `done` |
+//!
+//! No object in S3 is overwritten once a verified manifest names it: a supplement's
+//! parts continue the day's part numbers, and every manifest version has its
+//! own key (`dt=<day>.v<n>.json`) and names the one it supersedes.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,7 +33,8 @@ use crate::config::ArchiverConfig;
 use crate::error::{Error, Step};
 use crate::export;
 use crate::layout;
-use crate::manifest::{Manifest, PreviousManifest};
+use crate::manifest::{Manifest, PreviousManifest, Supplement};
+use crate::merkle::MerkleBuilder;
 use crate::store::ArchiveStore;
 use crate::verify;
 
@@ -41,6 +50,8 @@ pub enum FailPoint {
     AfterVerify,
     /// Detached, not yet recorded.
     AfterDetach,
+    /// Claimed late rows deleted after their supplement was verified, not yet recorded.
+    AfterLateDelete,
 }
 
 /// What happened to one partition.
@@ -60,6 +71,9 @@ pub struct PartitionReport {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tenants: Vec<(String, u64)>,
     pub dropped: bool,
+    /// Late rows (accepted after the day closed) this call added to the
+    /// day's archive as a supplement.
+    pub supplemented: u64,
 }
 
 /// What one scheduled run did.
@@ -81,6 +95,13 @@ pub struct Archiver<S, D> {
     db: D,
     config: ArchiverConfig,
     fail_point: Option<FailPoint>,
+}
+
+/// What a step did besides moving the job.
+#[derive(Debug, Default, Clone, Copy)]
+struct StepDone {
+    dropped: bool,
+    late_archived: u64,
 }
 
 /// The partition a step works on, and the time it has.
@@ -153,6 +174,19 @@ impl<S: ArchiveStore + 'static, D: ArchiveDb> Archiver<S, D> {
         for p in self.db.partitions().await.map_err(plan)? {
             if self.is_eligible(p.upper, now) {
                 out.insert((p.day, p.name));
+            }
+        }
+        // Archived days with late rows waiting for a supplement.
+        for day in self.db.late_days().await.map_err(plan)? {
+            let name = partitions::partition_name(day);
+            if self
+                .db
+                .job(&name)
+                .await
+                .map_err(plan)?
+                .is_some_and(|j| j.state == JobState::Done)
+            {
+                out.insert((day, name));
             }
         }
         Ok(out.into_iter().map(|(_, n)| n).collect())
@@ -294,6 +328,7 @@ impl<S: ArchiveStore + 'static, D: ArchiveDb> Archiver<S, D> {
             manifest_key: job.as_ref().and_then(|j| j.manifest_key.clone()),
             tenants: Vec::new(),
             dropped: false,
+            supplemented: 0,
         };
 
         if dry_run {
@@ -322,10 +357,25 @@ impl<S: ArchiveStore + 'static, D: ArchiveDb> Archiver<S, D> {
             deadline,
         };
         let mut job = self.db.begin_job(partition, day).await.map_err(plan)?;
-        while job.state != JobState::Done {
-            let (next, dropped) = self.step(&target, &job).await?;
-            report.dropped |= dropped;
-            job = next;
+        let mut supplement_started = false;
+        loop {
+            while job.state != JobState::Done {
+                let (next, done) = self.step(&target, &job).await?;
+                report.dropped |= done.dropped;
+                report.supplemented += done.late_archived;
+                job = next;
+            }
+            // Late rows of the finished day: one supplement per call (rows
+            // that keep landing wait for the next run, never loop this one).
+            if supplement_started || !self.db.late_days().await.map_err(plan)?.contains(&day) {
+                break;
+            }
+            supplement_started = true;
+            job = self
+                .db
+                .move_job(partition, JobState::Done, JobState::Supplementing, None)
+                .await
+                .map_err(plan)?;
         }
         report.state = job.state.as_str().to_string();
         report.manifest_key = job.manifest_key.clone();
@@ -336,14 +386,20 @@ impl<S: ArchiveStore + 'static, D: ArchiveDb> Archiver<S, D> {
     }
 
     /// Run the step of the job's state; returns the job as it was moved (and
-    /// whether the table was dropped).
-    async fn step(&self, t: &Target<'_>, job: &ArchiveJob) -> Result<(ArchiveJob, bool), Error> {
+    /// what else the step did).
+    async fn step(&self, t: &Target<'_>, job: &ArchiveJob) -> Result<(ArchiveJob, StepDone), Error> {
+        let none = StepDone::default();
         Ok(match job.state {
-            JobState::Exporting => (self.export_step(t, job).await?, false),
-            JobState::Manifested => (self.verify_step(t, job).await?, false),
-            JobState::Verified => (self.detach_step(t, job).await?, false),
-            JobState::Detached => self.finish_step(t, job).await?,
-            JobState::Done => (job.clone(), false),
+            JobState::Exporting => (self.export_step(t, job).await?, none),
+            JobState::Manifested | JobState::SupplementManifested => (self.verify_step(t, job).await?, none),
+            JobState::Verified => (self.detach_step(t, job).await?, none),
+            JobState::Detached => {
+                let (moved, dropped) = self.finish_step(t, job).await?;
+                (moved, StepDone { dropped, ..none })
+            }
+            JobState::Done => (job.clone(), none),
+            JobState::Supplementing => (self.supplement_step(t, job).await?, none),
+            JobState::SupplementVerified => self.forget_late_step(t, job).await?,
         })
     }
 
@@ -382,9 +438,11 @@ impl<S: ArchiveStore + 'static, D: ArchiveDb> Archiver<S, D> {
             .clone()
             .zip(job.manifest_sha256.clone())
             .map(|(key, sha256)| PreviousManifest { key, sha256 });
-        let manifest = Manifest::new(partition, t.day, tenants, previous, Utc::now()).superseding(supersedes);
+        // A new version gets its own key: the one it replaces stays readable.
+        let version = supersedes.as_ref().map_or(1, |p| layout::manifest_version(&p.key) + 1);
+        let manifest = Manifest::new(partition, t.day, tenants, previous, Utc::now()).superseding(supersedes, version);
         let (bytes, sha) = manifest.to_bytes();
-        let key = layout::manifest_key(&self.config.prefix, t.day);
+        let key = layout::manifest_version_key(&self.config.prefix, t.day, version);
         self.store
             .put(&key, Bytes::from(bytes))
             .await
@@ -406,11 +464,19 @@ impl<S: ArchiveStore + 'static, D: ArchiveDb> Archiver<S, D> {
         Ok(moved)
     }
 
-    /// `manifested` → `verified`: the S3 copy equals PostgreSQL; on a mismatch
-    /// the job goes back to `exporting` and the run fails (the next one rewrites it).
+    /// `manifested` → `verified` (and `supplement_manifested` →
+    /// `supplement_verified`): the S3 copy equals PostgreSQL (the partition, or
+    /// the claimed late rows); on a mismatch the job goes back to `exporting`
+    /// (`supplementing`) and the run fails (the next one rewrites it).
     async fn verify_step(&self, t: &Target<'_>, job: &ArchiveJob) -> Result<ArchiveJob, Error> {
         let partition = t.partition;
         let verify_step = Error::store(partition, Step::Verify);
+        let supplement = job.state == JobState::SupplementManifested;
+        let (verified, rewrite) = if supplement {
+            (JobState::SupplementVerified, JobState::Supplementing)
+        } else {
+            (JobState::Verified, JobState::Exporting)
+        };
         let (Some(key), Some(sha)) = (job.manifest_key.as_deref(), job.manifest_sha256.as_deref()) else {
             return Err(invalid(
                 partition,
@@ -418,7 +484,7 @@ impl<S: ArchiveStore + 'static, D: ArchiveDb> Archiver<S, D> {
                 "job is manifested but records no manifest".into(),
             ));
         };
-        if self.db.table_status(partition).await.map_err(verify_step)? == TableStatus::Absent {
+        if !supplement && self.db.table_status(partition).await.map_err(verify_step)? == TableStatus::Absent {
             return Err(invalid(
                 partition,
                 Step::Verify,
@@ -429,22 +495,182 @@ impl<S: ArchiveStore + 'static, D: ArchiveDb> Archiver<S, D> {
             Ok(manifest) => {
                 let moved = self
                     .db
-                    .move_job(partition, JobState::Manifested, JobState::Verified, None)
+                    .move_job(partition, job.state, verified, None)
                     .await
                     .map_err(verify_step)?;
-                tracing::info!(partition, rows = manifest.rows, "archive verified");
+                tracing::info!(
+                    partition,
+                    rows = manifest.rows,
+                    version = manifest.version,
+                    "archive verified"
+                );
                 self.fail(FailPoint::AfterVerify, partition, Step::Verify)?;
                 Ok(moved)
             }
             Err(e @ Error::Mismatch { .. }) => {
+                let base = if supplement {
+                    // Back to the version the supplement was to supersede.
+                    match self.supplement_base(partition, key, sha).await {
+                        Ok(base) => Some(base),
+                        Err(unreadable) => {
+                            tracing::error!(partition, error = %unreadable, "the supplement and the version it supersedes cannot be read; left for an operator");
+                            return Err(e);
+                        }
+                    }
+                } else {
+                    None
+                };
                 self.db
-                    .move_job(partition, JobState::Manifested, JobState::Exporting, None)
+                    .move_job(partition, job.state, rewrite, base.as_ref())
                     .await
                     .map_err(verify_step)?;
                 Err(e)
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// The record of the version a supplement manifest supersedes (both read
+    /// from S3 and checked against their SHA-256).
+    async fn supplement_base(&self, partition: &str, key: &str, sha: &str) -> Result<ManifestRecord, Error> {
+        let manifest = verify::read_manifest(&*self.store, partition, key, sha).await?;
+        let earlier = manifest
+            .supersedes
+            .ok_or_else(|| invalid(partition, Step::Verify, "a supplement that supersedes nothing".into()))?;
+        let base = verify::read_manifest(&*self.store, partition, &earlier.key, &earlier.sha256).await?;
+        Ok(ManifestRecord {
+            rows: base.rows as i64,
+            files: base.files as i32,
+            bytes: base.bytes as i64,
+            key: earlier.key,
+            sha256: earlier.sha256,
+        })
+    }
+
+    /// `supplementing` → `supplement_manifested`: claim the day's late rows,
+    /// write them per tenant as the parts after the day's last one, and a new
+    /// manifest version that lists every file of the day and supersedes the
+    /// recorded one. Parts left by an interrupted attempt are replaced.
+    async fn supplement_step(&self, t: &Target<'_>, job: &ArchiveJob) -> Result<ArchiveJob, Error> {
+        let partition = t.partition;
+        let (Some(key), Some(sha)) = (job.manifest_key.clone(), job.manifest_sha256.clone()) else {
+            return Err(invalid(
+                partition,
+                Step::Export,
+                "the day has late rows but its job records no manifest".into(),
+            ));
+        };
+        let earlier = verify::read_manifest(&*self.store, partition, &key, &sha).await?;
+        let claimed = self
+            .db
+            .claim_late(t.day)
+            .await
+            .map_err(Error::store(partition, Step::Export))?;
+        self.abort_stale_uploads(partition, t.day).await?;
+        let next_part: BTreeMap<String, u32> = earlier
+            .tenants
+            .iter()
+            .map(|t| {
+                let last = t.files.iter().filter_map(|f| layout::part_number(&f.key)).max();
+                (t.tenant_id.clone(), last.map_or(0, |n| n + 1))
+            })
+            .collect();
+        let export_deadline = t.deadline.checked_sub(Duration::from_secs(10)).unwrap_or(t.deadline);
+        let added = export::export_late(
+            &self.db,
+            &*self.store,
+            &self.config,
+            partition,
+            t.day,
+            export_deadline,
+            &|tenant| next_part.get(tenant).copied().unwrap_or(0),
+        )
+        .await?;
+        self.fail(FailPoint::AfterUpload, partition, Step::Upload)?;
+
+        // Every tenant of the day: its earlier files, then its new ones; the
+        // root covers all of them in that order.
+        let mut merged: BTreeMap<String, export::TenantArchive> = earlier
+            .tenants
+            .iter()
+            .map(|t| (t.tenant_id.clone(), t.clone()))
+            .collect();
+        for a in &added {
+            let entry = merged
+                .entry(a.tenant_id.clone())
+                .or_insert_with(|| export::TenantArchive {
+                    tenant_id: a.tenant_id.clone(),
+                    rows: 0,
+                    merkle_root: String::new(),
+                    files: Vec::new(),
+                });
+            entry.rows += a.rows;
+            entry.files.extend(a.files.iter().cloned());
+            let mut merkle = MerkleBuilder::new();
+            for file in &entry.files {
+                verify::file_hashes(&self.store, partition, file, |h| merkle.push(h)).await?;
+            }
+            entry.merkle_root = merkle.root_hex();
+        }
+        let merged: Vec<export::TenantArchive> = merged.into_values().collect();
+        self.delete_stale_parts(partition, t.day, &merged).await?;
+
+        let version = earlier.version.max(layout::manifest_version(&key)) + 1;
+        let supplement = Supplement {
+            rows: added.iter().map(|a| a.rows).sum(),
+            tenants: added,
+        };
+        let manifest = Manifest::new(partition, t.day, merged, earlier.previous_manifest.clone(), Utc::now())
+            .superseding(Some(PreviousManifest { key, sha256: sha }), version)
+            .supplementing(supplement);
+        let (bytes, sha) = manifest.to_bytes();
+        let new_key = layout::manifest_version_key(&self.config.prefix, t.day, version);
+        self.store
+            .put(&new_key, Bytes::from(bytes))
+            .await
+            .map_err(|e| e.at(partition, Step::Manifest))?;
+        self.fail(FailPoint::AfterManifest, partition, Step::Manifest)?;
+        let record = ManifestRecord {
+            rows: manifest.rows as i64,
+            files: manifest.files as i32,
+            bytes: manifest.bytes as i64,
+            key: new_key.clone(),
+            sha256: sha,
+        };
+        let moved = self
+            .db
+            .move_job(
+                partition,
+                JobState::Supplementing,
+                JobState::SupplementManifested,
+                Some(&record),
+            )
+            .await
+            .map_err(Error::store(partition, Step::Manifest))?;
+        tracing::info!(partition, late_rows = claimed, version, manifest = %new_key, "supplement written");
+        Ok(moved)
+    }
+
+    /// `supplement_verified` → `done`: the late rows the verified supplement
+    /// covers are deleted (rows that landed since stay for the next one).
+    async fn forget_late_step(&self, t: &Target<'_>, _job: &ArchiveJob) -> Result<(ArchiveJob, StepDone), Error> {
+        let partition = t.partition;
+        let drop_step = Error::store(partition, Step::Drop);
+        let deleted = self.db.delete_claimed_late(t.day).await.map_err(drop_step)?;
+        self.fail(FailPoint::AfterLateDelete, partition, Step::Drop)?;
+        let moved = self
+            .db
+            .move_job(partition, JobState::SupplementVerified, JobState::Done, None)
+            .await
+            .map_err(drop_step)?;
+        tracing::info!(partition, late_rows = deleted, "late rows archived");
+        Ok((
+            moved,
+            StepDone {
+                late_archived: deleted,
+                ..StepDone::default()
+            },
+        ))
     }
 
     /// `verified` → `detached`.
@@ -623,8 +849,9 @@ mod tests {
         a.db.job(PARTITION).await.unwrap().unwrap().state
     }
 
+    /// The manifest the job records (the day's latest version).
     async fn manifest(a: &Archiver<MemoryStore, MemoryArchiveDb>) -> Manifest {
-        let key = layout::manifest_key("audit", day());
+        let key = a.db.job(PARTITION).await.unwrap().unwrap().manifest_key.unwrap();
         serde_json::from_slice(&a.store.get(&key).await.unwrap().unwrap()).unwrap()
     }
 
@@ -645,12 +872,13 @@ mod tests {
         sorted.sort();
         assert_eq!(parts, sorted, "S3 holds exactly the manifest's files");
         assert_eq!(a.store.pending_uploads(), 0);
+        assert_eq!(a.db.late_rows(day()), 0, "no late row is left behind");
     }
 
     #[test]
     fn transitions_are_exactly_the_documented_ones() {
         use JobState::*;
-        let all = [Exporting, Manifested, Verified, Detached, Done];
+        let all = JobState::ALL;
         let allowed: Vec<(JobState, JobState)> = all
             .iter()
             .flat_map(|f| all.iter().map(move |t| (*f, *t)))
@@ -665,9 +893,17 @@ mod tests {
                 (Verified, Detached),
                 (Detached, Exporting),
                 (Detached, Done),
+                (Done, Supplementing),
+                (Supplementing, SupplementManifested),
+                (SupplementManifested, Supplementing),
+                (SupplementManifested, SupplementVerified),
+                (SupplementVerified, Done),
             ]
         );
         assert!(!Done.can_move_to(Exporting), "a finished day is never written again");
+        for state in all {
+            assert_eq!(JobState::parse(state.as_str()), Some(state));
+        }
     }
 
     #[tokio::test]
@@ -862,6 +1098,199 @@ mod tests {
             m.previous_manifest.map(|p| p.key),
             Some(layout::manifest_key("audit", day()))
         );
+    }
+
+    /// Late rows of `tenant` for the day, numbered from `from`.
+    fn late(a: &Archiver<MemoryStore, MemoryArchiveDb>, tenant: &str, from: u32, n: u32) {
+        for i in from..from + n {
+            a.db.insert_late(row(tenant, i));
+        }
+    }
+
+    async fn object_sha(a: &Archiver<MemoryStore, MemoryArchiveDb>, key: &str) -> String {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(a.store.get(key).await.unwrap().unwrap()))
+    }
+
+    #[tokio::test]
+    async fn late_rows_of_an_archived_day_become_a_supplement_and_a_new_manifest_version() {
+        let a = setup(6).await;
+        archive(&a).await.unwrap();
+        let first = manifest(&a).await;
+        let first_key = layout::manifest_key("audit", day());
+        let first_sha = object_sha(&a, &first_key).await;
+        // Late rows for a tenant the day has, and for one it had not.
+        late(&a, "acme", 100, 5);
+        late(&a, "initech", 200, 1);
+        let report = archive(&a).await.unwrap();
+        assert_eq!(
+            (report.state.as_str(), report.rows, report.supplemented),
+            ("done", 12, 6)
+        );
+        assert_archived_once(&a, 12).await;
+
+        let second = manifest(&a).await;
+        assert_eq!(second.version, 2);
+        assert_eq!(
+            a.db.job(PARTITION).await.unwrap().unwrap().manifest_key,
+            Some(layout::manifest_version_key("audit", day(), 2))
+        );
+        assert_eq!(
+            second.supersedes,
+            Some(PreviousManifest {
+                key: first_key.clone(),
+                sha256: first_sha.clone()
+            })
+        );
+        assert_eq!(second.previous_manifest, first.previous_manifest);
+        let supplement = second.supplement.clone().unwrap();
+        assert_eq!(supplement.rows, 6);
+        // The first version and every file it names are untouched.
+        assert_eq!(object_sha(&a, &first_key).await, first_sha);
+        for f in first.tenants.iter().flat_map(|t| &t.files) {
+            assert_eq!(object_sha(&a, &f.key).await, f.sha256, "{} was overwritten", f.key);
+        }
+        // acme: 4 rows in part 0, then 5 late rows in parts 1 and 2 (4 per file).
+        let acme = second.tenants.iter().find(|t| t.tenant_id == "acme").unwrap();
+        let names: Vec<&str> = acme.files.iter().map(|f| f.key.rsplit('/').next().unwrap()).collect();
+        assert_eq!(
+            names,
+            ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
+        );
+        assert_eq!(acme.rows, 9);
+        assert_eq!(
+            second.tenants.iter().map(|t| t.tenant_id.as_str()).collect::<Vec<_>>(),
+            ["acme", "globex", "initech"]
+        );
+
+        // A third round chains to the second; a scheduled run finds the day.
+        late(&a, "globex", 300, 1);
+        let run = a.run(now(), later()).await;
+        assert_eq!(run.error, None);
+        assert_eq!(run.archived.iter().map(|r| r.supplemented).sum::<u64>(), 1);
+        let third = manifest(&a).await;
+        assert_eq!(third.version, 3);
+        assert_eq!(
+            third.supersedes.map(|p| p.key),
+            Some(layout::manifest_version_key("audit", day(), 2))
+        );
+        assert_archived_once(&a, 13).await;
+    }
+
+    #[tokio::test]
+    async fn every_supplement_crash_point_is_healed_by_the_next_run() {
+        for (fail_point, stopped_in) in [
+            (FailPoint::AfterUpload, JobState::Supplementing),
+            (FailPoint::AfterManifest, JobState::Supplementing),
+            (FailPoint::AfterVerify, JobState::SupplementVerified),
+            (FailPoint::AfterLateDelete, JobState::SupplementVerified),
+        ] {
+            let a = setup(5).await;
+            archive(&a).await.unwrap();
+            late(&a, "acme", 100, 6);
+            let a = a.with_fail_point(Some(fail_point));
+            let err = archive(&a).await.unwrap_err();
+            assert!(matches!(err, Error::Injected { .. }), "{fail_point:?}: {err}");
+            assert_eq!(state(&a).await, stopped_in, "{fail_point:?}");
+            let a = Archiver { fail_point: None, ..a };
+            let report = archive(&a).await.unwrap();
+            assert_eq!(report.rows, 11, "{fail_point:?}");
+            assert_archived_once(&a, 11).await;
+            assert_eq!(manifest(&a).await.version, 2, "{fail_point:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_database_failure_at_any_supplement_call_is_healed_by_the_next_run() {
+        let operations = [
+            ("late_days", 1),
+            ("move_job", 1),
+            ("claim_late", 1),
+            ("export_late_rows", 1),
+            ("move_job", 2),
+            ("late_hashes", 1),
+            ("move_job", 3),
+            ("delete_claimed_late", 1),
+            ("move_job", 4),
+        ];
+        for (operation, nth) in operations {
+            let a = setup(4).await;
+            archive(&a).await.unwrap();
+            late(&a, "globex", 100, 3);
+            a.db.fail_call(operation, nth);
+            let err = archive(&a).await.unwrap_err().to_string();
+            assert!(err.contains("injected failure"), "{operation} #{nth}: {err}");
+            archive(&a).await.unwrap();
+            assert_archived_once(&a, 7).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn late_rows_landing_while_a_supplement_is_written_wait_for_the_next_one() {
+        let a = setup(4).await;
+        archive(&a).await.unwrap();
+        late(&a, "acme", 100, 2);
+        // Stop with the supplement recorded, before verify.
+        a.db.fail_call("move_job", 3);
+        archive(&a).await.unwrap_err();
+        assert_eq!(state(&a).await, JobState::SupplementManifested);
+        late(&a, "acme", 200, 1);
+        // The resumed supplement covers the two claimed rows only; the row
+        // that came later gets a supplement of its own.
+        let report = archive(&a).await.unwrap();
+        assert_eq!((report.rows, report.supplemented), (7, 3));
+        assert_archived_once(&a, 7).await;
+        let third = manifest(&a).await;
+        assert_eq!((third.version, third.supplement.unwrap().rows), (3, 1));
+        let second_key = layout::manifest_version_key("audit", day(), 2);
+        let second: Manifest = serde_json::from_slice(&a.store.get(&second_key).await.unwrap().unwrap()).unwrap();
+        assert_eq!(second.supplement.unwrap().rows, 2);
+    }
+
+    #[tokio::test]
+    async fn a_supplement_that_does_not_match_s3_is_written_again_from_the_verified_version() {
+        let a = setup(4).await;
+        archive(&a).await.unwrap();
+        late(&a, "acme", 100, 2);
+        a.db.fail_call("move_job", 3);
+        archive(&a).await.unwrap_err();
+        // A supplement part disappears before verify.
+        let m = manifest(&a).await;
+        let added = &m.supplement.as_ref().unwrap().tenants[0].files[0].key;
+        a.store.delete(added).await.unwrap();
+        let err = archive(&a).await.unwrap_err();
+        assert!(matches!(err, Error::Mismatch { .. }), "{err}");
+        assert_eq!(state(&a).await, JobState::Supplementing);
+        assert_eq!(
+            a.db.job(PARTITION).await.unwrap().unwrap().manifest_key,
+            Some(layout::manifest_key("audit", day())),
+            "back to the verified version"
+        );
+        let report = archive(&a).await.unwrap();
+        assert_eq!((report.rows, report.supplemented), (6, 2));
+        assert_archived_once(&a, 6).await;
+        assert_eq!(manifest(&a).await.version, 2);
+    }
+
+    #[tokio::test]
+    async fn verify_refuses_a_supplement_that_drops_an_earlier_file() {
+        let a = setup(6).await;
+        archive(&a).await.unwrap();
+        late(&a, "acme", 100, 1);
+        a.db.fail_call("move_job", 3);
+        archive(&a).await.unwrap_err();
+        // Rewrite the supplement without globex's earlier file, and record it.
+        let job = a.db.job(PARTITION).await.unwrap().unwrap();
+        let mut m = manifest(&a).await;
+        m.tenants.retain(|t| t.tenant_id != "globex");
+        let (bytes, sha) = m.to_bytes();
+        let key = job.manifest_key.clone().unwrap();
+        a.store.put(&key, Bytes::from(bytes)).await.unwrap();
+        let err = verify::verify(&a.db, &a.store, "audit", PARTITION, day(), &key, &sha)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("supplement lists tenants"), "{err}");
     }
 
     #[tokio::test]

@@ -235,7 +235,7 @@ async fn run_store(url: &str, events: &[StoredEvent], batch: usize, method: Inse
     let store = store(url, method);
     let started = Instant::now();
     for chunk in events.chunks(batch) {
-        store.insert_batch(chunk).await.unwrap();
+        store.insert_batch(chunk, &[]).await.unwrap();
     }
     started.elapsed()
 }

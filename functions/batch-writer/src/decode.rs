@@ -18,8 +18,6 @@ pub enum PoisonCode {
     HashMismatch,
     /// A string holds U+0000, which Postgres `text`/`jsonb` cannot store.
     NulCharacter,
-    /// The event's day partition was archived; the row cannot be added to it.
-    PartitionArchived,
 }
 
 impl PoisonCode {
@@ -32,7 +30,6 @@ impl PoisonCode {
             Self::UnsupportedVersion => "unsupported_version",
             Self::HashMismatch => "hash_mismatch",
             Self::NulCharacter => "nul_character",
-            Self::PartitionArchived => "partition_archived",
         }
     }
 }

@@ -10,7 +10,9 @@ pub struct BatchReport {
     pub records: u64,
     pub inserted: u64,
     pub duplicates: u64,
-    /// Records dead-lettered (undecodable, hash mismatch, archived day…).
+    /// Of `inserted`, events of an archived day, stored in `late_events`.
+    pub late: u64,
+    /// Records dead-lettered (undecodable, hash mismatch…).
     pub poison: u64,
     pub partitions_created: u64,
     /// Records reported back as failed (to be redelivered).
@@ -36,6 +38,7 @@ pub fn emf_line(report: &BatchReport, at: DateTime<Utc>) -> String {
                     count("records"),
                     count("inserted"),
                     count("duplicates"),
+                    count("late"),
                     count("poison"),
                     count("partitions_created"),
                     count("unacknowledged"),
@@ -49,6 +52,7 @@ pub fn emf_line(report: &BatchReport, at: DateTime<Utc>) -> String {
         "records": report.records,
         "inserted": report.inserted,
         "duplicates": report.duplicates,
+        "late": report.late,
         "poison": report.poison,
         "partitions_created": report.partitions_created,
         "unacknowledged": report.unacknowledged,

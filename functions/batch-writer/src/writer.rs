@@ -1,5 +1,7 @@
 //! The batch-writer: decode a Kinesis batch, dead-letter the poison, write the
-//! rest in one statement, and report what must be redelivered.
+//! rest in one statement, and report what must be redelivered. Events of a
+//! day that is archived (or being archived) are stored all the same, in
+//! `late_events`, for the archiver to add to that day's archive.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -84,6 +86,7 @@ impl<S: EventStore, D: DeadLetterSink> BatchWriter<S, D> {
             records = report.records,
             inserted = report.inserted,
             duplicates = report.duplicates,
+            late = report.late,
             poison = report.poison,
             partitions_created = report.partitions_created,
             unacknowledged = report.unacknowledged,
@@ -137,12 +140,7 @@ impl<S: EventStore, D: DeadLetterSink> BatchWriter<S, D> {
                 }
             };
             pending.extend(chunks.next().map(spawn_decode));
-            let mut chunk_poison: Vec<(usize, Poison)> = Vec::new();
-            let result = self.write(&mut decoded.good, &mut chunk_poison, &mut report).await;
-            for (i, p) in chunk_poison {
-                let data = decoded.data_of(i);
-                poison.push((i, p, data));
-            }
+            let result = self.write(&decoded.good, &mut report).await;
             poison.append(&mut decoded.poison);
             if let Err(e) = result {
                 report.db_failed = true;
@@ -171,15 +169,7 @@ impl<S: EventStore, D: DeadLetterSink> BatchWriter<S, D> {
                 position
             }
         };
-        for letter in &letters {
-            tracing::warn!(
-                shard_id = letter.shard_id.as_deref().unwrap_or(""),
-                sequence_number = %letter.sequence_number,
-                reason_code = letter.code.as_str(),
-                reason = %letter.reason,
-                "poison record"
-            );
-        }
+        log_poison(&letters);
         report.poison = letters.len() as u64;
 
         let first_unacked = checkpoint::earliest([db_failed_at, dlq_failed_at]);
@@ -189,22 +179,19 @@ impl<S: EventStore, D: DeadLetterSink> BatchWriter<S, D> {
         (response, report)
     }
 
-    /// Ensure partitions, set aside events of archived days, insert the rest.
-    /// A partition that vanished since it was cached is re-checked once.
-    async fn write(
-        &self,
-        good: &mut Good,
-        poison: &mut Vec<(usize, Poison)>,
-        report: &mut BatchReport,
-    ) -> stele_store::Result<()> {
+    /// Ensure partitions and insert the events: those of archived days go to
+    /// `late_events` in the same transaction. A partition that vanished since
+    /// it was cached is re-checked once.
+    async fn write(&self, good: &Good, report: &mut BatchReport) -> stele_store::Result<()> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            self.ensure_partitions(good, poison, report).await?;
-            match self.store.insert_batch(&good.events).await {
+            let late_days = self.ensure_partitions(good, report).await?;
+            match self.store.insert_batch(&good.events, &late_days).await {
                 Ok(outcome) => {
                     report.inserted += outcome.inserted;
                     report.duplicates += outcome.duplicates;
+                    report.late += outcome.late;
                     return Ok(());
                 }
                 Err(e) if attempt == 1 && e.is_missing_partition() => {
@@ -218,12 +205,9 @@ impl<S: EventStore, D: DeadLetterSink> BatchWriter<S, D> {
         }
     }
 
-    async fn ensure_partitions(
-        &self,
-        good: &mut Good,
-        poison: &mut Vec<(usize, Poison)>,
-        report: &mut BatchReport,
-    ) -> stele_store::Result<()> {
+    /// Create the partitions the events need; returns the days that are
+    /// closed (archived or being archived), whose events go to `late_events`.
+    async fn ensure_partitions(&self, good: &Good, report: &mut BatchReport) -> stele_store::Result<Vec<NaiveDate>> {
         let mut needed: Vec<NaiveDate> = {
             let known = self.known_days.lock().map(|k| k.clone()).unwrap_or_default();
             good.events
@@ -235,39 +219,15 @@ impl<S: EventStore, D: DeadLetterSink> BatchWriter<S, D> {
         needed.sort();
         needed.dedup();
         if needed.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let outcome = self.store.ensure_days(&needed).await?;
         report.partitions_created += outcome.created.len() as u64;
         if !outcome.closed.is_empty() {
-            let mut kept = Good {
-                events: Vec::with_capacity(good.events.len()),
-                positions: Vec::with_capacity(good.positions.len()),
-            };
-            for (event, position) in good.events.drain(..).zip(good.positions.drain(..)) {
-                let day = partitions::day_of(event.event.occurred_at);
-                if outcome.closed.contains(&day) {
-                    poison.push((
-                        position,
-                        Poison {
-                            code: PoisonCode::PartitionArchived,
-                            reason: format!(
-                                "the partition for {day} ({}) is archived or being archived; event {} of tenant {} was not written",
-                                partitions::partition_name(day),
-                                event.event.event_id,
-                                event.event.tenant_id
-                            ),
-                        },
-                    ));
-                } else {
-                    kept.events.push(event);
-                    kept.positions.push(position);
-                }
-            }
-            *good = kept;
+            tracing::info!(days = ?outcome.closed, "events of archived days go to late_events");
         }
         self.remember(needed.into_iter().filter(|d| !outcome.closed.contains(d)));
-        Ok(())
+        Ok(outcome.closed)
     }
 
     fn remember(&self, days: impl Iterator<Item = NaiveDate>) {
@@ -286,23 +246,10 @@ struct RecordInput {
     sequence_number: String,
 }
 
-/// One decoded chunk: good events, poison (with the original bytes), and the
-/// bytes of the good records (kept only until the chunk is written, for a
-/// record that turns out to belong to an archived day).
+/// One decoded chunk: good events, and poison with the original bytes.
 struct Decoded {
     good: Good,
     poison: Vec<(usize, Poison, Vec<u8>)>,
-    good_data: Vec<(usize, Vec<u8>)>,
-}
-
-impl Decoded {
-    fn data_of(&mut self, position: usize) -> Vec<u8> {
-        self.good_data
-            .iter_mut()
-            .find(|(i, _)| *i == position)
-            .map(|(_, d)| std::mem::take(d))
-            .unwrap_or_default()
-    }
 }
 
 fn spawn_decode((start, inputs): (usize, Vec<RecordInput>)) -> tokio::task::JoinHandle<Decoded> {
@@ -316,7 +263,6 @@ fn decode_chunk(start: usize, inputs: Vec<RecordInput>) -> Decoded {
             positions: Vec::with_capacity(inputs.len()),
         },
         poison: Vec::new(),
-        good_data: Vec::with_capacity(inputs.len()),
     };
     for (k, input) in inputs.into_iter().enumerate() {
         let position = start + k;
@@ -329,12 +275,37 @@ fn decode_chunk(start: usize, inputs: Vec<RecordInput>) -> Decoded {
                     kinesis_seq: Some(input.sequence_number),
                 });
                 decoded.good.positions.push(position);
-                decoded.good_data.push((position, input.data));
             }
             Err(p) => decoded.poison.push((position, p, input.data)),
         }
     }
     decoded
+}
+
+/// How many records of one kind a warning names before it only counts.
+const NAMED_PER_WARNING: usize = 5;
+
+/// One warning per kind of poison in a batch (count, the first records, the
+/// first reason), not one line per record: a bad producer can send thousands.
+fn log_poison(letters: &[DeadLetter]) {
+    let mut codes: Vec<PoisonCode> = letters.iter().map(|l| l.code).collect();
+    codes.sort_by_key(|c| c.as_str());
+    codes.dedup();
+    for code in codes {
+        let of_code: Vec<&DeadLetter> = letters.iter().filter(|l| l.code == code).collect();
+        let first: Vec<String> = of_code
+            .iter()
+            .take(NAMED_PER_WARNING)
+            .map(|l| format!("{}/{}", l.shard_id.as_deref().unwrap_or("-"), l.sequence_number))
+            .collect();
+        tracing::warn!(
+            reason_code = code.as_str(),
+            count = of_code.len(),
+            first = %first.join(" "),
+            first_reason = %of_code.first().map_or("", |l| l.reason.as_str()),
+            "poison records dead-lettered"
+        );
+    }
 }
 
 fn dead_letter(record: &KinesisEventRecord, poison: &Poison, data: Vec<u8>) -> DeadLetter {
@@ -364,6 +335,8 @@ mod tests {
     #[derive(Default)]
     struct MemoryStore {
         rows: Mutex<Vec<StoredEvent>>,
+        /// `late_events`.
+        late: Mutex<Vec<StoredEvent>>,
         partitions: Mutex<HashSet<NaiveDate>>,
         closed: Mutex<HashSet<NaiveDate>>,
         down: Mutex<bool>,
@@ -389,7 +362,11 @@ mod tests {
             Ok(outcome)
         }
 
-        async fn insert_batch(&self, events: &[StoredEvent]) -> stele_store::Result<InsertOutcome> {
+        async fn insert_batch(
+            &self,
+            events: &[StoredEvent],
+            late_days: &[NaiveDate],
+        ) -> stele_store::Result<InsertOutcome> {
             if let Some(left) = self.inserts_before_down.lock().unwrap().as_mut() {
                 if *left == 0 {
                     *self.down.lock().unwrap() = true;
@@ -401,18 +378,22 @@ mod tests {
                 return Err(stele_store::Error::Pool("down (test)".into()));
             }
             let parts = self.partitions.lock().unwrap();
+            let is_late = |e: &StoredEvent| late_days.contains(&partitions::day_of(e.event.occurred_at));
             assert!(events
                 .iter()
-                .all(|e| parts.contains(&partitions::day_of(e.event.occurred_at))));
+                .all(|e| is_late(e) || parts.contains(&partitions::day_of(e.event.occurred_at))));
             let mut rows = self.rows.lock().unwrap();
+            let mut late = self.late.lock().unwrap();
             let mut outcome = InsertOutcome::default();
             for e in events {
                 let key = |r: &StoredEvent| (r.event.tenant_id.clone(), r.event.event_id, r.event.occurred_at);
-                if rows.iter().any(|r| key(r) == key(e)) {
+                let table = if is_late(e) { &mut *late } else { &mut *rows };
+                if table.iter().any(|r| key(r) == key(e)) {
                     outcome.duplicates += 1;
                 } else {
-                    rows.push(e.clone());
+                    table.push(e.clone());
                     outcome.inserted += 1;
+                    outcome.late += u64::from(is_late(e));
                 }
             }
             Ok(outcome)
@@ -515,7 +496,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn events_of_an_archived_day_are_dead_lettered_not_dropped() {
+    async fn events_of_an_archived_day_are_stored_as_late_rows_not_dead_lettered() {
         let w = writer();
         let archived = NaiveDate::from_ymd_opt(2026, 2, 27).unwrap();
         w.store().closed.lock().unwrap().insert(archived);
@@ -523,14 +504,53 @@ mod tests {
         let new = sealed("t1", "2026-03-01T10:00:00Z");
         let (resp, report) = w.process(batch(vec![old.record.clone(), new.record.clone()])).await;
         assert!(resp.batch_item_failures.is_empty());
-        assert_eq!((report.inserted, report.poison), (1, 1));
-        let letters = w.dead_letters().taken();
-        assert_eq!(letters[0].code, PoisonCode::PartitionArchived);
+        assert_eq!((report.inserted, report.late, report.poison), (2, 1, 0));
+        assert!(w.dead_letters().taken().is_empty());
+        let late: Vec<_> = w
+            .store()
+            .late
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| e.event.event_id)
+            .collect();
+        assert_eq!(late, vec![old.event.event_id]);
+        // Sent again (a redelivery): a duplicate, stored once.
+        let (_, again) = w.process(batch(vec![old.record.clone()])).await;
+        assert_eq!((again.inserted, again.duplicates, again.late), (0, 1, 0));
         assert!(
-            letters[0].reason.contains("audit_events_p20260227"),
-            "{}",
-            letters[0].reason
+            !w.store().partitions.lock().unwrap().contains(&archived),
+            "no partition is made for an archived day"
         );
+    }
+
+    #[test]
+    fn poison_warnings_are_one_line_per_kind() {
+        let letter = |code, seq: u32| DeadLetter {
+            shard_id: Some("shardId-000000000000".into()),
+            sequence_number: seq.to_string(),
+            partition_key: "t".into(),
+            event_source_arn: None,
+            approximate_arrival: now(),
+            code,
+            reason: format!("reason {seq}"),
+            data: Vec::new(),
+        };
+        let letters: Vec<DeadLetter> = (0..40)
+            .map(|i| {
+                letter(
+                    if i % 2 == 0 {
+                        PoisonCode::NotJson
+                    } else {
+                        PoisonCode::Schema
+                    },
+                    i,
+                )
+            })
+            .collect();
+        // Logs two lines; must not panic on any mix (empty included).
+        log_poison(&letters);
+        log_poison(&[]);
     }
 
     #[tokio::test]
