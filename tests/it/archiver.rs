@@ -671,3 +671,133 @@ async fn two_runs_started_together_archive_each_day_once() {
         previous = Some(stele_archiver::layout::manifest_key(PREFIX, *day));
     }
 }
+
+/// Issue 21: events accepted for a day that is already archived are stored
+/// (late_events) and archived as a supplement of that day, never dead-lettered.
+/// Through the batch-writer and the archiver, as deployed: archive a day, write
+/// more events for it, archive again; every accepted event is in S3 exactly once
+/// (DuckDB reads the day as one), the day has two manifest versions, the second
+/// superseding the first, and the dead-letter queue is empty.
+#[tokio::test]
+async fn events_for_an_archived_day_are_archived_as_a_supplement_not_dead_lettered() {
+    use stele_batch_writer::{kinesis, BatchWriter, SqsDeadLetters};
+    use stele_core::{validate_event, Context, SealedEvent, TimeWindow};
+
+    let env = support::TestEnv::get().await;
+    let db = env.fresh_database().await;
+    let client = db.migrated_client().await;
+    let bucket = support::unique_name("arch");
+    env.create_bucket(&bucket).await;
+    let s3 = env.s3().await;
+    let queue = env.create_queue(&support::unique_name("dlq")).await;
+    let writer = BatchWriter::new(
+        stele_store::PgEventStore::new(stele_store::pool(&db.store_config()).expect("pool")),
+        SqsDeadLetters::new(env.sqs().await, &queue),
+    );
+    let day = days_ago(40);
+    let seal = |tenant: &str, n: usize| -> SealedEvent {
+        let occurred_at = day.and_hms_opt(8, 0, 0).unwrap().and_utc() + chrono::Duration::seconds(n as i64 * 61);
+        let body = serde_json::json!({
+            "occurred_at": stele_core::event::timestamp::format(&occurred_at),
+            "category": "audit", "action": format!("doc.update_{n}"), "outcome": "success",
+            "actor": {"id": format!("u-{n}"), "type": "user"}, "source": {"service": "docs"}
+        });
+        let ctx = Context {
+            tenant_id: tenant,
+            now: Utc::now(),
+            window: TimeWindow {
+                max_lateness: chrono::TimeDelta::days(60),
+                ..TimeWindow::default()
+            },
+            id_if_missing: None,
+        };
+        validate_event(&body, &ctx).expect("valid").seal()
+    };
+    let mut seq = 0usize;
+    let mut write = async |events: &[SealedEvent]| {
+        let records = events
+            .iter()
+            .map(|e| {
+                seq += 1;
+                kinesis::event_record(
+                    "shardId-000000000000",
+                    &format!("{seq:021}"),
+                    "t",
+                    e.record.clone(),
+                    Utc::now(),
+                )
+            })
+            .collect();
+        let (response, report) = writer.process(kinesis::event(records)).await;
+        assert!(response.batch_item_failures.is_empty(), "{report:?}");
+        report
+    };
+    let tenants = ["acme", "globex"];
+    let first: Vec<SealedEvent> = (0..30).map(|n| seal(tenants[n % 2], n)).collect();
+    write(&first).await;
+    let run = archiver(&db, S3Store::new(s3.clone(), &bucket), 1_000)
+        .run(Utc::now(), deadline())
+        .await;
+    assert_eq!(run.error, None, "{run:?}");
+
+    // The day is archived and dropped; more events for it arrive.
+    let late: Vec<SealedEvent> = (30..41).map(|n| seal(tenants[n % 2], n)).collect();
+    let report = write(&late).await;
+    assert_eq!((report.late, report.poison), (11, 0), "{report:?}");
+    let run = archiver(&db, S3Store::new(s3.clone(), &bucket), 1_000)
+        .run(Utc::now(), deadline())
+        .await;
+    assert_eq!(run.error, None, "{run:?}");
+    let left: i64 = client
+        .query_one("SELECT count(*) FROM late_events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "the late rows are archived, then deleted");
+
+    // Every accepted event exactly once, as DuckDB reads the day.
+    let mut accepted: Vec<&SealedEvent> = first.iter().chain(&late).collect();
+    accepted.sort_by_key(|e| (e.event.occurred_at, e.event.event_id.to_string()));
+    let mut expected: BTreeMap<String, (u64, String)> = BTreeMap::new();
+    for tenant in tenants {
+        let mut merkle = stele_archiver::merkle::MerkleBuilder::new();
+        accepted
+            .iter()
+            .filter(|e| e.event.tenant_id == tenant)
+            .for_each(|e| merkle.push(&e.hash.0));
+        expected.insert(tenant.to_string(), (merkle.leaves(), merkle.root_hex()));
+    }
+    let duck = support::archive::duckdb_readback(&s3, &bucket, PREFIX).await;
+    assert_eq!(duck["rows"], 41);
+    assert_eq!(duck_map(&duck), expected, "no lost or duplicated event");
+
+    // Two versions of the day's manifest, the second superseding the first.
+    let manifests = support::archive::list_keys(&s3, &bucket, &format!("{PREFIX}/_manifests/")).await;
+    assert_eq!(manifests.len(), 2, "{manifests:?}");
+    let first_key = stele_archiver::layout::manifest_key(PREFIX, day);
+    let second_key = stele_archiver::layout::manifest_version_key(PREFIX, day, 2);
+    assert_eq!(manifests, {
+        let mut k = vec![first_key.clone(), second_key.clone()];
+        k.sort();
+        k
+    });
+    let first_bytes = support::archive::get(&s3, &bucket, &first_key).await;
+    let second: Value = serde_json::from_slice(&support::archive::get(&s3, &bucket, &second_key).await).unwrap();
+    assert_eq!(second["rows"], 41);
+    assert_eq!(second["supersedes"]["key"], first_key.as_str());
+    assert_eq!(
+        second["supersedes"]["sha256"],
+        hex::encode(Sha256::digest(&first_bytes)).as_str()
+    );
+
+    let dead = env
+        .sqs()
+        .await
+        .receive_message()
+        .queue_url(&queue)
+        .wait_time_seconds(1)
+        .send()
+        .await
+        .unwrap();
+    assert!(dead.messages().is_empty(), "nothing was dead-lettered");
+}
