@@ -41,6 +41,9 @@ impl WriterTotals {
 pub struct ArchiveTotals {
     pub partitions: AtomicU64,
     pub rows: AtomicU64,
+    /// Late rows added to days already archived, and how many supplements that took.
+    pub supplements: AtomicU64,
+    pub supplement_rows: AtomicU64,
 }
 
 /// Run the archiver every `every` until stopped (the EventBridge schedule's stand-in).
@@ -58,6 +61,17 @@ pub async fn archive_periodically(
         let budget = archiver.config().min_remaining + every.max(Duration::from_secs(60));
         let report = archiver.run(Utc::now(), std::time::Instant::now() + budget).await;
         for partition in report.archived.iter().filter(|p| !p.dry_run) {
+            if partition.supplemented > 0 {
+                totals.supplements.fetch_add(1, Ordering::Relaxed);
+                totals.supplement_rows.fetch_add(partition.supplemented, Ordering::Relaxed);
+                eprintln!(
+                    "archiver: {} ← {} late rows as a supplement ({})",
+                    partition.partition,
+                    partition.supplemented,
+                    partition.manifest_key.as_deref().unwrap_or("no manifest")
+                );
+                continue;
+            }
             totals.partitions.fetch_add(1, Ordering::Relaxed);
             totals.rows.fetch_add(partition.rows, Ordering::Relaxed);
             eprintln!(
@@ -148,7 +162,7 @@ pub async fn report_progress(
             .await
             .is_ok();
         eprintln!(
-            "progress: demo accepted {} | written {} | duplicates {} | dead letters {} | redeliveries {} | lag {} ms | archived {} rows in {} partitions",
+            "progress: demo accepted {} | written {} | duplicates {} | dead letters {} | redeliveries {} | lag {} ms | archived {} rows in {} partitions, {} late rows in {} supplements",
             sent.accepted.load(Ordering::Relaxed),
             written.inserted.load(Ordering::Relaxed),
             written.duplicates.load(Ordering::Relaxed),
@@ -157,6 +171,8 @@ pub async fn report_progress(
             mapping.lag_ms.load(Ordering::Relaxed),
             archived.rows.load(Ordering::Relaxed),
             archived.partitions.load(Ordering::Relaxed),
+            archived.supplement_rows.load(Ordering::Relaxed),
+            archived.supplements.load(Ordering::Relaxed),
         );
         if stopping || *stop.borrow() {
             return;
