@@ -63,7 +63,9 @@ pub async fn archive_periodically(
         for partition in report.archived.iter().filter(|p| !p.dry_run) {
             if partition.supplemented > 0 {
                 totals.supplements.fetch_add(1, Ordering::Relaxed);
-                totals.supplement_rows.fetch_add(partition.supplemented, Ordering::Relaxed);
+                totals
+                    .supplement_rows
+                    .fetch_add(partition.supplemented, Ordering::Relaxed);
                 eprintln!(
                     "archiver: {} ← {} late rows as a supplement ({})",
                     partition.partition,
