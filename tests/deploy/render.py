@@ -6,6 +6,7 @@ understood; anything else raises, so a new form fails the contract test instead 
 """
 import importlib.util
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -86,6 +87,10 @@ class Renderer:
             out = dict(self._eval(m.group(1)))
             out.update(self._object(m.group(2)))
             return out
+        if m := re.fullmatch(r"(.+?)\s\+\s(.+)", t, re.S):  # numbers only
+            return self._eval(m.group(1)) + self._eval(m.group(2))
+        if m := re.fullmatch(r"ceil\((.+)/\s*(\d+)\s*\)", t, re.S):
+            return math.ceil(self._eval(m.group(1)) / int(m.group(2)))
         if m := re.fullmatch(r"var\.([a-z0-9_]+)", t):
             return self.var(m.group(1))
         if m := re.fullmatch(r"local\.([a-z0-9_]+)", t):

@@ -311,6 +311,107 @@ async fn the_same_batch_delivered_twice_creates_no_duplicates() {
     assert_eq!(count(&client).await, 51);
 }
 
+/// An event with the given id (as a client sets it, or ingest derives it
+/// from an `Idempotency-Key`).
+fn event_with_id(tenant: &str, id: uuid::Uuid, occurred_at: &str, action: &str) -> SealedEvent {
+    let ctx = Context {
+        tenant_id: tenant,
+        now: now(),
+        window: window(),
+        id_if_missing: None,
+    };
+    let body = json!({
+        "event_id": id.to_string(), "occurred_at": occurred_at, "category": "audit", "action": action,
+        "outcome": "success", "actor": {"id": "u1", "type": "user"}, "source": {"service": "auth"}
+    });
+    validate_event(&body, &ctx).expect("test event is valid").seal()
+}
+
+#[tokio::test]
+async fn an_event_id_is_stored_once_per_tenant_and_a_resend_with_other_content_is_a_conflict_dead_letter() {
+    let (db, client, writer, queue) = setup().await;
+    let id = uuid::Uuid::new_v4();
+    let first = event_with_id("acme", id, "2026-03-01T10:00:00Z", "user.login");
+    // A client retrying with a fresh timestamp (another day, so another
+    // partition: the primary key alone cannot see it), and one that changed
+    // the content under the same id and timestamp.
+    let new_time = event_with_id("acme", id, "2026-02-28T23:59:59Z", "user.login");
+    let new_action = event_with_id("acme", id, "2026-03-01T10:00:00Z", "user.logout");
+    // Ids are per tenant: the same id of another tenant is another event.
+    let other_tenant = event_with_id("globex", id, "2026-03-01T10:00:00Z", "user.login");
+
+    let (_, r1) = writer.process(batch_of(&[first.record.clone()], 0)).await;
+    assert_eq!(r1.inserted, 1);
+    let batch = [
+        new_time.record.clone(),
+        first.record.clone(),
+        new_action.record.clone(),
+        other_tenant.record.clone(),
+    ];
+    let (response, r2) = writer.process(batch_of(&batch, 10)).await;
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(
+        (r2.inserted, r2.duplicates, r2.conflicts, r2.poison),
+        (1, 1, 2, 2)
+    );
+
+    let stored: Vec<(String, Vec<u8>)> = client
+        .query("SELECT tenant_id, event_hash FROM audit_events WHERE event_id = $1 ORDER BY tenant_id", &[&id])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        stored,
+        [
+            ("acme".to_string(), first.hash.0.to_vec()),
+            ("globex".to_string(), other_tenant.hash.0.to_vec())
+        ],
+        "one row per tenant and id, the first one received"
+    );
+
+    let mut letters = drain_queue(&queue, 2).await;
+    letters.sort_by(|a, b| a["sequence_number"].as_str().cmp(&b["sequence_number"].as_str()));
+    assert_eq!(letters.len(), 2, "{letters:?}");
+    for (letter, (position, sent)) in letters.iter().zip([(10, &new_time), (12, &new_action)]) {
+        assert_eq!(letter["sequence_number"], seq(position));
+        assert_eq!(letter["reason_code"], "conflict");
+        assert_eq!(letter["event_hash"], sent.hash.to_hex());
+        assert_eq!(letter["stored_event_hash"], first.hash.to_hex());
+        let original = base64::engine::general_purpose::STANDARD
+            .decode(letter["data_base64"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(original, sent.record, "the original bytes are kept");
+    }
+
+    // The UNNEST method claims ids the same way, late rows included.
+    let unnest = PgEventStore::with_method(stele_store::pool(&db.store_config()).unwrap(), InsertMethod::Unnest);
+    let stored_event = |e: &SealedEvent| StoredEvent {
+        event: e.event.clone(),
+        hash: e.hash,
+        kinesis_shard: None,
+        kinesis_seq: None,
+    };
+    let late_id = uuid::Uuid::new_v4();
+    let late = event_with_id("acme", late_id, "2026-02-20T08:00:00Z", "user.login");
+    let late_resent = event_with_id("acme", late_id, "2026-03-01T08:00:00Z", "user.login");
+    let archived_day = NaiveDate::from_ymd_opt(2026, 2, 20).unwrap();
+    let outcome = unnest
+        .insert_batch(&[stored_event(&late), stored_event(&new_time)], &[archived_day])
+        .await
+        .unwrap();
+    assert_eq!((outcome.inserted, outcome.late, outcome.conflicts.len()), (1, 1, 1));
+    assert_eq!(outcome.conflicts[0].position, 1);
+    assert_eq!(outcome.conflicts[0].stored_hash, first.hash);
+    let outcome = unnest
+        .insert_batch(&[stored_event(&late_resent)], &[archived_day])
+        .await
+        .unwrap();
+    assert_eq!((outcome.inserted, outcome.conflicts.len()), (0, 1), "a late row's id is claimed too");
+    assert_eq!(count(&client).await, 2);
+}
+
 #[tokio::test]
 async fn poison_records_go_to_the_dlq_with_their_reason_while_good_records_are_written() {
     let (_db, client, writer, queue) = setup().await;

@@ -101,6 +101,9 @@ def test_alarms_cover_iterator_age_dlq_errors_and_api_5xx(module):
     api = alarms["api_5xx"]
     assert (api["namespace"], api["metric_name"]) == ("AWS/ApiGateway", "5xx")
     assert "aws_apigatewayv2_api.this.id" in str(api["dimensions"])
+    conflicts = alarms["id_conflicts"]
+    assert (conflicts["namespace"], conflicts["metric_name"], conflicts["threshold"]) == ("stele", "conflicts", 0)
+    assert conflicts["dimensions"] == {"function": "batch-writer"}
     for name, alarm in alarms.items():
         assert is_ref(alarm["alarm_actions"], "var.alarm_actions"), name
 

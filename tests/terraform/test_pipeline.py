@@ -29,6 +29,7 @@ ENV = {
         "STELE_RETENTION_DAYS",
         "STELE_MAX_LATENESS_SECS",
         "STELE_DROP_AFTER_ARCHIVE",
+        "STELE_DEDUP_WINDOW_HOURS",
         "RUST_LOG",
     },
 }
@@ -175,6 +176,9 @@ def test_function_environments_follow_the_contract(module):
     _, archiver = env_of(module, "archiver")
     assert "aws_s3_bucket.archive.id" in archiver["STELE_ARCHIVE_BUCKET"]
     assert "var.archive_prefix" in archiver["STELE_ARCHIVE_PREFIX"]
+    # Event ids stay claimed for as long as a record can wait in the stream plus the lateness.
+    window = archiver["STELE_DEDUP_WINDOW_HOURS"]
+    assert "var.kinesis_retention_hours" in window and "var.max_lateness_secs" in window, window
     assert is_ref(module.locals["db_environment"]["STELE_DB_SECRET_ARN"], "local.db_secret_arn")
     assert is_ref(module.locals["db_environment"]["STELE_DB_TLS"], "local.db_tls")
     # Contract defaults.

@@ -6,7 +6,7 @@
 
 use std::future::Future;
 
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
 use futures_util::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
@@ -47,6 +47,9 @@ pub trait ArchiveDb: Send + Sync {
     fn partitions(&self) -> impl Future<Output = Result<Vec<DayPartition>>> + Send;
     /// Create the day partitions `from..=to` that are missing (never an archived day).
     fn ensure_range(&self, from: NaiveDate, to: NaiveDate) -> impl Future<Output = Result<EnsureOutcome>> + Send;
+    /// Forget the event ids claimed before `received_before` (the end of the
+    /// deduplication window); returns how many.
+    fn prune_event_ids(&self, received_before: DateTime<Utc>) -> impl Future<Output = Result<u64>> + Send;
     /// Jobs not yet `done`, oldest day first.
     fn unfinished_jobs(&self) -> impl Future<Output = Result<Vec<ArchiveJob>>> + Send;
     fn job(&self, partition: &str) -> impl Future<Output = Result<Option<ArchiveJob>>> + Send;
@@ -194,6 +197,14 @@ impl ArchiveDb for PgArchiveDb {
 
     async fn ensure_range(&self, from: NaiveDate, to: NaiveDate) -> Result<EnsureOutcome> {
         partitions::ensure_range(&*self.client().await?, from, to).await
+    }
+
+    async fn prune_event_ids(&self, received_before: DateTime<Utc>) -> Result<u64> {
+        self.client()
+            .await?
+            .execute("DELETE FROM event_ids WHERE received_at < $1", &[&received_before])
+            .await
+            .map_err(Error::query("pruning event ids past the deduplication window"))
     }
 
     async fn unfinished_jobs(&self) -> Result<Vec<ArchiveJob>> {

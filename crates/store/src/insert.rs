@@ -9,6 +9,7 @@
 //! table followed by `INSERT … SELECT … ON CONFLICT DO NOTHING` (the default,
 //! being the faster of the two when measured).
 
+use std::collections::HashMap;
 use std::future::Future;
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -33,15 +34,29 @@ pub struct StoredEvent {
 }
 
 /// What one [`EventStore::insert_batch`] call did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct InsertOutcome {
     /// Rows written by this call.
     pub inserted: u64,
-    /// Rows that were already there (or repeated within the batch): skipped.
+    /// Rows whose id was already stored with the same content (a redelivery,
+    /// or repeated within the batch): skipped.
     pub duplicates: u64,
     /// Of `inserted`, rows of an archived day, written to `late_events` for
     /// the archiver's next supplement of that day.
     pub late: u64,
+    /// Rows not stored because their (tenant, event id) is already stored
+    /// with other content: the caller must dead-letter them, never drop them.
+    pub conflicts: Vec<IdConflict>,
+}
+
+/// An event whose id is already stored (within the deduplication window)
+/// with another hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdConflict {
+    /// Its index in the `events` given to [`EventStore::insert_batch`].
+    pub position: usize,
+    /// The hash of the row stored under that id.
+    pub stored_hash: EventHash,
 }
 
 /// The port the batch-writer writes through. The Postgres implementation is
@@ -52,7 +67,9 @@ pub trait EventStore: Send + Sync {
     fn ensure_days(&self, days: &[NaiveDate]) -> impl Future<Output = Result<EnsureOutcome>> + Send;
 
     /// Insert every event, atomically: either all new rows are committed or
-    /// none is. Events of `late_days` (days reported closed by
+    /// none is. An event id is stored at most once per tenant: a redelivery
+    /// is a duplicate, the same id with other content a conflict (reported,
+    /// not stored). Events of `late_days` (days reported closed by
     /// [`EventStore::ensure_days`]) go to `late_events`, the others to their
     /// day partition, which must exist.
     fn insert_batch(
@@ -75,39 +92,66 @@ pub enum InsertMethod {
     CopyStage,
 }
 
+/// The one insert statement, over the rows of `source` (a FROM item named `r`:
+/// the staging table or an UNNEST of column arrays). In one snapshot it:
+/// - claims each (tenant_id, event_id) in `event_ids` (`fresh`: the claims that
+///   are new; within the batch the first received wins),
+/// - stores the rows of new claims, those of the closed days in `$late`
+///   (archived or being archived) in `late_events`, the others in `audit_events`,
+/// - finds the conflicts: rows whose id is claimed with another hash, by an
+///   earlier batch or by another row of this one.
+///
+/// Returns one row: (stored, of which late, and the conflicts as four parallel
+/// arrays: tenant_id, event_id, the row's hash, the hash already stored).
+fn insert_sql(with: &str, source: &str, late: &str) -> String {
+    format!(
+        "WITH {with}
+              fresh AS (INSERT INTO event_ids (tenant_id, event_id, event_hash, received_at)
+                        SELECT DISTINCT ON (tenant_id, event_id) tenant_id, event_id, event_hash, received_at
+                          FROM {source} ORDER BY tenant_id, event_id, received_at, kinesis_seq
+                        ON CONFLICT DO NOTHING
+                        RETURNING tenant_id, event_id, event_hash),
+              a AS (INSERT INTO audit_events ({cols})
+                    SELECT {cols} FROM {source} JOIN fresh USING (tenant_id, event_id, event_hash)
+                     WHERE {DAY} <> ALL({late}) ON CONFLICT DO NOTHING RETURNING 1),
+              l AS (INSERT INTO late_events ({cols})
+                    SELECT {cols} FROM {source} JOIN fresh USING (tenant_id, event_id, event_hash)
+                     WHERE {DAY} = ANY({late}) ON CONFLICT DO NOTHING RETURNING 1),
+              c AS (SELECT r.tenant_id, r.event_id, r.event_hash AS sent,
+                           coalesce(f.event_hash, (SELECT e.event_hash FROM event_ids e
+                                                    WHERE e.tenant_id = r.tenant_id AND e.event_id = r.event_id)) AS stored
+                      FROM {source} LEFT JOIN fresh f USING (tenant_id, event_id)
+                     WHERE f.event_hash IS DISTINCT FROM r.event_hash)
+         SELECT (SELECT count(*) FROM a) + (SELECT count(*) FROM l), (SELECT count(*) FROM l),
+                ARRAY(SELECT tenant_id FROM c WHERE stored <> sent),
+                ARRAY(SELECT event_id FROM c WHERE stored <> sent),
+                ARRAY(SELECT sent FROM c WHERE stored <> sent),
+                ARRAY(SELECT stored FROM c WHERE stored <> sent)",
+        cols = column_list(),
+    )
+}
+
+/// [`insert_sql`] over UNNEST of one array parameter per column; `$30` is the
+/// closed days.
 fn unnest_sql() -> String {
     let casts: Vec<String> = column_types()
         .iter()
         .enumerate()
         .map(|(i, t)| format!("${}::{}[]", i + 1, t.name()))
         .collect();
-    format!(
-        "INSERT INTO audit_events ({}) SELECT * FROM UNNEST({}) ON CONFLICT DO NOTHING",
-        column_list(),
-        casts.join(", ")
-    )
+    let late = format!("${}::date[]", column_types().len() + 1);
+    let with = format!(
+        "r AS (SELECT * FROM UNNEST({}) AS r({})),",
+        casts.join(", "),
+        column_list()
+    );
+    insert_sql(&with, "r", &late)
 }
 
-/// The same insert when some days are closed: one statement, rows of
-/// `$30` (the closed days) to `late_events`, the rest to `audit_events`;
-/// returns (rows inserted, of which late).
-fn unnest_late_sql() -> String {
-    let casts: Vec<String> = column_types()
-        .iter()
-        .enumerate()
-        .map(|(i, t)| format!("${}::{}[]", i + 1, t.name()))
-        .collect();
-    let n = column_types().len() + 1;
-    format!(
-        "WITH r AS (SELECT * FROM UNNEST({casts}) AS r({cols})),
-              a AS (INSERT INTO audit_events ({cols}) SELECT {cols} FROM r WHERE {DAY} <> ALL(${n}::date[])
-                    ON CONFLICT DO NOTHING RETURNING 1),
-              l AS (INSERT INTO late_events ({cols}) SELECT {cols} FROM r WHERE {DAY} = ANY(${n}::date[])
-                    ON CONFLICT DO NOTHING RETURNING 1)
-         SELECT (SELECT count(*) FROM a) + (SELECT count(*) FROM l), (SELECT count(*) FROM l)",
-        casts = casts.join(", "),
-        cols = column_list(),
-    )
+/// [`insert_sql`] over the staging table the batch was copied into; `$1` is
+/// the closed days.
+fn staged_sql() -> String {
+    insert_sql("", &format!("{STAGE_TABLE} AS r"), "$1::date[]")
 }
 
 /// The UTC day of a row (its partition).
@@ -323,7 +367,7 @@ pub struct PgEventStore {
     pool: Pool,
     method: InsertMethod,
     unnest_sql: String,
-    unnest_late_sql: String,
+    staged_sql: String,
 }
 
 impl PgEventStore {
@@ -336,7 +380,7 @@ impl PgEventStore {
             pool,
             method,
             unnest_sql: unnest_sql(),
-            unnest_late_sql: unnest_late_sql(),
+            staged_sql: staged_sql(),
         }
     }
 
@@ -348,36 +392,24 @@ impl PgEventStore {
         self.pool.get().await.map_err(|e| Error::Pool(e.to_string()))
     }
 
-    async fn insert_unnest(&self, events: &[StoredEvent], late_days: &[NaiveDate]) -> Result<(u64, u64)> {
+    async fn insert_unnest(&self, events: &[StoredEvent], late_days: &[NaiveDate]) -> Result<Written> {
         let client = self.client().await?;
         let columns = Columns::of(events);
-        let params = columns.params();
-        if late_days.is_empty() {
-            let statement = client
-                .prepare_cached(&self.unnest_sql)
-                .await
-                .map_err(Error::query("preparing the batch insert"))?;
-            let inserted = client
-                .execute(&statement, &params)
-                .await
-                .map_err(Error::query("inserting a batch of events"))?;
-            return Ok((inserted, 0));
-        }
         let statement = client
-            .prepare_cached(&self.unnest_late_sql)
+            .prepare_cached(&self.unnest_sql)
             .await
             .map_err(Error::query("preparing the batch insert"))?;
         let late_days = late_days.to_vec();
-        let mut all: Vec<&(dyn ToSql + Sync)> = params.to_vec();
-        all.push(&late_days);
+        let mut params: Vec<&(dyn ToSql + Sync)> = columns.params().to_vec();
+        params.push(&late_days);
         let row = client
-            .query_one(&statement, &all)
+            .query_one(&statement, &params)
             .await
             .map_err(Error::query("inserting a batch of events"))?;
-        Ok((row.get::<_, i64>(0) as u64, row.get::<_, i64>(1) as u64))
+        Ok(Written::from_row(&row))
     }
 
-    async fn insert_copy(&self, events: &[StoredEvent], late_days: &[NaiveDate]) -> Result<(u64, u64)> {
+    async fn insert_copy(&self, events: &[StoredEvent], late_days: &[NaiveDate]) -> Result<Written> {
         let mut client = self.client().await?;
         let tx = client
             .transaction()
@@ -409,46 +441,64 @@ impl PgEventStore {
             .finish()
             .await
             .map_err(Error::query("finishing COPY into the staging table"))?;
-        let (inserted, late) = if late_days.is_empty() {
-            let inserted = tx
-                .execute(
-                    &format!(
-                        "INSERT INTO audit_events ({columns}) SELECT {columns} FROM {STAGE_TABLE} ON CONFLICT DO NOTHING",
-                        columns = column_list()
-                    ),
-                    &[],
-                )
-                .await
-                .map_err(Error::query("inserting the staged events"))?;
-            (inserted, 0)
-        } else {
-            let late_days = late_days.to_vec();
-            let on_time = tx
-                .execute(
-                    &format!(
-                        "INSERT INTO audit_events ({columns}) SELECT {columns} FROM {STAGE_TABLE}
-                          WHERE {DAY} <> ALL($1::date[]) ON CONFLICT DO NOTHING",
-                        columns = column_list()
-                    ),
-                    &[&late_days],
-                )
-                .await
-                .map_err(Error::query("inserting the staged events"))?;
-            let late = tx
-                .execute(
-                    &format!(
-                        "INSERT INTO late_events ({columns}) SELECT {columns} FROM {STAGE_TABLE}
-                          WHERE {DAY} = ANY($1::date[]) ON CONFLICT DO NOTHING",
-                        columns = column_list()
-                    ),
-                    &[&late_days],
-                )
-                .await
-                .map_err(Error::query("inserting the staged events of archived days"))?;
-            (on_time + late, late)
-        };
+        let statement = tx
+            .prepare_cached(&self.staged_sql)
+            .await
+            .map_err(Error::query("preparing the staged insert"))?;
+        let row = tx
+            .query_one(&statement, &[&late_days])
+            .await
+            .map_err(Error::query("inserting the staged events"))?;
         tx.commit().await.map_err(Error::query("committing the batch"))?;
-        Ok((inserted, late))
+        Ok(Written::from_row(&row))
+    }
+}
+
+/// What the insert statement reports (see [`insert_sql`]).
+struct Written {
+    inserted: u64,
+    late: u64,
+    /// (tenant_id, event_id, the row's hash) → the hash stored under that id.
+    conflicts: HashMap<(String, Uuid, Vec<u8>), Vec<u8>>,
+}
+
+impl Written {
+    fn from_row(row: &tokio_postgres::Row) -> Self {
+        let tenants: Vec<String> = row.get(2);
+        let ids: Vec<Uuid> = row.get(3);
+        let sent: Vec<Vec<u8>> = row.get(4);
+        let stored: Vec<Vec<u8>> = row.get(5);
+        let conflicts = tenants
+            .into_iter()
+            .zip(ids)
+            .zip(sent)
+            .zip(stored)
+            .map(|(((tenant, id), sent), stored)| ((tenant, id, sent), stored))
+            .collect();
+        Written {
+            inserted: row.get::<_, i64>(0) as u64,
+            late: row.get::<_, i64>(1) as u64,
+            conflicts,
+        }
+    }
+
+    /// The conflicts as positions in `events`.
+    fn conflicts_in(&self, events: &[StoredEvent]) -> Vec<IdConflict> {
+        if self.conflicts.is_empty() {
+            return Vec::new();
+        }
+        events
+            .iter()
+            .enumerate()
+            .filter_map(|(position, s)| {
+                let key = (s.event.tenant_id.clone(), s.event.event_id, s.hash.0.to_vec());
+                let stored = self.conflicts.get(&key)?;
+                Some(IdConflict {
+                    position,
+                    stored_hash: EventHash(<[u8; 32]>::try_from(stored.as_slice()).ok()?),
+                })
+            })
+            .collect()
     }
 }
 
@@ -462,14 +512,16 @@ impl EventStore for PgEventStore {
         if events.is_empty() {
             return Ok(InsertOutcome::default());
         }
-        let (inserted, late) = match self.method {
+        let written = match self.method {
             InsertMethod::Unnest => self.insert_unnest(events, late_days).await?,
             InsertMethod::CopyStage => self.insert_copy(events, late_days).await?,
         };
+        let conflicts = written.conflicts_in(events);
         Ok(InsertOutcome {
-            inserted,
-            duplicates: (events.len() as u64).saturating_sub(inserted),
-            late,
+            inserted: written.inserted,
+            duplicates: (events.len() as u64).saturating_sub(written.inserted + conflicts.len() as u64),
+            late: written.late,
+            conflicts,
         })
     }
 }
@@ -502,9 +554,19 @@ mod tests {
         assert!(sql.contains("$26::int2[]"), "{sql}");
         assert!(sql.contains("$27::bytea[]"), "{sql}");
         assert!(sql.contains("$29::text[]"), "{sql}");
-        assert!(sql.ends_with("ON CONFLICT DO NOTHING"));
-        let late = unnest_late_sql();
-        assert!(late.contains("INSERT INTO late_events"), "{late}");
-        assert!(late.contains("$30::date[]"), "{late}");
+        assert!(sql.contains("$30::date[]"), "{sql}");
+    }
+
+    #[test]
+    fn both_statements_claim_the_id_before_storing_the_row() {
+        for sql in [unnest_sql(), staged_sql()] {
+            let claim = sql.find("INSERT INTO event_ids").expect("claims ids");
+            for table in ["INSERT INTO audit_events", "INSERT INTO late_events"] {
+                let at = sql.find(table).unwrap_or_else(|| panic!("{table} in {sql}"));
+                assert!(claim < at, "{sql}");
+            }
+            assert_eq!(sql.matches("JOIN fresh USING (tenant_id, event_id, event_hash)").count(), 2);
+        }
+        assert!(staged_sql().contains("FROM stele_insert_stage AS r"));
     }
 }

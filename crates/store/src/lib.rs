@@ -18,5 +18,5 @@ pub use archive_db::{ArchiveDb, ExportRow, PgArchiveDb, RowStream};
 pub use config::{conninfo_from_secret, DbSource, SecretReader, StoreConfig, StoreSettings, TlsMode};
 pub use connect::{connect, pool};
 pub use error::{pg_message, Error, Result};
-pub use insert::{EventStore, InsertMethod, InsertOutcome, PgEventStore, StoredEvent};
+pub use insert::{EventStore, IdConflict, InsertMethod, InsertOutcome, PgEventStore, StoredEvent};
 pub use migrate::{migrate, MIGRATIONS};

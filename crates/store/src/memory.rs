@@ -135,6 +135,8 @@ struct State {
     /// `late_events`: (row, claimed by a supplement).
     late: Vec<(MemoryRow, bool)>,
     run_locked: bool,
+    /// `event_ids`: (tenant, event id, received_at).
+    event_ids: Vec<(String, Uuid, DateTime<Utc>)>,
     /// (operation, calls to let through first): each fails once.
     failures: Vec<(&'static str, u32)>,
 }
@@ -208,6 +210,16 @@ impl MemoryArchiveDb {
         }
     }
 
+    /// Claim an event id, as the batch-writer does with every row it stores.
+    pub fn claim_event_id(&self, tenant: &str, event_id: Uuid, received_at: DateTime<Utc>) {
+        self.lock().event_ids.push((tenant.to_string(), event_id, received_at));
+    }
+
+    /// The claimed event ids, in claim order.
+    pub fn event_ids(&self) -> Vec<(String, Uuid)> {
+        self.lock().event_ids.iter().map(|(t, id, _)| (t.clone(), *id)).collect()
+    }
+
     /// Rows of `day` in `late_events`.
     pub fn late_rows(&self, day: NaiveDate) -> usize {
         self.lock()
@@ -247,6 +259,14 @@ impl ArchiveDb for MemoryArchiveDb {
     async fn unlock_run(&self) -> Result<()> {
         self.lock().run_locked = false;
         Ok(())
+    }
+
+    async fn prune_event_ids(&self, received_before: DateTime<Utc>) -> Result<u64> {
+        self.check("prune_event_ids")?;
+        let mut s = self.lock();
+        let before = s.event_ids.len();
+        s.event_ids.retain(|(_, _, received_at)| *received_at >= received_before);
+        Ok((before - s.event_ids.len()) as u64)
     }
 
     async fn partitions(&self) -> Result<Vec<DayPartition>> {

@@ -26,6 +26,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "late_events",
         sql: include_str!("../migrations/0002_late_events.sql"),
     },
+    Migration {
+        version: 3,
+        name: "event_ids",
+        sql: include_str!("../migrations/0003_event_ids.sql"),
+    },
 ];
 
 /// Arbitrary constant key for `pg_advisory_xact_lock`: "stele" in ASCII.

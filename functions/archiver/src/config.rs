@@ -35,6 +35,11 @@ pub struct ArchiverConfig {
     pub statement_timeout: Duration,
     /// `STELE_PARTITIONS_AHEAD_DAYS` (3): the archiver also creates partitions ahead.
     pub partitions_ahead_days: u32,
+    /// `STELE_DEDUP_WINDOW_HOURS` (240 = the stream's 168 h retention + 72 h
+    /// lateness): how long an event id stays claimed in `event_ids`, so that
+    /// a re-sent id is caught. At least the lateness; Terraform sets it to
+    /// the stream's retention plus the lateness.
+    pub dedup_window: chrono::Duration,
 }
 
 impl ArchiverConfig {
@@ -54,6 +59,7 @@ impl ArchiverConfig {
             min_remaining: Duration::from_secs(60),
             statement_timeout: Duration::from_secs(840),
             partitions_ahead_days: 3,
+            dedup_window: chrono::Duration::hours(240),
         }
     }
 
@@ -95,6 +101,15 @@ impl ArchiverConfig {
         c.min_remaining = Duration::from_secs(num("STELE_ARCHIVE_MIN_REMAINING_SECS", 60, 0)?);
         c.statement_timeout = Duration::from_secs(num("STELE_ARCHIVE_STATEMENT_TIMEOUT_SECS", 840, 1)?);
         c.partitions_ahead_days = num("STELE_PARTITIONS_AHEAD_DAYS", 3, 0)? as u32;
+        c.dedup_window = chrono::Duration::hours(num("STELE_DEDUP_WINDOW_HOURS", 240, 1)? as i64);
+        if c.dedup_window < c.max_lateness {
+            return Err(Error::Config(format!(
+                "STELE_DEDUP_WINDOW_HOURS ({} h) must be at least the lateness STELE_MAX_LATENESS_SECS ({} h): \
+                 a re-sent event id must be caught for as long as it can arrive",
+                c.dedup_window.num_hours(),
+                c.max_lateness.num_hours()
+            )));
+        }
         Ok(c)
     }
 }
@@ -123,6 +138,19 @@ mod tests {
         assert_eq!(c.retention, chrono::Duration::days(30));
         assert_eq!(c.max_lateness, chrono::Duration::hours(72));
         assert!(!c.drop_after_archive);
+    }
+
+    #[test]
+    fn a_dedup_window_shorter_than_the_lateness_is_refused() {
+        let ok = ArchiverConfig::from_lookup(lookup(&[("STELE_ARCHIVE_BUCKET", "b")])).unwrap();
+        assert_eq!(ok.dedup_window, chrono::Duration::hours(240));
+        let err = ArchiverConfig::from_lookup(lookup(&[
+            ("STELE_ARCHIVE_BUCKET", "b"),
+            ("STELE_DEDUP_WINDOW_HOURS", "24"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("STELE_DEDUP_WINDOW_HOURS"), "{err}");
     }
 
     #[test]

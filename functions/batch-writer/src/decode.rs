@@ -18,6 +18,9 @@ pub enum PoisonCode {
     HashMismatch,
     /// A string holds U+0000, which Postgres `text`/`jsonb` cannot store.
     NulCharacter,
+    /// The event id is already stored for this tenant with other content
+    /// (found when the record is written, not when it is decoded).
+    Conflict,
 }
 
 impl PoisonCode {
@@ -30,6 +33,7 @@ impl PoisonCode {
             Self::UnsupportedVersion => "unsupported_version",
             Self::HashMismatch => "hash_mismatch",
             Self::NulCharacter => "nul_character",
+            Self::Conflict => "conflict",
         }
     }
 }
@@ -39,6 +43,35 @@ impl PoisonCode {
 pub struct Poison {
     pub code: PoisonCode,
     pub reason: String,
+    /// For [`PoisonCode::Conflict`]: the record's hash and the stored one.
+    pub conflict: Option<ConflictHashes>,
+}
+
+/// The two hashes of an id conflict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConflictHashes {
+    /// The dead-lettered record's hash (what its sender's 202 named).
+    pub event_hash: EventHash,
+    /// The hash of the row stored under the same tenant and event id.
+    pub stored_event_hash: EventHash,
+}
+
+impl Poison {
+    /// A record whose (tenant, event id) is already stored with `stored` as
+    /// its hash.
+    pub fn conflict(event: &Event, event_hash: EventHash, stored_event_hash: EventHash) -> Self {
+        Poison {
+            code: PoisonCode::Conflict,
+            reason: format!(
+                "event_id {} is already stored for tenant {:?} with other content (stored event_hash {}, this record's {}); not stored",
+                event.event_id, event.tenant_id, stored_event_hash, event_hash
+            ),
+            conflict: Some(ConflictHashes {
+                event_hash,
+                stored_event_hash,
+            }),
+        }
+    }
 }
 
 impl From<RecordError> for Poison {
@@ -54,6 +87,7 @@ impl From<RecordError> for Poison {
         Poison {
             code,
             reason: e.to_string(),
+            conflict: None,
         }
     }
 }
@@ -67,6 +101,7 @@ pub fn open_record(data: &[u8]) -> Result<(Event, EventHash), Poison> {
         return Err(Poison {
             code: PoisonCode::NulCharacter,
             reason: format!("{field} contains a NUL character (U+0000), which PostgreSQL cannot store"),
+            conflict: None,
         });
     }
     Ok((sealed.event, sealed.hash))

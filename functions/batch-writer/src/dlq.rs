@@ -9,7 +9,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::decode::PoisonCode;
+use crate::decode::{ConflictHashes, PoisonCode};
 use crate::error::Error;
 
 /// Original bytes above this size are cut in the message (SQS takes 256 KiB
@@ -27,6 +27,8 @@ pub struct DeadLetter {
     pub approximate_arrival: DateTime<Utc>,
     pub code: PoisonCode,
     pub reason: String,
+    /// For an id conflict: the record's hash and the stored row's.
+    pub conflict: Option<ConflictHashes>,
     /// The record's data exactly as it came off the stream.
     pub data: Vec<u8>,
 }
@@ -47,6 +49,11 @@ struct Message<'a> {
     data_sha256: String,
     data_truncated: bool,
     data_base64: String,
+    /// Conflicts only: the record's `event_hash` and the stored row's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event_hash: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stored_event_hash: Option<String>,
 }
 
 impl DeadLetter {
@@ -68,6 +75,8 @@ impl DeadLetter {
             data_sha256: hex::encode(Sha256::digest(&self.data)),
             data_truncated: truncated,
             data_base64: base64::engine::general_purpose::STANDARD.encode(kept),
+            event_hash: self.conflict.map(|c| c.event_hash.to_hex()),
+            stored_event_hash: self.conflict.map(|c| c.stored_event_hash.to_hex()),
         };
         // Plain strings and numbers: serialisation cannot fail.
         serde_json::to_string(&message).unwrap_or_default()
@@ -230,6 +239,7 @@ mod tests {
             approximate_arrival: DateTime::<Utc>::from_timestamp(1_700_000_000, 0).unwrap_or_default(),
             code: PoisonCode::HashMismatch,
             reason: "event_hash mismatch".into(),
+            conflict: None,
             data,
         }
     }

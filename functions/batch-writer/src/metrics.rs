@@ -12,8 +12,11 @@ pub struct BatchReport {
     pub duplicates: u64,
     /// Of `inserted`, events of an archived day, stored in `late_events`.
     pub late: u64,
-    /// Records dead-lettered (undecodable, hash mismatch…).
+    /// Records dead-lettered (undecodable, hash mismatch, id conflicts…).
     pub poison: u64,
+    /// Of `poison`, records whose event id was already stored with other
+    /// content (the `conflicts` alarm fires on any).
+    pub conflicts: u64,
     pub partitions_created: u64,
     /// Records reported back as failed (to be redelivered).
     pub unacknowledged: u64,
@@ -40,6 +43,7 @@ pub fn emf_line(report: &BatchReport, at: DateTime<Utc>) -> String {
                     count("duplicates"),
                     count("late"),
                     count("poison"),
+                    count("conflicts"),
                     count("partitions_created"),
                     count("unacknowledged"),
                     count("db_errors"),
@@ -54,6 +58,7 @@ pub fn emf_line(report: &BatchReport, at: DateTime<Utc>) -> String {
         "duplicates": report.duplicates,
         "late": report.late,
         "poison": report.poison,
+        "conflicts": report.conflicts,
         "partitions_created": report.partitions_created,
         "unacknowledged": report.unacknowledged,
         "db_errors": u64::from(report.db_failed),

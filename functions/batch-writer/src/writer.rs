@@ -11,7 +11,7 @@ use aws_lambda_events::event::kinesis::{KinesisEvent, KinesisEventRecord};
 use aws_lambda_events::event::streams::KinesisEventResponse;
 use chrono::{Days, NaiveDate, Utc};
 use stele_store::partitions::{self, EnsureOutcome};
-use stele_store::{EventStore, StoredEvent};
+use stele_store::{EventStore, IdConflict, StoredEvent};
 
 use crate::checkpoint;
 use crate::decode::{open_record, shard_of, Poison, PoisonCode};
@@ -36,10 +36,12 @@ pub struct BatchWriter<S, D> {
     chunk_records: usize,
 }
 
-/// The good records of a batch, with their positions in it.
+/// The good records of a batch, with their positions in it and their bytes
+/// (kept until written: an id conflict is dead-lettered with them).
 struct Good {
     events: Vec<StoredEvent>,
     positions: Vec<usize>,
+    data: Vec<Vec<u8>>,
 }
 
 impl<S: EventStore, D: DeadLetterSink> BatchWriter<S, D> {
@@ -88,6 +90,7 @@ impl<S: EventStore, D: DeadLetterSink> BatchWriter<S, D> {
             duplicates = report.duplicates,
             late = report.late,
             poison = report.poison,
+            conflicts = report.conflicts,
             partitions_created = report.partitions_created,
             unacknowledged = report.unacknowledged,
             latency_ms = report.latency_ms,
@@ -142,6 +145,15 @@ impl<S: EventStore, D: DeadLetterSink> BatchWriter<S, D> {
             pending.extend(chunks.next().map(spawn_decode));
             let result = self.write(&decoded.good, &mut report).await;
             poison.append(&mut decoded.poison);
+            if let Ok(conflicts) = &result {
+                report.conflicts += conflicts.len() as u64;
+                let good = &mut decoded.good;
+                poison.extend(conflicts.iter().map(|c| {
+                    let event = &good.events[c.position];
+                    let why = Poison::conflict(&event.event, event.hash, c.stored_hash);
+                    (good.positions[c.position], why, std::mem::take(&mut good.data[c.position]))
+                }));
+            }
             if let Err(e) = result {
                 report.db_failed = true;
                 let first = decoded.good.positions.first().copied();
@@ -181,8 +193,8 @@ impl<S: EventStore, D: DeadLetterSink> BatchWriter<S, D> {
 
     /// Ensure partitions and insert the events: those of archived days go to
     /// `late_events` in the same transaction. A partition that vanished since
-    /// it was cached is re-checked once.
-    async fn write(&self, good: &Good, report: &mut BatchReport) -> stele_store::Result<()> {
+    /// it was cached is re-checked once. Returns the id conflicts (not stored).
+    async fn write(&self, good: &Good, report: &mut BatchReport) -> stele_store::Result<Vec<IdConflict>> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -192,7 +204,7 @@ impl<S: EventStore, D: DeadLetterSink> BatchWriter<S, D> {
                     report.inserted += outcome.inserted;
                     report.duplicates += outcome.duplicates;
                     report.late += outcome.late;
-                    return Ok(());
+                    return Ok(outcome.conflicts);
                 }
                 Err(e) if attempt == 1 && e.is_missing_partition() => {
                     tracing::warn!(error = %e, "a partition went away; re-checking partitions");
@@ -261,6 +273,7 @@ fn decode_chunk(start: usize, inputs: Vec<RecordInput>) -> Decoded {
         good: Good {
             events: Vec::with_capacity(inputs.len()),
             positions: Vec::with_capacity(inputs.len()),
+            data: Vec::with_capacity(inputs.len()),
         },
         poison: Vec::new(),
     };
@@ -275,6 +288,7 @@ fn decode_chunk(start: usize, inputs: Vec<RecordInput>) -> Decoded {
                     kinesis_seq: Some(input.sequence_number),
                 });
                 decoded.good.positions.push(position);
+                decoded.good.data.push(input.data);
             }
             Err(p) => decoded.poison.push((position, p, input.data)),
         }
@@ -317,6 +331,7 @@ fn dead_letter(record: &KinesisEventRecord, poison: &Poison, data: Vec<u8>) -> D
         approximate_arrival: record.kinesis.approximate_arrival_timestamp.0,
         code: poison.code,
         reason: poison.reason.clone(),
+        conflict: poison.conflict,
         data,
     }
 }
@@ -385,10 +400,14 @@ mod tests {
             let mut rows = self.rows.lock().unwrap();
             let mut late = self.late.lock().unwrap();
             let mut outcome = InsertOutcome::default();
-            for e in events {
-                let key = |r: &StoredEvent| (r.event.tenant_id.clone(), r.event.event_id, r.event.occurred_at);
+            for (position, e) in events.iter().enumerate() {
+                // One id, one row, across both tables (the event_ids claim).
+                let key = |r: &StoredEvent| (r.event.tenant_id.clone(), r.event.event_id);
+                let stored = rows.iter().chain(late.iter()).find(|r| key(r) == key(e)).map(|r| r.hash);
                 let table = if is_late(e) { &mut *late } else { &mut *rows };
-                if table.iter().any(|r| key(r) == key(e)) {
+                if let Some(stored_hash) = stored.filter(|h| *h != e.hash) {
+                    outcome.conflicts.push(stele_store::IdConflict { position, stored_hash });
+                } else if stored.is_some() {
                     outcome.duplicates += 1;
                 } else {
                     table.push(e.clone());
@@ -534,6 +553,7 @@ mod tests {
             approximate_arrival: now(),
             code,
             reason: format!("reason {seq}"),
+            conflict: None,
             data: Vec::new(),
         };
         let letters: Vec<DeadLetter> = (0..40)
@@ -579,6 +599,59 @@ mod tests {
         let _ = w.process(batch(vec![a.record.clone()])).await;
         let (_, report) = w.process(batch(vec![a.record.clone()])).await;
         assert_eq!((report.inserted, report.duplicates), (0, 1));
+    }
+
+    /// The same tenant and event id again with other content, here another
+    /// `occurred_at` (a client that retries with a fresh timestamp).
+    fn resent_with(first: &SealedEvent, occurred_at: &str) -> SealedEvent {
+        let ctx = Context {
+            tenant_id: &first.event.tenant_id,
+            now: now(),
+            window: TimeWindow::default(),
+            id_if_missing: None,
+        };
+        let body = json!({
+            "event_id": first.event.event_id.to_string(),
+            "occurred_at": occurred_at,
+            "category": "audit",
+            "action": "user.login",
+            "outcome": "success",
+            "actor": {"id": "u1", "type": "user"},
+            "source": {"service": "auth"}
+        });
+        validate_event(&body, &ctx).unwrap().seal()
+    }
+
+    #[tokio::test]
+    async fn an_id_resent_with_other_content_is_dead_lettered_as_a_conflict_with_both_hashes() {
+        let w = writer();
+        let first = sealed("t1", "2026-03-01T10:00:00Z");
+        let again = resent_with(&first, "2026-03-01T10:00:05Z");
+        assert_ne!(first.hash, again.hash);
+        let _ = w.process(batch(vec![first.record.clone()])).await;
+        // In a later batch and within one batch alike.
+        for (n, records) in [vec![again.record.clone()], vec![first.record.clone(), again.record.clone()]]
+            .into_iter()
+            .enumerate()
+        {
+            let (resp, report) = w.process(batch(records)).await;
+            assert!(resp.batch_item_failures.is_empty());
+            assert_eq!((report.inserted, report.conflicts, report.poison), (0, 1, 1));
+            let letters = w.dead_letters().taken();
+            assert_eq!(letters.len(), n + 1);
+            let letter = &letters[n];
+            assert_eq!(letter.code, PoisonCode::Conflict);
+            assert_eq!(letter.data, again.record, "the original bytes");
+            let hashes = letter.conflict.expect("both hashes");
+            assert_eq!((hashes.event_hash, hashes.stored_event_hash), (again.hash, first.hash));
+            let message: serde_json::Value = serde_json::from_str(&letter.to_message()).unwrap();
+            assert_eq!(message["reason_code"], "conflict");
+            assert_eq!(message["stored_event_hash"], first.hash.to_hex());
+            assert_eq!(message["event_hash"], again.hash.to_hex());
+        }
+        let rows = w.store().rows.lock().unwrap();
+        assert_eq!(rows.len(), 1, "one id, one row");
+        assert_eq!(rows[0].hash, first.hash);
     }
 
     #[tokio::test]

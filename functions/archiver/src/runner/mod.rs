@@ -80,6 +80,8 @@ pub struct RunReport {
     pub remaining: Vec<String>,
     /// Another run held the run lock: this one did nothing.
     pub busy: bool,
+    /// Event ids forgotten because their deduplication window ended.
+    pub event_ids_pruned: u64,
     pub error: Option<String>,
 }
 
@@ -217,6 +219,11 @@ impl<S: ArchiveStore + 'static, D: ArchiveDb> Archiver<S, D> {
         let last = today + chrono::Duration::days(self.config.partitions_ahead_days as i64);
         if let Err(e) = self.db.ensure_range(today, last).await {
             tracing::warn!(error = %e, "could not create partitions ahead");
+        }
+        // Housekeeping, not archiving: a failure is retried by the next run.
+        match self.db.prune_event_ids(now - self.config.dedup_window).await {
+            Ok(n) => report.event_ids_pruned = n,
+            Err(e) => tracing::warn!(error = %e, "could not prune event ids past the deduplication window"),
         }
         let candidates = match self.candidates(now).await {
             Ok(c) => c,

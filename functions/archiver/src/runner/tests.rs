@@ -519,3 +519,22 @@ async fn a_second_run_while_one_holds_the_lock_does_nothing_and_says_so() {
     assert_eq!(report.archived.len(), 1);
     assert!(a.db.try_lock_run().await.unwrap(), "a finished run releases the lock");
 }
+
+#[tokio::test]
+async fn a_run_forgets_event_ids_past_the_deduplication_window_only() {
+    let a = setup(3).await;
+    let window = a.config.dedup_window;
+    let (old, recent) = (Uuid::from_u128(7), Uuid::from_u128(8));
+    a.db.claim_event_id("acme", old, now() - window - chrono::Duration::seconds(1));
+    a.db.claim_event_id("acme", recent, now() - window + chrono::Duration::seconds(1));
+    let report = a.run(now(), later()).await;
+    assert_eq!(report.error, None);
+    assert_eq!(report.event_ids_pruned, 1);
+    assert_eq!(a.db.event_ids(), [("acme".to_string(), recent)]);
+
+    // A failed prune is housekeeping left for the next run, not a failed run.
+    a.db.fail_call("prune_event_ids", 1);
+    let report = a.run(now() + window, later()).await;
+    assert_eq!((report.error, report.event_ids_pruned), (None, 0));
+    assert_eq!(a.db.event_ids().len(), 1);
+}

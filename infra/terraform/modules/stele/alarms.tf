@@ -41,6 +41,26 @@ resource "aws_cloudwatch_metric_alarm" "dlq_depth" {
   tags                = local.tags
 }
 
+# The batch-writer's own metric (EMF, namespace "stele"): an event id re-sent with other
+# content. The record is in the DLQ with both hashes; its sender holds a 202 for a hash
+# that is stored nowhere, so every one needs an answer, even when the DLQ is drained.
+resource "aws_cloudwatch_metric_alarm" "id_conflicts" {
+  alarm_name          = "${var.name}-batch-writer-id-conflicts"
+  alarm_description   = "An event id was re-sent with other content: not stored, dead-lettered with reason conflict (both hashes and the original bytes)."
+  namespace           = "stele"
+  metric_name         = "conflicts"
+  dimensions          = { function = "batch-writer" }
+  statistic           = "Sum"
+  period              = 300
+  evaluation_periods  = 1
+  threshold           = 0
+  comparison_operator = "GreaterThanThreshold"
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = var.alarm_actions
+  ok_actions          = var.alarm_actions
+  tags                = local.tags
+}
+
 resource "aws_cloudwatch_metric_alarm" "function_errors" {
   for_each = {
     ingest       = aws_lambda_function.ingest.function_name

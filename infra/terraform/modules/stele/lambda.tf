@@ -154,6 +154,9 @@ resource "aws_lambda_function" "archiver" {
       STELE_RETENTION_DAYS     = tostring(var.retention_days)
       STELE_MAX_LATENESS_SECS  = tostring(var.max_lateness_secs)
       STELE_DROP_AFTER_ARCHIVE = tostring(var.drop_after_archive)
+      # An event id stays claimed as long as a record can wait in the stream plus as late
+      # as an event may come: a re-sent id is caught for as long as it can arrive.
+      STELE_DEDUP_WINDOW_HOURS = tostring(var.kinesis_retention_hours + ceil(var.max_lateness_secs / 3600))
       RUST_LOG                 = var.rust_log
     })
   }
