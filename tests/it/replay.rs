@@ -429,3 +429,113 @@ async fn a_failed_batch_in_s3_is_read_back_from_the_stream_and_its_object_delete
     assert_eq!(rows(&client).await.len(), 2);
     stream.delete().await;
 }
+
+#[tokio::test]
+async fn a_conflict_letter_is_replayed_only_when_the_stored_row_is_that_event() {
+    let env = TestEnv::get().await;
+    let db = env.fresh_database().await;
+    let client = db.migrated_client().await;
+    let sqs = env.sqs().await;
+    let queue = env.create_queue(&unique_name("dlq")).await;
+    let stored = sealed("acme", "doc.kept");
+    store(&db, vec![stored.record.clone()]).await;
+    // Same id, other content: what a `conflict` letter holds.
+    let mut other = stored.event.clone();
+    other.action = "doc.other".into();
+    let other = other.seal();
+    let conflict = |i: u32, record: &SealedEvent| {
+        let mut message: Value =
+            serde_json::from_str(&letter(i, PoisonCode::Schema, record.record.clone()).to_message()).unwrap();
+        message["reason_code"] = "conflict".into();
+        message["event_hash"] = record.hash.to_hex().into();
+        message["stored_event_hash"] = stored.hash.to_hex().into();
+        message.to_string()
+    };
+    send(&sqs, &queue, &[conflict(1, &other), conflict(2, &stored)]).await;
+
+    let run = replay(&db, &["--queue-url", &queue]).await;
+    assert!(
+        run.stdout
+            .contains("replayed 0, already stored 1, still failing 1 (conflict 1); 1 of 2 messages"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(rows(&client).await.len(), 1);
+    let left = queue_messages(&sqs, &queue).await;
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0]["sequence_number"], seq(1));
+}
+
+#[tokio::test]
+async fn a_database_that_refuses_the_batch_leaves_every_message_in_the_queue() {
+    let env = TestEnv::get().await;
+    let db = env.fresh_database().await; // no schema: every insert fails
+    let sqs = env.sqs().await;
+    let queue = env.create_queue(&unique_name("dlq")).await;
+    send(
+        &sqs,
+        &queue,
+        &[
+            earlier_version_letter(1, sealed("acme", "doc.a").record),
+            earlier_version_letter(2, sealed("acme", "doc.b").record),
+        ],
+    )
+    .await;
+
+    let run = replay(&db, &["--queue-url", &queue]).await;
+    assert_eq!(run.status, 2);
+    assert!(
+        run.stdout
+            .contains("replayed 0, already stored 0, still failing 2 (unwritten 2); 0 of 2 messages"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        queue_messages(&sqs, &queue).await.len(),
+        2,
+        "visible again for the next run"
+    );
+}
+
+#[tokio::test]
+async fn an_on_failure_record_in_the_queue_is_replayed_from_the_stream() {
+    // `stele dev`'s mapping sends its on-failure records to the dead-letter queue.
+    let env = TestEnv::get().await;
+    let db = env.fresh_database().await;
+    let client = db.migrated_client().await;
+    let sqs = env.sqs().await;
+    let queue = env.create_queue(&unique_name("dlq")).await;
+    let stream = TestStream::new(env, 1).await;
+    let kinesis_client = env.kinesis().await;
+    let mut positions = Vec::new();
+    for action in ["doc.1", "doc.2"] {
+        let put = kinesis_client
+            .put_record()
+            .stream_name(&stream.name)
+            .partition_key("acme")
+            .data(aws_sdk_kinesis::primitives::Blob::new(sealed("acme", action).record))
+            .send()
+            .await
+            .unwrap();
+        positions.push((put.shard_id().to_string(), put.sequence_number().to_string()));
+    }
+    let body = json!({
+        "requestContext": {"condition": "RetryAttemptsExhausted", "functionArn": "local:stele-batch-writer"},
+        "KinesisBatchInfo": {"shardId": positions[0].0, "startSequenceNumber": positions[0].1,
+                              "endSequenceNumber": positions[1].1, "batchSize": 2,
+                              "streamArn": format!("arn:aws:kinesis:us-east-1:000000000000:stream/{}", stream.name)},
+    });
+    send(&sqs, &queue, &[body.to_string()]).await;
+
+    let run = replay(&db, &["--queue-url", &queue]).await;
+    assert_eq!(run.status, 0, "{}", run.stderr);
+    assert!(
+        run.stdout
+            .contains("replayed 2, already stored 0, still failing 0; 1 of 1 messages"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(rows(&client).await.len(), 2);
+    assert!(queue_messages(&sqs, &queue).await.is_empty());
+    stream.delete().await;
+}
