@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 
 mod archive;
 mod dev;
+mod replay;
 mod send;
 
 #[derive(Parser)]
@@ -29,6 +30,10 @@ enum Command {
     /// Run the archiver once (as the scheduled Lambda does): old partitions to
     /// S3 Parquet, verified, then detached and dropped. `--dry-run` changes nothing.
     Archive(archive::ArchiveArgs),
+    /// Replay the dead-letter queue and the failed-batches bucket through the
+    /// batch-writer once their cause is fixed (idempotent). `--dry-run`
+    /// changes nothing. Exit status 2 when records are still failing.
+    Replay(replay::ReplayArgs),
     /// Print the archive's Parquet columns, Hive partition keys and layout as
     /// JSON (the Glue table must match it).
     ArchiveSchema,
@@ -36,21 +41,35 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    // Replaying, the writer's "dead-lettered" warnings are about records that
+    // already are dead letters: the summary counts them instead.
+    let writer_level = if matches!(cli.command, Command::Replay(_)) {
+        "error"
+    } else {
+        "warn"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,stele=info,stele_ingest=warn,stele_batch_writer=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                format!("warn,stele=info,stele_ingest=warn,stele_batch_writer={writer_level}").into()
+            }),
         )
         .with_writer(std::io::stderr)
         // Colour only for a person at a terminal: in a file or a pipe the
         // escape codes would be noise.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
     let result = match cli.command {
         Command::Dev(args) => dev::run(args).await,
         Command::Send(args) => send::run(args).await,
         Command::Archive(args) => archive::run(args).await,
+        Command::Replay(args) => match replay::run(args).await {
+            // Still failing is a result, not an error: a distinct status for scripts.
+            Ok(summary) if summary.still_failing() > 0 => return std::process::ExitCode::from(2),
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        },
         Command::ArchiveSchema => {
             println!("{:#}", stele_archiver::schema::describe());
             Ok(())

@@ -16,4 +16,5 @@ mod hostile;
 mod hostile_dev;
 mod ingest;
 mod localstack;
+mod replay;
 mod store;

@@ -9,6 +9,7 @@ pub mod config;
 pub mod connect;
 pub mod error;
 pub mod insert;
+pub mod lookup;
 #[cfg(any(test, feature = "testing"))]
 pub mod memory;
 pub mod migrate;

@@ -12,6 +12,7 @@ pub mod dlq;
 pub mod error;
 pub mod kinesis;
 pub mod metrics;
+pub mod replay;
 pub mod writer;
 
 /// The event and response types of the Kinesis event source mapping.

@@ -1,0 +1,41 @@
+//! Read-only look-ups by idempotency key, for tools that must say what an
+//! insert would do without doing it (`stele replay --dry-run`) or must check a
+//! stored row before trusting a duplicate (a `conflict` dead letter).
+
+use std::collections::HashMap;
+
+use tokio_postgres::Client;
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+
+/// The `event_hash` of every stored row (hot in `audit_events` or waiting in
+/// `late_events`) with one of the `(tenant_id, event_id)` keys. A key may map
+/// to several hashes: `occurred_at` is part of the primary key, so a producer
+/// that reused an id with another time has two rows.
+pub async fn stored_hashes(client: &Client, keys: &[(String, Uuid)]) -> Result<HashMap<(String, Uuid), Vec<[u8; 32]>>> {
+    let mut found: HashMap<(String, Uuid), Vec<[u8; 32]>> = HashMap::new();
+    if keys.is_empty() {
+        return Ok(found);
+    }
+    let tenants: Vec<&str> = keys.iter().map(|(t, _)| t.as_str()).collect();
+    let ids: Vec<Uuid> = keys.iter().map(|(_, id)| *id).collect();
+    let rows = client
+        .query(
+            "WITH k AS (SELECT DISTINCT * FROM UNNEST($1::text[], $2::uuid[]) AS k(tenant_id, event_id))
+             SELECT e.tenant_id, e.event_id, e.event_hash FROM audit_events e JOIN k USING (tenant_id, event_id)
+             UNION ALL
+             SELECT l.tenant_id, l.event_id, l.event_hash FROM late_events l JOIN k USING (tenant_id, event_id)",
+            &[&tenants, &ids],
+        )
+        .await
+        .map_err(Error::query("looking up stored events by id"))?;
+    for row in rows {
+        let hash: Vec<u8> = row.get(2);
+        let Ok(hash) = <[u8; 32]>::try_from(hash.as_slice()) else {
+            continue; // the column's CHECK makes this impossible
+        };
+        found.entry((row.get(0), row.get(1))).or_default().push(hash);
+    }
+    Ok(found)
+}
