@@ -350,13 +350,13 @@ async fn an_event_id_is_stored_once_per_tenant_and_a_resend_with_other_content_i
     ];
     let (response, r2) = writer.process(batch_of(&batch, 10)).await;
     assert!(response.batch_item_failures.is_empty());
-    assert_eq!(
-        (r2.inserted, r2.duplicates, r2.conflicts, r2.poison),
-        (1, 1, 2, 2)
-    );
+    assert_eq!((r2.inserted, r2.duplicates, r2.conflicts, r2.poison), (1, 1, 2, 2));
 
     let stored: Vec<(String, Vec<u8>)> = client
-        .query("SELECT tenant_id, event_hash FROM audit_events WHERE event_id = $1 ORDER BY tenant_id", &[&id])
+        .query(
+            "SELECT tenant_id, event_hash FROM audit_events WHERE event_id = $1 ORDER BY tenant_id",
+            &[&id],
+        )
         .await
         .unwrap()
         .iter()
@@ -408,7 +408,11 @@ async fn an_event_id_is_stored_once_per_tenant_and_a_resend_with_other_content_i
         .insert_batch(&[stored_event(&late_resent)], &[archived_day])
         .await
         .unwrap();
-    assert_eq!((outcome.inserted, outcome.conflicts.len()), (0, 1), "a late row's id is claimed too");
+    assert_eq!(
+        (outcome.inserted, outcome.conflicts.len()),
+        (0, 1),
+        "a late row's id is claimed too"
+    );
     assert_eq!(count(&client).await, 2);
 }
 

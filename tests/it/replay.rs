@@ -60,6 +60,7 @@ fn letter(i: u32, code: PoisonCode, data: Vec<u8>) -> DeadLetter {
         approximate_arrival: now(),
         code,
         reason: "test".into(),
+        conflict: None,
         data,
     }
 }

@@ -565,7 +565,11 @@ mod tests {
                 let at = sql.find(table).unwrap_or_else(|| panic!("{table} in {sql}"));
                 assert!(claim < at, "{sql}");
             }
-            assert_eq!(sql.matches("JOIN fresh USING (tenant_id, event_id, event_hash)").count(), 2);
+            assert_eq!(
+                sql.matches("JOIN fresh USING (tenant_id, event_id, event_hash)")
+                    .count(),
+                2
+            );
         }
         assert!(staged_sql().contains("FROM stele_insert_stage AS r"));
     }

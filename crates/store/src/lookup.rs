@@ -9,10 +9,9 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 
-/// The `event_hash` of every stored row (hot in `audit_events` or waiting in
-/// `late_events`) with one of the `(tenant_id, event_id)` keys. A key may map
-/// to several hashes: `occurred_at` is part of the primary key, so a producer
-/// that reused an id with another time has two rows.
+/// The `event_hash` stored under each of the `(tenant_id, event_id)` keys, as
+/// the insert decides it: the id's claim in `event_ids` (one per key, for the
+/// deduplication window), whichever table holds the row.
 pub async fn stored_hashes(client: &Client, keys: &[(String, Uuid)]) -> Result<HashMap<(String, Uuid), Vec<[u8; 32]>>> {
     let mut found: HashMap<(String, Uuid), Vec<[u8; 32]>> = HashMap::new();
     if keys.is_empty() {
@@ -23,9 +22,7 @@ pub async fn stored_hashes(client: &Client, keys: &[(String, Uuid)]) -> Result<H
     let rows = client
         .query(
             "WITH k AS (SELECT DISTINCT * FROM UNNEST($1::text[], $2::uuid[]) AS k(tenant_id, event_id))
-             SELECT e.tenant_id, e.event_id, e.event_hash FROM audit_events e JOIN k USING (tenant_id, event_id)
-             UNION ALL
-             SELECT l.tenant_id, l.event_id, l.event_hash FROM late_events l JOIN k USING (tenant_id, event_id)",
+             SELECT e.tenant_id, e.event_id, e.event_hash FROM event_ids e JOIN k USING (tenant_id, event_id)",
             &[&tenants, &ids],
         )
         .await

@@ -217,7 +217,11 @@ impl MemoryArchiveDb {
 
     /// The claimed event ids, in claim order.
     pub fn event_ids(&self) -> Vec<(String, Uuid)> {
-        self.lock().event_ids.iter().map(|(t, id, _)| (t.clone(), *id)).collect()
+        self.lock()
+            .event_ids
+            .iter()
+            .map(|(t, id, _)| (t.clone(), *id))
+            .collect()
     }
 
     /// Rows of `day` in `late_events`.
@@ -265,7 +269,8 @@ impl ArchiveDb for MemoryArchiveDb {
         self.check("prune_event_ids")?;
         let mut s = self.lock();
         let before = s.event_ids.len();
-        s.event_ids.retain(|(_, _, received_at)| *received_at >= received_before);
+        s.event_ids
+            .retain(|(_, _, received_at)| *received_at >= received_before);
         Ok((before - s.event_ids.len()) as u64)
     }
 

@@ -151,7 +151,11 @@ impl<S: EventStore, D: DeadLetterSink> BatchWriter<S, D> {
                 poison.extend(conflicts.iter().map(|c| {
                     let event = &good.events[c.position];
                     let why = Poison::conflict(&event.event, event.hash, c.stored_hash);
-                    (good.positions[c.position], why, std::mem::take(&mut good.data[c.position]))
+                    (
+                        good.positions[c.position],
+                        why,
+                        std::mem::take(&mut good.data[c.position]),
+                    )
                 }));
             }
             if let Err(e) = result {
@@ -403,10 +407,16 @@ mod tests {
             for (position, e) in events.iter().enumerate() {
                 // One id, one row, across both tables (the event_ids claim).
                 let key = |r: &StoredEvent| (r.event.tenant_id.clone(), r.event.event_id);
-                let stored = rows.iter().chain(late.iter()).find(|r| key(r) == key(e)).map(|r| r.hash);
+                let stored = rows
+                    .iter()
+                    .chain(late.iter())
+                    .find(|r| key(r) == key(e))
+                    .map(|r| r.hash);
                 let table = if is_late(e) { &mut *late } else { &mut *rows };
                 if let Some(stored_hash) = stored.filter(|h| *h != e.hash) {
-                    outcome.conflicts.push(stele_store::IdConflict { position, stored_hash });
+                    outcome
+                        .conflicts
+                        .push(stele_store::IdConflict { position, stored_hash });
                 } else if stored.is_some() {
                     outcome.duplicates += 1;
                 } else {
@@ -630,9 +640,12 @@ mod tests {
         assert_ne!(first.hash, again.hash);
         let _ = w.process(batch(vec![first.record.clone()])).await;
         // In a later batch and within one batch alike.
-        for (n, records) in [vec![again.record.clone()], vec![first.record.clone(), again.record.clone()]]
-            .into_iter()
-            .enumerate()
+        for (n, records) in [
+            vec![again.record.clone()],
+            vec![first.record.clone(), again.record.clone()],
+        ]
+        .into_iter()
+        .enumerate()
         {
             let (resp, report) = w.process(batch(records)).await;
             assert!(resp.batch_item_failures.is_empty());
