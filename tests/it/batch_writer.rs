@@ -340,7 +340,7 @@ async fn an_event_id_is_stored_once_per_tenant_and_a_resend_with_other_content_i
     // Ids are per tenant: the same id of another tenant is another event.
     let other_tenant = event_with_id("globex", id, "2026-03-01T10:00:00Z", "user.login");
 
-    let (_, r1) = writer.process(batch_of(&[first.record.clone()], 0)).await;
+    let (_, r1) = writer.process(batch_of(std::slice::from_ref(&first.record), 0)).await;
     assert_eq!(r1.inserted, 1);
     let batch = [
         new_time.record.clone(),
