@@ -369,6 +369,7 @@ mod tests {
             approximate_arrival: DateTime::<Utc>::from_timestamp(1_700_000_000, 0).unwrap_or_default(),
             code: PoisonCode::Schema,
             reason: "bad".into(),
+            conflict: None,
             data,
         }
     }
