@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use stele::local::aws;
+use stele_archiver::backlog::KinesisBacklog;
 use stele_archiver::{Archiver, ArchiverConfig, PgArchiver, S3Store};
 use stele_store::StoreConfig;
 
@@ -34,6 +35,10 @@ pub struct ArchiveArgs {
     /// Keep the detached table instead of dropping it.
     #[arg(long)]
     keep_detached: bool,
+    /// The Kinesis stream the batch-writer consumes: days wait while records
+    /// that may belong to them are still in it (without it, the clock decides).
+    #[arg(long, env = "STELE_STREAM_NAME")]
+    stream: Option<String>,
     /// Archive only this partition (e.g. audit_events_p20261101).
     #[arg(long)]
     partition: Option<String>,
@@ -52,6 +57,8 @@ pub struct ArchiveSettings {
     pub retention_days: i64,
     pub max_lateness_hours: i64,
     pub drop_after_archive: bool,
+    /// The stream whose backlog holds days back.
+    pub stream: Option<String>,
 }
 
 /// Build the archiver exactly as the Lambda does, with S3 at `sdk`.
@@ -62,7 +69,14 @@ pub fn build(db: StoreConfig, sdk: &aws_config::SdkConfig, settings: &ArchiveSet
     config.max_lateness = chrono::Duration::hours(settings.max_lateness_hours);
     config.drop_after_archive = settings.drop_after_archive;
     let store = Arc::new(S3Store::new(aws::s3_client(sdk), settings.bucket.clone()));
-    Archiver::with_postgres(store, db, config)
+    let archiver = Archiver::with_postgres(store, db, config);
+    match &settings.stream {
+        Some(stream) => archiver.with_backlog(Arc::new(KinesisBacklog::new(
+            aws_sdk_kinesis::Client::new(sdk),
+            stream.clone(),
+        ))),
+        None => archiver,
+    }
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -78,6 +92,7 @@ pub async fn run(args: ArchiveArgs) -> Result<(), BoxError> {
         retention_days: args.retention_days,
         max_lateness_hours: args.max_lateness_hours,
         drop_after_archive: !args.keep_detached,
+        stream: args.stream.clone(),
     };
     let db = match &args.database_url {
         Some(url) => StoreConfig::new(url.clone()),

@@ -226,6 +226,7 @@ async fn serve(args: &DevArgs, pg_url: &str, aws_endpoint: &str) -> Result<(), B
             retention_days: args.retention_days,
             max_lateness_hours: args.archive_lateness_hours.unwrap_or(args.max_lateness_hours),
             drop_after_archive: true,
+            stream: Some(args.stream.clone()),
         };
         let archiver = crate::archive::build(stele_store::StoreConfig::new(pg_url), &sdk, &settings);
         println!(

@@ -574,6 +574,7 @@ async fn the_archiver_starts_with_only_the_terraform_environment() {
     let before = pg_roots(&db, day).await;
 
     let arn = env.create_db_secret(&db).await;
+    let stream = support::stream::TestStream::new(env, 1).await;
     let terraform_env = [
         ("STELE_DB_SECRET_ARN", arn.as_str()),
         ("STELE_DB_TLS", "disable"),
@@ -583,11 +584,13 @@ async fn the_archiver_starts_with_only_the_terraform_environment() {
         ("STELE_MAX_LATENESS_SECS", "259200"),
         ("STELE_DROP_AFTER_ARCHIVE", "true"),
         ("STELE_DEDUP_WINDOW_HOURS", "240"),
+        ("STELE_STREAM_NAME", stream.name.as_str()),
         ("RUST_LOG", "info"),
     ];
     let archiver = stele_archiver::startup::archiver(
         stele_core::settings::from_pairs(&terraform_env),
         s3.clone(),
+        env.kinesis().await,
         &env.secrets().await,
     )
     .await
@@ -605,6 +608,7 @@ async fn the_archiver_starts_with_only_the_terraform_environment() {
     let err = stele_archiver::startup::archiver(
         stele_core::settings::from_pairs(&without_db),
         s3.clone(),
+        env.kinesis().await,
         &env.secrets().await,
     )
     .await
@@ -615,6 +619,111 @@ async fn the_archiver_starts_with_only_the_terraform_environment() {
         err.contains("DATABASE_URL") && err.contains("STELE_DB_SECRET_ARN"),
         "{err}"
     );
+}
+
+/// A day old enough by the clock waits while a record that may belong to it
+/// is still in the stream, and is archived once the batch-writer has consumed
+/// it (its position committed in `stream_progress` with the rows).
+#[tokio::test]
+async fn a_day_waits_for_the_streams_backlog_and_is_archived_once_it_is_consumed() {
+    let env = support::TestEnv::get().await;
+    let db = env.fresh_database().await;
+    let client = db.migrated_client().await;
+    let bucket = support::unique_name("arch");
+    env.create_bucket(&bucket).await;
+    let s3 = env.s3().await;
+    let stream = support::stream::TestStream::new(env, 1).await;
+
+    let day = days_ago(2);
+    fill(&client, day, 50, 3).await;
+    let partition = partitions::partition_name(day);
+    // A record put now arrives now; the lateness is chosen so that an event
+    // received now may still belong to `day` (its end lies 30 s inside the
+    // low-water mark's slack), while the clock alone would archive it.
+    let now = Utc::now();
+    let (_, day_end) = partitions::bounds(day);
+    let mut config = ArchiverConfig::new(bucket.clone());
+    config.prefix = PREFIX.into();
+    config.retention = chrono::Duration::zero();
+    config.max_lateness = now - day_end - chrono::Duration::seconds(30);
+    let archiver = Archiver::with_postgres(
+        Arc::new(S3Store::new(s3.clone(), bucket.clone())),
+        db.store_config(),
+        config,
+    )
+    .with_backlog(Arc::new(stele_archiver::backlog::KinesisBacklog::new(
+        env.kinesis().await,
+        stream.name.clone(),
+    )));
+
+    let event = stele_core::validate_event(
+        &serde_json::json!({
+            "occurred_at": now.to_rfc3339(), "category": "audit", "action": "user.login", "outcome": "success",
+            "actor": {"id": "u1", "type": "user"}, "source": {"service": "auth"}
+        }),
+        &stele_core::Context {
+            tenant_id: "acme",
+            now,
+            window: stele_core::TimeWindow::default(),
+            id_if_missing: None,
+        },
+    )
+    .unwrap()
+    .seal();
+    env.kinesis()
+        .await
+        .put_record()
+        .stream_name(&stream.name)
+        .partition_key("acme")
+        .data(aws_sdk_kinesis::primitives::Blob::new(event.record.clone()))
+        .send()
+        .await
+        .unwrap();
+
+    let report = archiver.run(Utc::now(), deadline()).await;
+    assert_eq!(report.error, None, "{report:?}");
+    assert!(report.archived.is_empty(), "{report:?}");
+    assert_eq!(report.held_back, [partition.clone()]);
+    assert!(report.low_water_mark.is_some());
+    assert!(
+        archive_jobs::get(&client, &partition).await.unwrap().is_none(),
+        "not started"
+    );
+
+    // The batch-writer consumes the record: its position is committed with the row.
+    let records = stream.read_after(None).await;
+    assert_eq!(records.len(), 1);
+    let (seq, key, data) = records.into_iter().next().unwrap();
+    let shard = "shardId-000000000000";
+    let writer = stele_batch_writer::BatchWriter::new(
+        stele_store::PgEventStore::new(stele_store::pool(&db.store_config()).unwrap()),
+        stele_batch_writer::SqsDeadLetters::new(env.sqs().await, env.create_queue(&support::unique_name("dlq")).await),
+    );
+    let batch = stele_batch_writer::kinesis::event(vec![stele_batch_writer::kinesis::event_record(
+        shard,
+        &seq,
+        &key,
+        data,
+        Utc::now(),
+    )]);
+    let (response, written) = writer.process(batch).await;
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(written.inserted, 1);
+    let progress: (String, String) = client
+        .query_one("SELECT shard_id, sequence_number FROM stream_progress", &[])
+        .await
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap();
+    assert_eq!(progress, (shard.to_string(), seq));
+
+    let report = archiver.run(Utc::now(), deadline()).await;
+    assert_eq!(report.error, None, "{report:?}");
+    assert!(report.held_back.is_empty(), "{report:?}");
+    assert_eq!(report.low_water_mark, None, "nothing waits in the stream");
+    let archived: Vec<&str> = report.archived.iter().map(|r| r.partition.as_str()).collect();
+    assert_eq!(archived, [partition.as_str()]);
+    assert_eq!(report.archived[0].rows, 50);
+    stream.delete().await;
 }
 
 /// The schedule and a manual `stele archive` at the same moment: the run lock

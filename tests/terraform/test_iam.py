@@ -23,8 +23,10 @@ ROLES = {
     "archiver": (
         "lambda.amazonaws.com",
         {"aws_cloudwatch_log_group.archiver", "aws_s3_bucket.archive", "var.archive_prefix",
-         "aws_sqs_queue.archiver_dlq", "local.db_secret_arn", "local.db_secret_kms_key_arns"},
-        {"logs:CreateLogStream", "logs:PutLogEvents", "s3:PutObject", "s3:GetObject", "s3:DeleteObject",
+         "aws_sqs_queue.archiver_dlq", "local.db_secret_arn", "local.db_secret_kms_key_arns",
+         "aws_kinesis_stream.events"},
+        {"logs:CreateLogStream", "logs:PutLogEvents", "kinesis:ListShards", "kinesis:GetShardIterator",
+         "kinesis:GetRecords", "s3:PutObject", "s3:GetObject", "s3:DeleteObject",
          "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts", "s3:ListBucket", "s3:ListBucketMultipartUploads", "sqs:SendMessage",
          "secretsmanager:GetSecretValue", "kms:Decrypt", "kms:GenerateDataKey"},
     ),

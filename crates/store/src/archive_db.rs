@@ -33,6 +33,15 @@ pub trait ExportRow: Send {
 pub type RowStream<T> = BoxStream<'static, Result<T>>;
 
 /// What the archiver needs from PostgreSQL.
+/// How far the batch-writer has consumed one Kinesis shard: the last sequence
+/// number committed, and the newest `received_at` among the rows committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardProgress {
+    pub shard_id: String,
+    pub sequence_number: String,
+    pub received_at: DateTime<Utc>,
+}
+
 pub trait ArchiveDb: Send + Sync {
     type Row: ExportRow;
 
@@ -47,6 +56,8 @@ pub trait ArchiveDb: Send + Sync {
     fn partitions(&self) -> impl Future<Output = Result<Vec<DayPartition>>> + Send;
     /// Create the day partitions `from..=to` that are missing (never an archived day).
     fn ensure_range(&self, from: NaiveDate, to: NaiveDate) -> impl Future<Output = Result<EnsureOutcome>> + Send;
+    /// How far the batch-writer has consumed each shard (`stream_progress`).
+    fn stream_progress(&self) -> impl Future<Output = Result<Vec<ShardProgress>>> + Send;
     /// Forget the event ids claimed before `received_before` (the end of the
     /// deduplication window); returns how many.
     fn prune_event_ids(&self, received_before: DateTime<Utc>) -> impl Future<Output = Result<u64>> + Send;
@@ -197,6 +208,26 @@ impl ArchiveDb for PgArchiveDb {
 
     async fn ensure_range(&self, from: NaiveDate, to: NaiveDate) -> Result<EnsureOutcome> {
         partitions::ensure_range(&*self.client().await?, from, to).await
+    }
+
+    async fn stream_progress(&self) -> Result<Vec<ShardProgress>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT shard_id, sequence_number, received_at FROM stream_progress ORDER BY shard_id",
+                &[],
+            )
+            .await
+            .map_err(Error::query("reading the stream's consumed positions"))?;
+        Ok(rows
+            .iter()
+            .map(|r| ShardProgress {
+                shard_id: r.get(0),
+                sequence_number: r.get(1),
+                received_at: r.get(2),
+            })
+            .collect())
     }
 
     async fn prune_event_ids(&self, received_before: DateTime<Utc>) -> Result<u64> {

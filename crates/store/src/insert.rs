@@ -99,7 +99,9 @@ pub enum InsertMethod {
 /// - stores the rows of new claims, those of the closed days in `$late`
 ///   (archived or being archived) in `late_events`, the others in `audit_events`,
 /// - finds the conflicts: rows whose id is claimed with another hash, by an
-///   earlier batch or by another row of this one.
+///   earlier batch or by another row of this one,
+/// - moves each shard's consumed position in `stream_progress` forward (the
+///   archiver's low-water mark), whatever became of the rows.
 ///
 /// Returns one row: (stored, of which late, and the conflicts as four parallel
 /// arrays: tenant_id, event_id, the row's hash, the hash already stored).
@@ -117,6 +119,14 @@ fn insert_sql(with: &str, source: &str, late: &str) -> String {
               l AS (INSERT INTO late_events ({cols})
                     SELECT {cols} FROM {source} JOIN fresh USING (tenant_id, event_id, event_hash)
                      WHERE {DAY} = ANY({late}) ON CONFLICT DO NOTHING RETURNING 1),
+              p AS (INSERT INTO stream_progress AS sp (shard_id, sequence_number, received_at)
+                    SELECT kinesis_shard, max(kinesis_seq::numeric)::text, max(received_at) FROM {source}
+                     WHERE kinesis_shard IS NOT NULL AND kinesis_seq ~ '^[0-9]+$' GROUP BY kinesis_shard
+                    ON CONFLICT (shard_id) DO UPDATE SET
+                       sequence_number = CASE WHEN EXCLUDED.sequence_number::numeric > sp.sequence_number::numeric
+                                              THEN EXCLUDED.sequence_number ELSE sp.sequence_number END,
+                       received_at = greatest(sp.received_at, EXCLUDED.received_at),
+                       updated_at = now()),
               c AS (SELECT r.tenant_id, r.event_id, r.event_hash AS sent,
                            coalesce(f.event_hash, (SELECT e.event_hash FROM event_ids e
                                                     WHERE e.tenant_id = r.tenant_id AND e.event_id = r.event_id)) AS stored

@@ -15,7 +15,7 @@ pub mod memory;
 pub mod migrate;
 pub mod partitions;
 
-pub use archive_db::{ArchiveDb, ExportRow, PgArchiveDb, RowStream};
+pub use archive_db::{ArchiveDb, ExportRow, PgArchiveDb, RowStream, ShardProgress};
 pub use config::{conninfo_from_secret, DbSource, SecretReader, StoreConfig, StoreSettings, TlsMode};
 pub use connect::{connect, pool};
 pub use error::{pg_message, Error, Result};

@@ -10,7 +10,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use futures_util::StreamExt;
 use uuid::Uuid;
 
-use crate::archive_db::{ArchiveDb, ExportRow, RowStream};
+use crate::archive_db::{ArchiveDb, ExportRow, RowStream, ShardProgress};
 use crate::archive_jobs::{check_move, ArchiveJob, JobState, ManifestRecord, TableStatus};
 use crate::columns::{archived_columns, archived_index, ArchivedAs};
 use crate::error::{Error, Result};
@@ -135,6 +135,8 @@ struct State {
     /// `late_events`: (row, claimed by a supplement).
     late: Vec<(MemoryRow, bool)>,
     run_locked: bool,
+    /// `stream_progress`.
+    progress: Vec<ShardProgress>,
     /// `event_ids`: (tenant, event id, received_at).
     event_ids: Vec<(String, Uuid, DateTime<Utc>)>,
     /// (operation, calls to let through first): each fails once.
@@ -210,6 +212,13 @@ impl MemoryArchiveDb {
         }
     }
 
+    /// Record how far a shard is consumed, as the batch-writer does.
+    pub fn set_progress(&self, progress: ShardProgress) {
+        let mut s = self.lock();
+        s.progress.retain(|p| p.shard_id != progress.shard_id);
+        s.progress.push(progress);
+    }
+
     /// Claim an event id, as the batch-writer does with every row it stores.
     pub fn claim_event_id(&self, tenant: &str, event_id: Uuid, received_at: DateTime<Utc>) {
         self.lock().event_ids.push((tenant.to_string(), event_id, received_at));
@@ -263,6 +272,11 @@ impl ArchiveDb for MemoryArchiveDb {
     async fn unlock_run(&self) -> Result<()> {
         self.lock().run_locked = false;
         Ok(())
+    }
+
+    async fn stream_progress(&self) -> Result<Vec<ShardProgress>> {
+        self.check("stream_progress")?;
+        Ok(self.lock().progress.clone())
     }
 
     async fn prune_event_ids(&self, received_before: DateTime<Utc>) -> Result<u64> {

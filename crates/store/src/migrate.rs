@@ -31,6 +31,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "event_ids",
         sql: include_str!("../migrations/0003_event_ids.sql"),
     },
+    Migration {
+        version: 4,
+        name: "stream_progress",
+        sql: include_str!("../migrations/0004_stream_progress.sql"),
+    },
 ];
 
 /// Arbitrary constant key for `pg_advisory_xact_lock`: "stele" in ASCII.

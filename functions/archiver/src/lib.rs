@@ -8,6 +8,7 @@
 //! [`export`] (Postgres → Arrow), [`writer`] (Arrow → Parquet → multipart),
 //! [`manifest`], [`merkle`], [`verify`], [`runner`] (the steps) and [`handler`].
 
+pub mod backlog;
 pub mod config;
 pub mod error;
 pub mod export;

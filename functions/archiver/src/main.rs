@@ -16,9 +16,14 @@ async fn main() -> Result<(), Error> {
         .init();
     let aws = aws_config::load_from_env().await;
     let secrets = aws_sdk_secretsmanager::Client::new(&aws);
-    let archiver = startup::archiver(|k| std::env::var(k).ok(), aws_sdk_s3::Client::new(&aws), &secrets)
-        .await
-        .map_err(|e| format!("stele-archiver: {e}"))?;
+    let archiver = startup::archiver(
+        |k| std::env::var(k).ok(),
+        aws_sdk_s3::Client::new(&aws),
+        aws_sdk_kinesis::Client::new(&aws),
+        &secrets,
+    )
+    .await
+    .map_err(|e| format!("stele-archiver: {e}"))?;
     let archiver = Arc::new(archiver);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let archiver = archiver.clone();

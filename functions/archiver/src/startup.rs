@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use stele_store::{SecretReader, StoreSettings};
 
+use crate::backlog::KinesisBacklog;
 use crate::config::ArchiverConfig;
 use crate::error::Error;
 use crate::runner::{Archiver, PgArchiver};
@@ -13,9 +14,12 @@ use crate::s3::S3Store;
 
 /// Read the settings through `get` (`STELE_ARCHIVE_*`, and the database as every
 /// binary reads it: `DATABASE_URL` or `STELE_DB_SECRET_ARN` through `secrets`).
+/// `STELE_STREAM_NAME` (optional; Terraform sets it): the stream whose backlog
+/// holds days back (see [`crate::backlog`]); without it the clock alone decides.
 pub async fn archiver(
     get: impl Fn(&str) -> Option<String>,
     s3: aws_sdk_s3::Client,
+    kinesis: aws_sdk_kinesis::Client,
     secrets: &impl SecretReader,
 ) -> Result<PgArchiver<S3Store>, Error> {
     let config = ArchiverConfig::from_lookup(&get)?;
@@ -25,5 +29,14 @@ pub async fn archiver(
         .await
         .map_err(|e| Error::Config(e.to_string()))?;
     let store = Arc::new(S3Store::new(s3, config.bucket.clone()));
-    Ok(Archiver::with_postgres(store, db, config))
+    let archiver = Archiver::with_postgres(store, db, config);
+    Ok(
+        match get("STELE_STREAM_NAME")
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+        {
+            Some(stream) => archiver.with_backlog(Arc::new(KinesisBacklog::new(kinesis, stream))),
+            None => archiver,
+        },
+    )
 }

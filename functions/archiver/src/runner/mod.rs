@@ -28,6 +28,7 @@ use serde::Serialize;
 use stele_store::archive_jobs::{ArchiveJob, JobState, TableStatus};
 use stele_store::{partitions, ArchiveDb, PgArchiveDb, StoreConfig};
 
+use crate::backlog::{StreamBacklog, RECEIVED_TO_ARRIVAL_SLACK};
 use crate::config::ArchiverConfig;
 use crate::error::{Error, Step};
 use crate::export;
@@ -82,6 +83,12 @@ pub struct RunReport {
     pub busy: bool,
     /// Event ids forgotten because their deduplication window ended.
     pub event_ids_pruned: u64,
+    /// The stream's low-water mark (RFC 3339): every event received before it
+    /// is in PostgreSQL. `None` when the backlog is not checked or nothing waits.
+    pub low_water_mark: Option<String>,
+    /// Partitions old enough by the clock but held back because records that
+    /// may belong to them still wait in the stream.
+    pub held_back: Vec<String>,
     pub error: Option<String>,
 }
 
@@ -92,7 +99,18 @@ pub struct Archiver<S, D> {
     store: Arc<S>,
     db: D,
     config: ArchiverConfig,
+    /// The stream's backlog; without it, days are eligible by the clock alone.
+    backlog: Option<Arc<dyn StreamBacklog>>,
     fail_point: Option<FailPoint>,
+}
+
+/// What a scheduled run will work on.
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// Oldest first.
+    pub partitions: Vec<String>,
+    pub held_back: Vec<String>,
+    pub low_water_mark: Option<DateTime<Utc>>,
 }
 
 /// What a step did besides moving the job.
@@ -126,8 +144,15 @@ impl<S: ArchiveStore + 'static, D: ArchiveDb> Archiver<S, D> {
             store,
             db,
             config,
+            backlog: None,
             fail_point: None,
         }
+    }
+
+    /// Hold days back while records that may belong to them wait in the stream.
+    pub fn with_backlog(mut self, backlog: Arc<dyn StreamBacklog>) -> Self {
+        self.backlog = Some(backlog);
+        self
     }
 
     /// Crash injection for tests.
@@ -164,30 +189,72 @@ impl<S: ArchiveStore + 'static, D: ArchiveDb> Archiver<S, D> {
     /// Partitions to work on, oldest first: unfinished jobs, then attached
     /// partitions that are eligible.
     pub async fn candidates(&self, now: DateTime<Utc>) -> Result<Vec<String>, Error> {
-        let plan = Error::store("*", Step::Plan);
+        Ok(self.plan(now).await?.partitions)
+    }
+
+    /// The low-water mark: the arrival of the oldest record not yet consumed,
+    /// less the stamp-to-arrival slack, or `None` when nothing waits. Without a
+    /// backlog port, `None` (the clock alone decides).
+    async fn low_water_mark(&self) -> Result<Option<DateTime<Utc>>, Error> {
+        let Some(backlog) = &self.backlog else {
+            return Ok(None);
+        };
+        let consumed = self.db.stream_progress().await.map_err(Error::store("*", Step::Plan))?;
+        let oldest = backlog
+            .oldest_unconsumed(&consumed)
+            .await
+            .map_err(|e| invalid("*", Step::Plan, format!("the stream's backlog is unknown: {e}")))?;
+        Ok(oldest.map(|t| t - RECEIVED_TO_ARRIVAL_SLACK))
+    }
+
+    /// Unfinished jobs, eligible partitions and archived days with late rows,
+    /// oldest first. A partition is eligible once it is past the retention by
+    /// the clock and past the lateness by both the clock and the stream's
+    /// low-water mark. If the backlog cannot be read, no new day is started.
+    pub async fn plan(&self, now: DateTime<Utc>) -> Result<Plan, Error> {
+        let plan_error = Error::store("*", Step::Plan);
+        let mut plan = Plan::default();
         let mut out: BTreeSet<(NaiveDate, String)> = BTreeSet::new();
-        for job in self.db.unfinished_jobs().await.map_err(plan)? {
+        for job in self.db.unfinished_jobs().await.map_err(plan_error)? {
             out.insert((job.day, job.partition_name));
         }
-        for p in self.db.partitions().await.map_err(plan)? {
-            if self.is_eligible(p.upper, now) {
-                out.insert((p.day, p.name));
+        let horizon = match self.low_water_mark().await {
+            Ok(mark) => {
+                plan.low_water_mark = mark;
+                Some(mark.map_or(now, |m| m.min(now)))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no new day is archived this run");
+                None
+            }
+        };
+        for p in self.db.partitions().await.map_err(plan_error)? {
+            if !self.is_eligible(p.upper, now) {
+                continue;
+            }
+            match horizon {
+                Some(h) if p.upper < h - self.config.max_lateness => {
+                    out.insert((p.day, p.name));
+                }
+                _ => plan.held_back.push(p.name),
             }
         }
         // Archived days with late rows waiting for a supplement.
-        for day in self.db.late_days().await.map_err(plan)? {
+        for day in self.db.late_days().await.map_err(plan_error)? {
             let name = partitions::partition_name(day);
             if self
                 .db
                 .job(&name)
                 .await
-                .map_err(plan)?
+                .map_err(plan_error)?
                 .is_some_and(|j| j.state == JobState::Done)
             {
                 out.insert((day, name));
             }
         }
-        Ok(out.into_iter().map(|(_, n)| n).collect())
+        plan.held_back.retain(|name| !out.iter().any(|(_, n)| n == name));
+        plan.partitions = out.into_iter().map(|(_, n)| n).collect();
+        Ok(plan)
     }
 
     /// A scheduled run: create partitions ahead, then archive every candidate,
@@ -225,8 +292,18 @@ impl<S: ArchiveStore + 'static, D: ArchiveDb> Archiver<S, D> {
             Ok(n) => report.event_ids_pruned = n,
             Err(e) => tracing::warn!(error = %e, "could not prune event ids past the deduplication window"),
         }
-        let candidates = match self.candidates(now).await {
-            Ok(c) => c,
+        let candidates = match self.plan(now).await {
+            Ok(plan) => {
+                if !plan.held_back.is_empty() {
+                    tracing::info!(partitions = ?plan.held_back, low_water_mark = ?plan.low_water_mark,
+                        "held back: records that may belong to these days still wait in the stream");
+                }
+                report.held_back = plan.held_back;
+                report.low_water_mark = plan
+                    .low_water_mark
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+                plan.partitions
+            }
             Err(e) => {
                 report.error = Some(e.to_string());
                 return;

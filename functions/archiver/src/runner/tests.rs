@@ -538,3 +538,52 @@ async fn a_run_forgets_event_ids_past_the_deduplication_window_only() {
     assert_eq!((report.error, report.event_ids_pruned), (None, 0));
     assert_eq!(a.db.event_ids().len(), 1);
 }
+
+/// A stream whose oldest unconsumed record arrived at a set time (or that
+/// cannot be read).
+struct FixedBacklog(std::sync::Mutex<Result<Option<DateTime<Utc>>, String>>);
+
+impl crate::backlog::StreamBacklog for FixedBacklog {
+    fn oldest_unconsumed<'a>(
+        &'a self,
+        _consumed: &'a [stele_store::ShardProgress],
+    ) -> futures_util::future::BoxFuture<'a, Result<Option<DateTime<Utc>>, String>> {
+        let answer = self.0.lock().unwrap().clone();
+        Box::pin(async move { answer })
+    }
+}
+
+#[tokio::test]
+async fn a_day_waits_while_records_that_may_belong_to_it_are_still_in_the_stream() {
+    let backlog = Arc::new(FixedBacklog(std::sync::Mutex::new(Ok(Some(
+        Utc.with_ymd_and_hms(2026, 1, 3, 0, 0, 0).unwrap(),
+    )))));
+    let a = setup(5).await.with_backlog(backlog.clone());
+
+    // Old enough by the clock, but a record that arrived 24 h after the day
+    // ended is not consumed yet: it may be an event of that day (lateness 72 h).
+    let report = a.run(now(), later()).await;
+    assert_eq!(report.error, None);
+    assert!(report.archived.is_empty());
+    assert_eq!(report.held_back, [PARTITION]);
+    assert_eq!(report.low_water_mark.as_deref(), Some("2026-01-02T23:59:00Z"));
+    assert_eq!(a.db.rows(PARTITION), Some(5), "the day stays hot");
+
+    // The stream cannot be read: no new day is started, and the run says why in the log only.
+    *backlog.0.lock().unwrap() = Err("throttled".into());
+    let report = a.run(now(), later()).await;
+    assert_eq!((report.error, report.archived.len()), (None, 0));
+    assert_eq!(report.held_back, [PARTITION]);
+
+    // The backlog is past the day's end plus the lateness: archived.
+    *backlog.0.lock().unwrap() = Ok(Some(Utc.with_ymd_and_hms(2026, 1, 6, 0, 0, 0).unwrap()));
+    let report = a.run(now(), later()).await;
+    assert_eq!(report.error, None);
+    assert!(report.held_back.is_empty());
+    assert_archived_once(&a, 5).await;
+
+    // Nothing waits at all: the clock alone decides.
+    *backlog.0.lock().unwrap() = Ok(None);
+    let report = a.run(now(), later()).await;
+    assert_eq!((report.error, report.low_water_mark), (None, None));
+}

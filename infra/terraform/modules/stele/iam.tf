@@ -186,6 +186,15 @@ data "aws_iam_policy_document" "archiver" {
     resources = [local.db_secret_arn]
   }
 
+  # The stream's backlog: one read per shard and run after the batch-writer's position, so no
+  # day is archived while records that may belong to it still wait (functions/archiver/src/backlog.rs).
+  # The stream's key is the stack key, already in EncryptArchiveDecryptSecret.
+  statement {
+    sid       = "ReadStreamBacklog"
+    actions   = ["kinesis:ListShards", "kinesis:GetShardIterator", "kinesis:GetRecords"]
+    resources = [aws_kinesis_stream.events.arn]
+  }
+
   statement {
     sid       = "FailedInvocations"
     actions   = ["sqs:SendMessage"]

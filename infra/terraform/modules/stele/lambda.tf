@@ -157,7 +157,9 @@ resource "aws_lambda_function" "archiver" {
       # An event id stays claimed as long as a record can wait in the stream plus as late
       # as an event may come: a re-sent id is caught for as long as it can arrive.
       STELE_DEDUP_WINDOW_HOURS = tostring(var.kinesis_retention_hours + ceil(var.max_lateness_secs / 3600))
-      RUST_LOG                 = var.rust_log
+      # Days wait while records that may belong to them are still in the stream.
+      STELE_STREAM_NAME = aws_kinesis_stream.events.name
+      RUST_LOG          = var.rust_log
     })
   }
 
