@@ -683,7 +683,7 @@ async fn a_day_waits_for_the_streams_backlog_and_is_archived_once_it_is_consumed
     let report = archiver.run(Utc::now(), deadline()).await;
     assert_eq!(report.error, None, "{report:?}");
     assert!(report.archived.is_empty(), "{report:?}");
-    assert_eq!(report.held_back, [partition.clone()]);
+    assert_eq!(report.held_back, [partition.as_str()]);
     assert!(report.low_water_mark.is_some());
     assert!(
         archive_jobs::get(&client, &partition).await.unwrap().is_none(),
