@@ -434,13 +434,18 @@ mod tests {
     }
 
     fn sealed(tenant: &str, occurred_at: &str) -> SealedEvent {
+        sealed_with_id(tenant, occurred_at, None)
+    }
+
+    /// An event with the given id, or a fresh one.
+    fn sealed_with_id(tenant: &str, occurred_at: &str, event_id: Option<uuid::Uuid>) -> SealedEvent {
         let ctx = Context {
             tenant_id: tenant,
             now: now(),
             window: TimeWindow::default(),
             id_if_missing: None,
         };
-        let body = json!({
+        let mut body = json!({
             "occurred_at": occurred_at,
             "category": "audit",
             "action": "user.login",
@@ -448,6 +453,9 @@ mod tests {
             "actor": {"id": "u1", "type": "user"},
             "source": {"service": "auth"}
         });
+        if let Some(id) = event_id {
+            body["event_id"] = id.to_string().into();
+        }
         validate_event(&body, &ctx).unwrap().seal()
     }
 
@@ -614,22 +622,7 @@ mod tests {
     /// The same tenant and event id again with other content, here another
     /// `occurred_at` (a client that retries with a fresh timestamp).
     fn resent_with(first: &SealedEvent, occurred_at: &str) -> SealedEvent {
-        let ctx = Context {
-            tenant_id: &first.event.tenant_id,
-            now: now(),
-            window: TimeWindow::default(),
-            id_if_missing: None,
-        };
-        let body = json!({
-            "event_id": first.event.event_id.to_string(),
-            "occurred_at": occurred_at,
-            "category": "audit",
-            "action": "user.login",
-            "outcome": "success",
-            "actor": {"id": "u1", "type": "user"},
-            "source": {"service": "auth"}
-        });
-        validate_event(&body, &ctx).unwrap().seal()
+        sealed_with_id(&first.event.tenant_id, occurred_at, Some(first.event.event_id))
     }
 
     #[tokio::test]
