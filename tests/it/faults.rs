@@ -107,15 +107,17 @@ async fn postgres_crashed_and_restarted_while_batches_are_in_flight_loses_and_du
     assert_eq!(ledger.post(&ingest, "globex", &refused_request(4), 1).await, 400);
 
     let failed = mapping.failed_items.clone();
+    let queues = mapping.queues.clone();
     mapping.drain(Duration::from_secs(90)).await;
     let failed = failed.load(Ordering::Relaxed);
-    let acc = faults::reconcile(
+    let mut acc = faults::reconcile(
         "PostgreSQL crashed and restarted while batches are in flight",
         &ledger,
         &support::connect(&pg.url).await,
         None,
     )
     .await;
+    acc.check_dead_letters(&ledger, &queues.read(env).await);
     eprintln!("(batch items reported failed and redelivered: {failed})");
     acc.assert_exact();
     assert_eq!(acc.stored, acc.accepted, "everything accepted is in PostgreSQL");
@@ -244,16 +246,18 @@ async fn kinesis_put_faults_through_a_loopback_proxy_lose_no_accepted_event_and_
     );
 
     proxy.armed.store(false, Ordering::Relaxed);
+    let queues = mapping.queues.clone();
     mapping.drain(Duration::from_secs(90)).await;
 
     let on_stream = faults::read_stream(&env.kinesis().await, &stream).await.len();
-    let acc = faults::reconcile(
+    let mut acc = faults::reconcile(
         "Kinesis PutRecords throttled / 500 / refused / answer lost (loopback proxy)",
         &ledger,
         &db.client().await,
         None,
     )
     .await;
+    acc.check_dead_letters(&ledger, &queues.read(env).await);
     eprintln!(
         "(proxy: {}; final answers {answers:?}; lossy proxy: {}; records on the stream {on_stream})",
         proxy.stats.summary(),
@@ -311,15 +315,17 @@ async fn postgres_connections_dropped_while_batches_flow_lose_and_duplicate_no_e
     let terminated = terminator.await.expect("terminator");
     assert!(caught_up, "the writer caught up while connections were being dropped");
     let failed = mapping.failed_items.clone();
+    let queues = mapping.queues.clone();
     mapping.drain(Duration::from_secs(60)).await;
 
-    let acc = faults::reconcile(
+    let mut acc = faults::reconcile(
         "PostgreSQL connections dropped (pg_terminate_backend every 100 ms)",
         &ledger,
         &db.client().await,
         None,
     )
     .await;
+    acc.check_dead_letters(&ledger, &queues.read(env).await);
     eprintln!(
         "(sessions terminated: {terminated}; batch items reported failed and redelivered: {})",
         failed.load(Ordering::Relaxed)
@@ -849,6 +855,24 @@ async fn late_events_for_archived_days_are_archived_once_in_supplements() {
         );
         assert_eq!(v3.supplement.map(|s| s.rows), Some(100));
     }
+
+    // The reader is not blind: a copy of an archived part under the next part
+    // number (rows no manifest in force lists) is seen.
+    let part = stele_archiver::layout::part_key(ARCHIVE_PREFIX, "acme", days[0], 0);
+    let copy = stele_archiver::layout::part_key(ARCHIVE_PREFIX, "acme", days[0], 99);
+    s3.copy_object()
+        .bucket(&bucket)
+        .copy_source(format!("{bucket}/{part}"))
+        .key(&copy)
+        .send()
+        .await
+        .expect("copy a part");
+    let tampered = faults::ArchiveRead::load(&s3, &bucket, ARCHIVE_PREFIX).await;
+    assert!(
+        tampered.problems.iter().any(|p| p.contains(&copy)),
+        "{:?}",
+        tampered.problems
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
