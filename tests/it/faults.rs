@@ -107,15 +107,17 @@ async fn postgres_crashed_and_restarted_while_batches_are_in_flight_loses_and_du
     assert_eq!(ledger.post(&ingest, "globex", &refused_request(4), 1).await, 400);
 
     let failed = mapping.failed_items.clone();
+    let queues = mapping.queues.clone();
     mapping.drain(Duration::from_secs(90)).await;
     let failed = failed.load(Ordering::Relaxed);
-    let acc = faults::reconcile(
+    let mut acc = faults::reconcile(
         "PostgreSQL crashed and restarted while batches are in flight",
         &ledger,
         &support::connect(&pg.url).await,
         None,
     )
     .await;
+    acc.check_dead_letters(&ledger, &queues.read(env).await);
     eprintln!("(batch items reported failed and redelivered: {failed})");
     acc.assert_exact();
     assert_eq!(acc.stored, acc.accepted, "everything accepted is in PostgreSQL");
@@ -244,16 +246,18 @@ async fn kinesis_put_faults_through_a_loopback_proxy_lose_no_accepted_event_and_
     );
 
     proxy.armed.store(false, Ordering::Relaxed);
+    let queues = mapping.queues.clone();
     mapping.drain(Duration::from_secs(90)).await;
 
     let on_stream = faults::read_stream(&env.kinesis().await, &stream).await.len();
-    let acc = faults::reconcile(
+    let mut acc = faults::reconcile(
         "Kinesis PutRecords throttled / 500 / refused / answer lost (loopback proxy)",
         &ledger,
         &db.client().await,
         None,
     )
     .await;
+    acc.check_dead_letters(&ledger, &queues.read(env).await);
     eprintln!(
         "(proxy: {}; final answers {answers:?}; lossy proxy: {}; records on the stream {on_stream})",
         proxy.stats.summary(),
@@ -311,15 +315,17 @@ async fn postgres_connections_dropped_while_batches_flow_lose_and_duplicate_no_e
     let terminated = terminator.await.expect("terminator");
     assert!(caught_up, "the writer caught up while connections were being dropped");
     let failed = mapping.failed_items.clone();
+    let queues = mapping.queues.clone();
     mapping.drain(Duration::from_secs(60)).await;
 
-    let acc = faults::reconcile(
+    let mut acc = faults::reconcile(
         "PostgreSQL connections dropped (pg_terminate_backend every 100 ms)",
         &ledger,
         &db.client().await,
         None,
     )
     .await;
+    acc.check_dead_letters(&ledger, &queues.read(env).await);
     eprintln!(
         "(sessions terminated: {terminated}; batch items reported failed and redelivered: {})",
         failed.load(Ordering::Relaxed)
@@ -394,26 +400,64 @@ async fn records_out_of_order_across_shards_are_each_stored_once() {
     assert_eq!(acc.stored, acc.accepted);
 }
 
-/// Events a few days old (ingest's window widened) for 3 tenants over two
-/// days, through ingest → Kinesis → mapping → writer, drained. Returns the
-/// ledger and the two days.
-async fn old_days_in_postgres(env: &TestEnv, db: &support::TestDb) -> (Ledger, [chrono::NaiveDate; 2]) {
+/// Two days a few days old, old enough to archive.
+fn old_days() -> [chrono::NaiveDate; 2] {
+    let today = Utc::now().date_naive();
+    [today - chrono::Duration::days(5), today - chrono::Duration::days(4)]
+}
+
+/// The pipeline with ingest's window widened to 10 days (events of days old
+/// enough to archive are accepted): ingest → Kinesis → mapping → writer.
+async fn old_days_pipeline(env: &TestEnv, db: &support::TestDb) -> (Ingest<KinesisSink>, Mapping) {
     let stream = faults::stream(env, 2).await;
     let mut config = IngestConfig::new(&stream);
     config.window.max_lateness = chrono::TimeDelta::days(10);
     let ingest = Ingest::new(config, KinesisSink::new(env.kinesis().await, &stream)).with_policy(policy());
     let mapping = Mapping::start(env, &stream, &db.url, 200).await;
-    let today = Utc::now().date_naive();
-    let days = [today - chrono::Duration::days(5), today - chrono::Duration::days(4)];
-    let mut ledger = Ledger::new();
-    for r in 0..12 {
-        let noon = days[r % 2].and_hms_opt(18, 0, 0).expect("time").and_utc();
-        let events = faults::events(50, noon, Duration::from_secs(6 * 3600), r * 50);
-        assert_eq!(ledger.post(&ingest, TENANTS[r % 3], &events, 5).await, 202);
+    (ingest, mapping)
+}
+
+/// `requests` requests of 50 events, the days and tenants in turn, each accepted.
+async fn send_to_days(
+    ledger: &mut Ledger,
+    ingest: &Ingest<KinesisSink>,
+    days: &[chrono::NaiveDate],
+    requests: usize,
+    seed: usize,
+) {
+    for r in 0..requests {
+        let evening = days[r % days.len()].and_hms_opt(18, 0, 0).expect("time").and_utc();
+        let events = faults::events(50, evening, Duration::from_secs(6 * 3600), seed + r * 50);
+        assert_eq!(ledger.post(ingest, TENANTS[r % 3], &events, 5).await, 202);
     }
+}
+
+/// Events a few days old (ingest's window widened) for 3 tenants over two
+/// days, through ingest → Kinesis → mapping → writer, drained. Returns the
+/// ledger, the two days and the mapping's queues.
+async fn old_days_in_postgres(env: &TestEnv, db: &support::TestDb) -> (Ledger, [chrono::NaiveDate; 2], faults::Queues) {
+    let (ingest, mapping) = old_days_pipeline(env, db).await;
+    let days = old_days();
+    let mut ledger = Ledger::new();
+    send_to_days(&mut ledger, &ingest, &days, 12, 0).await;
     assert_eq!(ledger.post(&ingest, "acme", &refused_request(4), 1).await, 400);
+    let queues = mapping.queues.clone();
     mapping.drain(Duration::from_secs(60)).await;
-    (ledger, days)
+    (ledger, days, queues)
+}
+
+/// Wait (bounded) until `table` holds `rows` rows.
+async fn wait_rows(client: &tokio_postgres::Client, table: &str, rows: i64) {
+    let sql = format!("SELECT count(*) FROM {table}");
+    let mut n = -1;
+    for _ in 0..600 {
+        n = client.query_one(&sql, &[]).await.expect("count").get(0);
+        if n >= rows {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(n, rows, "{table}");
 }
 
 fn archiver<S: stele_archiver::ArchiveStore + 'static>(
@@ -554,7 +598,7 @@ async fn s3_errors_during_archive_uploads_end_with_every_event_archived_exactly_
     let bucket = support::unique_name("faults");
     env.create_bucket(&bucket).await;
     let s3 = env.s3().await;
-    let (ledger, days) = old_days_in_postgres(env, &db).await;
+    let (ledger, days, _) = old_days_in_postgres(env, &db).await;
 
     // Every 4th S3 write fails, 6 times in all; each failure fails the run,
     // and the next scheduled run (a fresh invocation) picks up from there.
@@ -577,7 +621,7 @@ async fn s3_errors_during_archive_uploads_end_with_every_event_archived_exactly_
         }
         failed_runs += 1;
         // Whatever failed, no accepted event is nowhere and nothing refused appears.
-        let archive = faults::ArchiveRead::load(&s3, &bucket, ARCHIVE_PREFIX, &ledger).await;
+        let archive = faults::ArchiveRead::load(&s3, &bucket, ARCHIVE_PREFIX).await;
         let mid = faults::reconcile("mid-run", &ledger, &client, Some(&archive)).await;
         assert_eq!(
             (mid.lost, mid.refused_but_stored),
@@ -587,7 +631,7 @@ async fn s3_errors_during_archive_uploads_end_with_every_event_archived_exactly_
     }
     assert!(failed_runs >= 1, "S3 errors failed at least one run");
 
-    let archive = faults::ArchiveRead::load(&s3, &bucket, ARCHIVE_PREFIX, &ledger).await;
+    let archive = faults::ArchiveRead::load(&s3, &bucket, ARCHIVE_PREFIX).await;
     let acc = faults::reconcile(
         "S3 errors during archive uploads (every 4th S3 write, 6 in all)",
         &ledger,
@@ -619,7 +663,7 @@ async fn archiver_killed_after_each_step_heals_with_every_event_archived_exactly
     let bucket = support::unique_name("faults");
     env.create_bucket(&bucket).await;
     let s3 = env.s3().await;
-    let (ledger, days) = old_days_in_postgres(env, &db).await;
+    let (ledger, days, _) = old_days_in_postgres(env, &db).await;
     let store = std::sync::Arc::new(stele_archiver::S3Store::new(s3.clone(), &bucket));
     let client = db.client().await;
 
@@ -639,7 +683,7 @@ async fn archiver_killed_after_each_step_heals_with_every_event_archived_exactly
             report.error.is_some(),
             "{fail_point:?}: the run was cut off: {report:?}"
         );
-        let archive = faults::ArchiveRead::load(&s3, &bucket, ARCHIVE_PREFIX, &ledger).await;
+        let archive = faults::ArchiveRead::load(&s3, &bucket, ARCHIVE_PREFIX).await;
         let mid = faults::reconcile(&format!("killed {fail_point:?}"), &ledger, &client, Some(&archive)).await;
         // Until the detach is recorded an event may be both hot and archived;
         // it is never nowhere.
@@ -655,7 +699,7 @@ async fn archiver_killed_after_each_step_heals_with_every_event_archived_exactly
     }
     clean_run(&db, &bucket, store.clone()).await;
 
-    let archive = faults::ArchiveRead::load(&s3, &bucket, ARCHIVE_PREFIX, &ledger).await;
+    let archive = faults::ArchiveRead::load(&s3, &bucket, ARCHIVE_PREFIX).await;
     let acc = faults::reconcile(
         "archiver killed after upload, manifest, verify, detach; then a clean run",
         &ledger,
@@ -670,4 +714,242 @@ async fn archiver_killed_after_each_step_heals_with_every_event_archived_exactly
         "everything accepted is archived, nothing left hot"
     );
     assert_partitions_gone(&client, &days).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_archivers_started_together_archive_every_event_exactly_once() {
+    let env = TestEnv::get().await;
+    let db = env.fresh_database().await;
+    db.migrated_client().await;
+    let bucket = support::unique_name("faults");
+    env.create_bucket(&bucket).await;
+    let s3 = env.s3().await;
+    let (ledger, days, queues) = old_days_in_postgres(env, &db).await;
+    let client = db.client().await;
+
+    // Two invocations at once (as a scheduled run overlapping a manual
+    // `stele archive`), each with its own PostgreSQL pool and S3 client.
+    let store = || std::sync::Arc::new(stele_archiver::S3Store::new(s3.clone(), &bucket));
+    let (first, second) = (archiver(&db, &bucket, store()), archiver(&db, &bucket, store()));
+    let (a, b) = tokio::join!(
+        first.run(Utc::now(), run_deadline()),
+        second.run(Utc::now(), run_deadline())
+    );
+    assert_eq!((a.error.as_deref(), b.error.as_deref()), (None, None), "{a:?} {b:?}");
+    let archived_by = |r: &stele_archiver::RunReport| -> Vec<String> {
+        r.archived
+            .iter()
+            .filter(|p| p.rows > 0 || p.dropped)
+            .map(|p| p.dt.clone())
+            .collect()
+    };
+    let (by_a, by_b) = (archived_by(&a), archived_by(&b));
+    let mut each: Vec<String> = by_a.iter().chain(&by_b).cloned().collect();
+    each.sort();
+    let expected: Vec<String> = days.iter().map(|d| d.format("%Y-%m-%d").to_string()).collect();
+    assert_eq!(each, expected, "each day archived by exactly one run");
+    // A later run finds nothing left.
+    let after = clean_run(&db, &bucket, store()).await;
+    assert!(archived_by(&after).is_empty(), "{after:?}");
+
+    let archive = faults::ArchiveRead::load(&s3, &bucket, ARCHIVE_PREFIX).await;
+    let mut acc = faults::reconcile(
+        "two archiver runs started together (separate pools), then a third",
+        &ledger,
+        &client,
+        Some(&archive),
+    )
+    .await;
+    acc.check_dead_letters(&ledger, &queues.read(env).await);
+    eprintln!(
+        "(run A: busy {}, archived {by_a:?}; run B: busy {}, archived {by_b:?}; manifests {} of {} versions, archived rows {})",
+        a.busy, b.busy, archive.manifests, archive.manifest_versions, archive.rows
+    );
+    acc.assert_exact();
+    assert_eq!(
+        (acc.archived, acc.stored),
+        (acc.accepted, 0),
+        "everything accepted is archived, nothing left hot"
+    );
+    assert_eq!((archive.manifests, archive.manifest_versions), (2, 2));
+    assert_partitions_gone(&client, &days).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_events_for_archived_days_are_archived_once_in_supplements() {
+    let env = TestEnv::get().await;
+    let db = env.fresh_database().await;
+    db.migrated_client().await;
+    let bucket = support::unique_name("faults");
+    env.create_bucket(&bucket).await;
+    let s3 = env.s3().await;
+    let client = db.client().await;
+    let store = std::sync::Arc::new(stele_archiver::S3Store::new(s3.clone(), &bucket));
+    let (ingest, mapping) = old_days_pipeline(env, &db).await;
+    let days = old_days();
+    let mut ledger = Ledger::new();
+    send_to_days(&mut ledger, &ingest, &days, 12, 0).await;
+    assert_eq!(ledger.post(&ingest, "acme", &refused_request(4), 1).await, 400);
+    wait_rows(&client, "audit_events", 600).await;
+    clean_run(&db, &bucket, store.clone()).await;
+    assert_partitions_gone(&client, &days).await;
+
+    // Twice: more events for both archived days go through the pipeline (the
+    // mapping keeps running, as deployed) and land in late_events; the next
+    // run adds them to each day as a supplement (a new manifest version).
+    let mut supplemented = Vec::new();
+    for round in 1..=2 {
+        send_to_days(&mut ledger, &ingest, &days, 4, round * 10_000).await;
+        assert_eq!(ledger.post(&ingest, "globex", &refused_request(3), 1).await, 400);
+        wait_rows(&client, "late_events", 200).await;
+        // Before the supplement: the earlier version is in force, the late
+        // rows are hot; each accepted event is in exactly one of them.
+        let archive = faults::ArchiveRead::load(&s3, &bucket, ARCHIVE_PREFIX).await;
+        let mid = faults::reconcile(&format!("late round {round}"), &ledger, &client, Some(&archive)).await;
+        assert_eq!(
+            (mid.lost, mid.duplicates, mid.stored, mid.altered),
+            (0, 0, 200, 0),
+            "before supplement {round}: {mid:?}"
+        );
+        assert!(mid.archive_problems.is_empty(), "{mid:?}");
+        let report = clean_run(&db, &bucket, store.clone()).await;
+        supplemented.push(report.archived.iter().map(|p| p.supplemented).sum::<u64>());
+        wait_rows(&client, "late_events", 0).await;
+    }
+    let queues = mapping.queues.clone();
+    mapping.drain(Duration::from_secs(60)).await;
+
+    let archive = faults::ArchiveRead::load(&s3, &bucket, ARCHIVE_PREFIX).await;
+    let mut acc = faults::reconcile(
+        "late events for archived days (2 rounds, each archived as a supplement)",
+        &ledger,
+        &client,
+        Some(&archive),
+    )
+    .await;
+    acc.check_dead_letters(&ledger, &queues.read(env).await);
+    eprintln!(
+        "(late rows supplemented per run: {supplemented:?}; manifests in force {} of {} versions, archived rows {}, read {})",
+        archive.manifests, archive.manifest_versions, archive.rows, archive.rows_read
+    );
+    acc.assert_exact();
+    assert_eq!(
+        (acc.archived, acc.stored),
+        (acc.accepted, 0),
+        "everything accepted is archived, nothing left hot"
+    );
+    assert_eq!(supplemented, [200, 200]);
+    assert_eq!(
+        (archive.manifests, archive.manifest_versions),
+        (2, 6),
+        "v1, v2, v3 of each day"
+    );
+    for day in days {
+        let key = stele_archiver::layout::manifest_version_key(ARCHIVE_PREFIX, day, 3);
+        let v3: stele_archiver::manifest::Manifest =
+            serde_json::from_slice(&support::archive::get(&s3, &bucket, &key).await).expect("manifest");
+        assert_eq!(v3.version, 3);
+        assert_eq!(
+            v3.supersedes.map(|s| s.key),
+            Some(stele_archiver::layout::manifest_version_key(ARCHIVE_PREFIX, day, 2))
+        );
+        assert_eq!(v3.supplement.map(|s| s.rows), Some(100));
+    }
+
+    // The reader is not blind: a copy of an archived part under the next part
+    // number (rows no manifest in force lists) is seen.
+    let part = stele_archiver::layout::part_key(ARCHIVE_PREFIX, "acme", days[0], 0);
+    let copy = stele_archiver::layout::part_key(ARCHIVE_PREFIX, "acme", days[0], 99);
+    s3.copy_object()
+        .bucket(&bucket)
+        .copy_source(format!("{bucket}/{part}"))
+        .key(&copy)
+        .send()
+        .await
+        .expect("copy a part");
+    let tampered = faults::ArchiveRead::load(&s3, &bucket, ARCHIVE_PREFIX).await;
+    assert!(
+        tampered.problems.iter().any(|p| p.contains(&copy)),
+        "{:?}",
+        tampered.problems
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accepted_ids_resent_with_a_new_occurred_at_are_dead_lettered_as_conflicts_never_stored() {
+    let env = TestEnv::get().await;
+    let db = env.fresh_database().await;
+    db.migrated_client().await;
+    let stream = faults::stream(env, 2).await;
+    let ingest = ingest(env.kinesis().await, &stream);
+    let mapping = Mapping::start(env, &stream, &db.url, 100).await;
+    let mut ledger = Ledger::new();
+    let now = Utc::now();
+    let mut sent: Vec<(&str, Vec<Value>)> = Vec::new();
+    for r in 0..8 {
+        let tenant = TENANTS[r % 3];
+        let events = faults::events(50, now, Duration::from_secs(3600), r * 50);
+        assert_eq!(ledger.post(&ingest, tenant, &events, 5).await, 202);
+        sent.push((tenant, events));
+    }
+    assert_eq!(ledger.post(&ingest, "acme", &refused_request(4), 1).await, 400);
+
+    // Clients retry accepted events with a fresh occurred_at (same id, other
+    // content), each request mixing such resends with new events and with
+    // plain retries (same content: a duplicate, not a conflict). Some ids are
+    // resent twice, each time with another timestamp. Ingest accepts them all.
+    let mut conflicting = 0;
+    for (r, (tenant, events)) in sent.iter().enumerate() {
+        let mut request = faults::events(10, Utc::now(), Duration::from_secs(60), 20_000 + r * 10);
+        for (i, body) in events.iter().enumerate() {
+            if i % 7 == 0 {
+                let mut resent = body.clone();
+                let fresh = Utc::now() + chrono::Duration::microseconds((r * 100 + i) as i64);
+                resent["occurred_at"] = stele_core::event::timestamp::format(&fresh).into();
+                request.push(resent);
+                conflicting += 1;
+            } else if i % 11 == 0 {
+                request.push(body.clone());
+            }
+        }
+        assert_eq!(ledger.post(&ingest, tenant, &request, 5).await, 202);
+        // Once more for a few of them, later and again with a new timestamp.
+        let again: Vec<Value> = events
+            .iter()
+            .step_by(21)
+            .map(|body| {
+                let mut resent = body.clone();
+                let fresh = Utc::now() + chrono::Duration::seconds(1);
+                resent["occurred_at"] = stele_core::event::timestamp::format(&fresh).into();
+                resent
+            })
+            .collect();
+        conflicting += again.len();
+        assert_eq!(ledger.post(&ingest, tenant, &again, 5).await, 202);
+    }
+    assert_eq!(
+        ledger.conflicts().len(),
+        conflicting,
+        "every resend with a new time got a 202"
+    );
+
+    let queues = mapping.queues.clone();
+    mapping.drain(Duration::from_secs(60)).await;
+    let letters = queues.read(env).await;
+    let mut acc = faults::reconcile(
+        "accepted ids resent with a fresh occurred_at (conflicts)",
+        &ledger,
+        &db.client().await,
+        None,
+    )
+    .await;
+    acc.check_dead_letters(&ledger, &letters);
+    eprintln!(
+        "(dead letters: {} from the writer, {} from the mapping)",
+        letters.writer.len(),
+        letters.on_failure.len()
+    );
+    acc.assert_exact();
+    assert_eq!(acc.stored, acc.accepted, "the first content of every id is stored");
+    assert_eq!(acc.conflicts_dead_lettered, conflicting);
 }

@@ -9,7 +9,10 @@
 //! verified archive exactly once, and every event that was refused (`4xx`) was
 //! never stored. A `503` means "not accepted": such an event may or may not be
 //! stored (the client sends it again with the same id), so it is counted apart
-//! and never as lost.
+//! and never as lost. An accepted id sent again with other content (a client
+//! retrying with a fresh `occurred_at`) is also answered `202`, but the id keeps
+//! its first content: the resend must be in the batch-writer's dead-letter
+//! queue as a `conflict` with both hashes, and stored nowhere.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -63,11 +66,24 @@ pub struct Sent {
     pub had_503: bool,
 }
 
+/// An accepted id sent again with other content and answered `202` again.
+/// The id keeps its first content ([`Sent::hash`]); this one must end in the
+/// dead-letter queue as a conflict and nowhere else.
+#[derive(Debug, Clone)]
+pub struct ConflictingResend {
+    pub tenant: String,
+    pub event_id: Uuid,
+    pub occurred_at: DateTime<Utc>,
+    /// The `event_hash` of the resend's `202`.
+    pub hash: String,
+}
+
 /// Every event sent, by id, with the API's answer.
 #[derive(Debug, Default)]
 pub struct Ledger {
     events: Vec<Sent>,
     index: HashMap<Uuid, usize>,
+    conflicts: Vec<ConflictingResend>,
 }
 
 /// A valid event with a client-chosen id (the idempotency key a client resends).
@@ -105,6 +121,15 @@ pub fn events(count: usize, end: DateTime<Utc>, span: Duration, seed: usize) -> 
         .collect()
 }
 
+/// The `occurred_at` of an event body.
+fn occurred_at(body: &Value) -> DateTime<Utc> {
+    body["occurred_at"]
+        .as_str()
+        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| t.with_timezone(&Utc))
+        .expect("occurred_at")
+}
+
 impl Ledger {
     pub fn new() -> Self {
         Self::default()
@@ -115,11 +140,7 @@ impl Ledger {
             .as_str()
             .and_then(|s| s.parse().ok())
             .expect("ledger events carry a client-chosen event_id");
-        let occurred_at = body["occurred_at"]
-            .as_str()
-            .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-            .map(|t| t.with_timezone(&Utc))
-            .expect("occurred_at");
+        let occurred_at = occurred_at(body);
         let i = *self.index.entry(event_id).or_insert_with(|| {
             self.events.push(Sent {
                 tenant: tenant.to_string(),
@@ -132,8 +153,14 @@ impl Ledger {
             });
             self.events.len() - 1
         });
+        assert_eq!(self.events[i].tenant, tenant, "ledger ids are unique across tenants");
         self.events[i].attempts += 1;
         event_id
+    }
+
+    /// The accepted ids sent again with other content and accepted again.
+    pub fn conflicts(&self) -> &[ConflictingResend] {
+        &self.conflicts
     }
 
     /// Post `events` as one request for `tenant`, as a client does: a `503` is
@@ -161,11 +188,23 @@ impl Ledger {
                 202 => {
                     let accepted = answer["accepted"].as_array().expect("202 lists the accepted events");
                     assert_eq!(accepted.len(), ids.len(), "a 202 accepts the whole request");
-                    for (id, a) in ids.iter().zip(accepted) {
+                    for ((id, a), body) in ids.iter().zip(accepted).zip(events) {
                         assert_eq!(a["event_id"].as_str(), Some(id.to_string().as_str()), "202 in order");
+                        let hash = a["event_hash"].as_str().map(str::to_string);
                         let sent = &mut self.events[self.index[id]];
-                        sent.outcome = Outcome::Accepted;
-                        sent.hash = a["event_hash"].as_str().map(str::to_string);
+                        if sent.outcome == Outcome::Accepted && sent.hash != hash {
+                            // Other content under an accepted id: the id keeps
+                            // its first hash; this 202 is recorded apart.
+                            self.conflicts.push(ConflictingResend {
+                                tenant: tenant.to_string(),
+                                event_id: *id,
+                                occurred_at: occurred_at(body),
+                                hash: hash.expect("a 202 names each event's hash"),
+                            });
+                        } else {
+                            sent.outcome = Outcome::Accepted;
+                            sent.hash = hash;
+                        }
                     }
                     return status;
                 }
@@ -180,7 +219,10 @@ impl Ledger {
                 _ => {
                     for id in &ids {
                         let sent = &mut self.events[self.index[id]];
-                        sent.outcome = Outcome::NotAccepted(status);
+                        // A 503 to a resend does not take back an earlier 202.
+                        if sent.outcome != Outcome::Accepted {
+                            sent.outcome = Outcome::NotAccepted(status);
+                        }
                         sent.had_503 = true;
                     }
                     // The client waits before resending; short here (Retry-After is
@@ -212,7 +254,7 @@ pub struct Accounting {
     pub refused: usize,
     /// Answered `503` (or nothing) to the last try: neither promised nor refused.
     pub not_accepted: usize,
-    /// Ledger events with a row in PostgreSQL.
+    /// Ledger events with a row in PostgreSQL (`audit_events` or `late_events`).
     pub stored: usize,
     /// Ledger events in a verified archive.
     pub archived: usize,
@@ -222,18 +264,36 @@ pub struct Accounting {
     /// Accepted events found nowhere.
     pub lost: usize,
     pub refused_but_stored: usize,
-    /// Stored rows whose hash differs from the one the `202` gave.
+    /// Events with a stored or archived copy whose hash differs from the one
+    /// the (first) `202` gave.
     pub altered: usize,
     /// Not-accepted events that were stored anyway (allowed; informational).
     pub not_accepted_but_stored: usize,
+    /// Accepted ids sent again with other content and answered `202` again.
+    pub conflicts: usize,
+    /// Of those, found in the batch-writer's dead-letter queue as `conflict`
+    /// with the resend's hash and the stored one.
+    pub conflicts_dead_lettered: usize,
+    /// Conflicting resends whose content is stored or archived (must be 0).
+    pub conflicts_stored: usize,
+    /// The dead-letter queues were read ([`Accounting::check_dead_letters`]).
+    pub dead_letters_read: bool,
+    /// Dead letters that name no conflicting resend of the ledger, and
+    /// batches the event source mapping gave up on, each described.
+    pub dead_letter_problems: Vec<String>,
     /// Archive problems (manifest/file/root mismatches), each described.
     pub archive_problems: Vec<String>,
 }
 
 impl Accounting {
     pub fn print(&self) {
+        let dead_lettered = if self.dead_letters_read {
+            self.conflicts_dead_lettered.to_string()
+        } else {
+            "(DLQ not read)".to_string()
+        };
         eprintln!(
-            "\naccounting: {}\n| sent | accepted | refused | not accepted (503) | stored | archived | duplicates | lost |\n|-----:|---------:|--------:|-------------------:|-------:|---------:|-----------:|-----:|\n| {} | {} | {} | {} | {} | {} | {} | {} |\nrefused but stored: {}, altered: {}, not accepted but stored: {}, archive problems: {:?}\n",
+            "\naccounting: {}\n| sent | accepted | refused | not accepted (503) | stored | archived | duplicates | lost | conflicting resends (202) | conflicts dead-lettered |\n|-----:|---------:|--------:|-------------------:|-------:|---------:|-----------:|-----:|--------------------------:|------------------------:|\n| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\nrefused but stored: {}, altered: {}, not accepted but stored: {}, conflicts stored: {}, dead-letter problems: {:?}, archive problems: {:?}\n",
             self.fault,
             self.sent,
             self.accepted,
@@ -243,9 +303,13 @@ impl Accounting {
             self.archived,
             self.duplicates,
             self.lost,
+            self.conflicts,
+            dead_lettered,
             self.refused_but_stored,
             self.altered,
             self.not_accepted_but_stored,
+            self.conflicts_stored,
+            self.dead_letter_problems,
             self.archive_problems,
         );
     }
@@ -258,6 +322,23 @@ impl Accounting {
         assert_eq!(self.lost, 0, "{}: accepted events lost", self.fault);
         assert_eq!(self.refused_but_stored, 0, "{}: refused events stored", self.fault);
         assert_eq!(self.altered, 0, "{}: stored hashes differ from the 202's", self.fault);
+        assert_eq!(self.conflicts_stored, 0, "{}: conflicting resends stored", self.fault);
+        if self.conflicts > 0 {
+            assert!(self.dead_letters_read, "{}: conflicts sent, DLQ not read", self.fault);
+        }
+        if self.dead_letters_read {
+            assert_eq!(
+                self.conflicts_dead_lettered, self.conflicts,
+                "{}: conflicting resends missing from the DLQ",
+                self.fault
+            );
+        }
+        assert!(
+            self.dead_letter_problems.is_empty(),
+            "{}: {:?}",
+            self.fault,
+            self.dead_letter_problems
+        );
         assert!(
             self.archive_problems.is_empty(),
             "{}: {:?}",
@@ -265,18 +346,143 @@ impl Accounting {
             self.archive_problems
         );
     }
+
+    /// Account for the dead letters: every conflicting resend of the ledger
+    /// is there (reason `conflict`, its record's bytes, the resend's hash and
+    /// the first content's stored hash); any other letter, and any batch the
+    /// event source mapping gave up on, is a problem.
+    pub fn check_dead_letters(&mut self, ledger: &Ledger, letters: &DeadLetters) {
+        use base64::Engine;
+        self.dead_letters_read = true;
+        let mut found: HashMap<(String, Uuid, String), usize> = HashMap::new();
+        for letter in &letters.writer {
+            let seq = letter["sequence_number"].as_str().unwrap_or("?");
+            if letter["reason_code"] != "conflict" {
+                self.dead_letter_problems.push(format!(
+                    "{seq}: dead-lettered as {}: {}",
+                    letter["reason_code"], letter["reason"]
+                ));
+                continue;
+            }
+            let data = base64::engine::general_purpose::STANDARD
+                .decode(letter["data_base64"].as_str().unwrap_or_default())
+                .unwrap_or_default();
+            let Ok((event, hash)) = stele_batch_writer::decode::open_record(&data) else {
+                self.dead_letter_problems
+                    .push(format!("{seq}: a conflict letter whose record does not open"));
+                continue;
+            };
+            let key = (event.tenant_id.clone(), event.event_id, hash.to_hex());
+            let resend = ledger.conflicts.iter().find(|c| {
+                (&c.tenant, c.event_id, &c.hash) == (&key.0, key.1, &key.2) && c.occurred_at == event.occurred_at
+            });
+            let first = ledger
+                .index
+                .get(&event.event_id)
+                .map(|&i| &ledger.events[i])
+                .filter(|s| s.tenant == event.tenant_id);
+            let hashes_ok = letter["event_hash"].as_str() == Some(key.2.as_str())
+                && letter["stored_event_hash"].as_str() == first.and_then(|s| s.hash.as_deref());
+            match resend {
+                Some(_) if hashes_ok => *found.entry(key).or_default() += 1,
+                Some(_) => self.dead_letter_problems.push(format!(
+                    "{seq}: conflict for {} {} names hashes {} / stored {}, the ledger {} / first {:?}",
+                    key.0,
+                    key.1,
+                    letter["event_hash"],
+                    letter["stored_event_hash"],
+                    key.2,
+                    first.and_then(|s| s.hash.as_deref())
+                )),
+                None => self.dead_letter_problems.push(format!(
+                    "{seq}: conflict for {} {} (hash {}) is no conflicting resend of the ledger",
+                    key.0, key.1, key.2
+                )),
+            }
+        }
+        self.conflicts_dead_lettered = found.len();
+        for record in &letters.on_failure {
+            self.dead_letter_problems
+                .push(format!("the event source mapping gave up on a batch: {record}"));
+        }
+    }
 }
 
-/// Count every ledger event in PostgreSQL (`audit_events`, attached partitions)
-/// and, if given, in the verified archive.
+/// The messages of the batch-writer's dead-letter queue and of the event
+/// source mapping's on-failure destination.
+#[derive(Debug, Default, Clone)]
+pub struct DeadLetters {
+    pub writer: Vec<Value>,
+    pub on_failure: Vec<Value>,
+}
+
+/// The queues behind a [`Mapping`].
+#[derive(Debug, Clone)]
+pub struct Queues {
+    /// The batch-writer's dead-letter queue (`STELE_DLQ_URL`).
+    pub dlq: String,
+    /// The event source mapping's on-failure destination.
+    pub on_failure: String,
+}
+
+impl Queues {
+    /// Every message of both queues (each received and deleted).
+    pub async fn read(&self, env: &TestEnv) -> DeadLetters {
+        let sqs = env.sqs().await;
+        DeadLetters {
+            writer: drain_queue(&sqs, &self.dlq).await,
+            on_failure: drain_queue(&sqs, &self.on_failure).await,
+        }
+    }
+}
+
+/// Receive (and delete) every message of a queue: until two receives in a
+/// row come back empty (bounded).
+async fn drain_queue(sqs: &aws_sdk_sqs::Client, queue: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut empty = 0;
+    for _ in 0..1_000 {
+        let received = sqs
+            .receive_message()
+            .queue_url(queue)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .expect("receive dead letters");
+        if received.messages().is_empty() {
+            empty += 1;
+            if empty >= 2 {
+                break;
+            }
+            continue;
+        }
+        empty = 0;
+        for m in received.messages() {
+            out.push(serde_json::from_str(m.body().unwrap_or_default()).unwrap_or(Value::Null));
+            sqs.delete_message()
+                .queue_url(queue)
+                .receipt_handle(m.receipt_handle().unwrap_or_default())
+                .send()
+                .await
+                .expect("delete dead letter");
+        }
+    }
+    out
+}
+
+/// Count every ledger event in PostgreSQL (`audit_events` with its attached
+/// partitions, and `late_events`) and, if given, in the verified archive.
 pub async fn reconcile(fault: &str, ledger: &Ledger, pg: &Client, archive: Option<&ArchiveRead>) -> Accounting {
     let rows = pg
         .query(
-            "SELECT tenant_id, event_id, encode(event_hash, 'hex') FROM audit_events",
+            "SELECT tenant_id, event_id, encode(event_hash, 'hex') FROM audit_events
+             UNION ALL
+             SELECT tenant_id, event_id, encode(event_hash, 'hex') FROM late_events",
             &[],
         )
         .await
-        .expect("read audit_events");
+        .expect("read audit_events and late_events");
     let mut in_pg: HashMap<(String, Uuid), Vec<String>> = HashMap::new();
     for r in &rows {
         in_pg
@@ -284,25 +490,39 @@ pub async fn reconcile(fault: &str, ledger: &Ledger, pg: &Client, archive: Optio
             .or_default()
             .push(r.get(2));
     }
+    let none = Vec::new();
+    let stored_hashes = |tenant: &str, id: Uuid| -> (&[String], &[String]) {
+        let key = (tenant.to_string(), id);
+        (
+            in_pg.get(&key).unwrap_or(&none),
+            archive.and_then(|a| a.hashes.get(&key)).unwrap_or(&none),
+        )
+    };
     let mut acc = Accounting {
         fault: fault.to_string(),
         sent: ledger.events.len(),
+        conflicts: ledger.conflicts.len(),
         ..Default::default()
     };
-    let mut known = 0usize;
+    let (mut known, mut known_archived) = (0usize, 0usize);
+    let mut misfiled = Vec::new();
     for s in &ledger.events {
-        let key = (s.tenant.clone(), s.event_id);
-        let hashes = in_pg.get(&key).map(Vec::as_slice).unwrap_or_default();
+        let (hashes, archived) = stored_hashes(&s.tenant, s.event_id);
         known += hashes.len();
-        let archived = archive.map_or(0, |a| a.copies(&s.tenant, s.event_id));
-        let copies = hashes.len() + archived;
+        known_archived += archived.len();
+        let copies = hashes.len() + archived.len();
         if !hashes.is_empty() {
             acc.stored += 1;
         }
-        if archived > 0 {
+        if !archived.is_empty() {
             acc.archived += 1;
         }
         acc.duplicates += copies.saturating_sub(1);
+        let day = s.occurred_at.date_naive();
+        let days = archive.and_then(|a| a.days.get(&(s.tenant.clone(), s.event_id)));
+        for other in days.into_iter().flatten().filter(|d| **d != day) {
+            misfiled.push(format!("{} {} of {day} archived under {other}", s.tenant, s.event_id));
+        }
         match s.outcome {
             Outcome::Accepted => {
                 acc.accepted += 1;
@@ -311,7 +531,7 @@ pub async fn reconcile(fault: &str, ledger: &Ledger, pg: &Client, archive: Optio
                 }
                 // Also after a 503'd attempt was stored: the hash leaves
                 // `received_at` out, so the resend's receipt names the same hash.
-                if hashes.iter().any(|h| Some(h) != s.hash.as_ref()) {
+                if hashes.iter().chain(archived).any(|h| Some(h) != s.hash.as_ref()) {
                     acc.altered += 1;
                 }
             }
@@ -329,10 +549,18 @@ pub async fn reconcile(fault: &str, ledger: &Ledger, pg: &Client, archive: Optio
             }
         }
     }
+    for c in &ledger.conflicts {
+        let (hashes, archived) = stored_hashes(&c.tenant, c.event_id);
+        if hashes.iter().chain(archived).any(|h| *h == c.hash) {
+            acc.conflicts_stored += 1;
+        }
+    }
     // Rows nobody sent are duplicates of nothing, but still wrong.
     acc.duplicates += rows.len() - known;
     if let Some(a) = archive {
+        acc.duplicates += a.rows_read as usize - known_archived;
         acc.archive_problems = a.problems.clone();
+        acc.archive_problems.extend(misfiled);
     }
     acc
 }
@@ -341,28 +569,63 @@ pub async fn reconcile(fault: &str, ledger: &Ledger, pg: &Client, archive: Optio
 // The archive, read back from S3
 // ---------------------------------------------------------------------------
 
-/// What the archive in S3 holds, checked against the ledger: every manifest's
-/// files exist with the SHA-256 and size it records (and nothing else lies under
-/// the tenant/day prefix), no multipart upload is left, and each tenant's row
-/// count and Merkle root equal those of the ledger's accepted events of that
-/// tenant and day (leaves in the archive's order: occurred_at, then event_id).
-/// The archiver itself verified the files' event hashes against the manifest
-/// before detaching; a matching root here ties the manifest to exactly the
-/// events that got a `202`.
+/// What the archive in S3 holds. Of each day's manifest versions the one in
+/// force is read: the version no other supersedes (a supplement lists every
+/// file of the day, so the earlier versions are not counted again). Checked:
+/// each `supersedes` names an existing version by its SHA-256; every file of
+/// the version in force exists with the SHA-256 and size it records, nothing
+/// else lies under the tenant/day prefix or anywhere in the archive; no
+/// multipart upload is left; each tenant's row count and Merkle root,
+/// recomputed from the files' `event_hash` column in manifest file order
+/// (and a supplement's, from its own files), equal the manifest's. The rows
+/// read (`event_id`, `event_hash`) are then matched against the ledger by
+/// [`reconcile`].
 #[derive(Debug, Default)]
 pub struct ArchiveRead {
-    copies: HashMap<(String, Uuid), usize>,
+    /// The `event_hash` of every archived row, by (tenant, event id): one per copy.
+    hashes: HashMap<(String, Uuid), Vec<String>>,
+    /// The day each copy is archived under.
+    days: HashMap<(String, Uuid), Vec<NaiveDate>>,
+    /// Days with a manifest (their version in force).
     pub manifests: usize,
+    /// Manifest objects in all, every version.
+    pub manifest_versions: usize,
+    /// Rows the manifests in force record.
     pub rows: u64,
+    /// Rows read from the files of the manifests in force.
+    pub rows_read: u64,
     pub problems: Vec<String>,
 }
 
-impl ArchiveRead {
-    pub fn copies(&self, tenant: &str, event_id: Uuid) -> usize {
-        self.copies.get(&(tenant.to_string(), event_id)).copied().unwrap_or(0)
+/// (event_id, event_hash) of every row of an archived Parquet file, in file order.
+fn parquet_rows(body: bytes::Bytes) -> Result<Vec<(String, String)>, String> {
+    use arrow::array::{Array, StringArray};
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(body)
+        .and_then(|b| b.build())
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(|e| e.to_string())?;
+        let column = |name: &str| {
+            batch
+                .column_by_name(name)
+                .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+                .ok_or_else(|| format!("no string column {name}"))
+        };
+        let (ids, hashes) = (column("event_id")?, column("event_hash")?);
+        for i in 0..batch.num_rows() {
+            if ids.is_null(i) || hashes.is_null(i) {
+                return Err(format!("row {i} has a null event_id or event_hash"));
+            }
+            out.push((ids.value(i).to_string(), hashes.value(i).to_string()));
+        }
     }
+    Ok(out)
+}
 
-    pub async fn load(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str, ledger: &Ledger) -> ArchiveRead {
+impl ArchiveRead {
+    pub async fn load(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> ArchiveRead {
+        use stele_archiver::manifest::Manifest;
         let mut out = ArchiveRead::default();
         let uploads = s3
             .list_multipart_uploads()
@@ -374,72 +637,169 @@ impl ArchiveRead {
             out.problems
                 .push(format!("{} unfinished multipart uploads", uploads.uploads().len()));
         }
-        let manifest_keys = list_keys(s3, bucket, &format!("{prefix}/_manifests/")).await;
-        for key in manifest_keys {
-            out.manifests += 1;
+        // Every version of every day's manifest, with its SHA-256.
+        let manifests_prefix = format!("{prefix}/_manifests/");
+        let mut by_day: std::collections::BTreeMap<String, Vec<(String, String, Manifest)>> = Default::default();
+        for key in list_keys(s3, bucket, &manifests_prefix).await {
+            out.manifest_versions += 1;
             let bytes = get(s3, bucket, &key).await;
-            let manifest: stele_archiver::manifest::Manifest = match serde_json::from_slice(&bytes) {
-                Ok(m) => m,
-                Err(e) => {
-                    out.problems.push(format!("{key}: {e}"));
-                    continue;
-                }
-            };
-            let day: NaiveDate = manifest.dt.parse().expect("manifest dt");
-            out.rows += manifest.rows;
-            for tenant in &manifest.tenants {
-                // Files: exactly the manifest's, with its sizes and SHA-256.
-                let tenant_prefix = stele_archiver::layout::tenant_day_prefix(prefix, &tenant.tenant_id, day);
-                let mut listed = list_keys(s3, bucket, &tenant_prefix).await;
-                listed.sort();
-                let mut expected: Vec<String> = tenant.files.iter().map(|f| f.key.clone()).collect();
-                expected.sort();
-                if listed != expected {
-                    out.problems
-                        .push(format!("{tenant_prefix}: objects {listed:?}, manifest {expected:?}"));
-                }
-                for f in &tenant.files {
-                    let body = get(s3, bucket, &f.key).await;
-                    let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body));
-                    if body.len() as u64 != f.bytes || sha != f.sha256 {
+            let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+            match serde_json::from_slice::<Manifest>(&bytes) {
+                Ok(m) => {
+                    if m.version != stele_archiver::layout::manifest_version(&key) {
                         out.problems
-                            .push(format!("{}: size/SHA-256 differ from the manifest", f.key));
+                            .push(format!("{key}: version {} in a key of another version", m.version));
                     }
+                    by_day.entry(m.dt.clone()).or_default().push((key, sha, m));
                 }
-                // Rows: the ledger's accepted events of this tenant and day.
-                let mut mine: Vec<&Sent> = ledger
-                    .events
-                    .iter()
-                    .filter(|s| {
-                        s.tenant == tenant.tenant_id
-                            && s.occurred_at.date_naive() == day
-                            && s.outcome == Outcome::Accepted
-                    })
-                    .collect();
-                mine.sort_by_key(|s| (s.occurred_at, s.event_id));
-                let mut merkle = stele_archiver::merkle::MerkleBuilder::new();
-                for s in &mine {
-                    let hash = hex::decode(s.hash.as_deref().unwrap_or_default()).expect("hex hash");
-                    merkle.push(&hash);
-                }
-                if merkle.leaves() == tenant.rows && merkle.root_hex() == tenant.merkle_root {
-                    for s in mine {
-                        *out.copies.entry((s.tenant.clone(), s.event_id)).or_default() += 1;
+                Err(e) => out.problems.push(format!("{key}: {e}")),
+            }
+        }
+        let mut in_force_files: std::collections::HashSet<String> = Default::default();
+        for (dt, versions) in &by_day {
+            // Each `supersedes` names a version of the same day, by its SHA-256.
+            let mut superseded = std::collections::HashSet::new();
+            for (key, _, m) in versions {
+                if let Some(earlier) = &m.supersedes {
+                    match versions.iter().find(|(k, _, _)| *k == earlier.key) {
+                        Some((_, sha, _)) if *sha == earlier.sha256 => {}
+                        Some(_) => out.problems.push(format!(
+                            "{key}: supersedes {} by a SHA-256 it no longer has",
+                            earlier.key
+                        )),
+                        None => out
+                            .problems
+                            .push(format!("{key}: supersedes {}, which is not there", earlier.key)),
                     }
-                } else {
-                    out.problems.push(format!(
-                        "{} {}: manifest {} rows root {}, ledger {} accepted root {}",
-                        tenant.tenant_id,
-                        manifest.dt,
-                        tenant.rows,
-                        tenant.merkle_root,
-                        merkle.leaves(),
-                        merkle.root_hex()
-                    ));
+                    superseded.insert(earlier.key.clone());
                 }
+            }
+            let heads: Vec<&(String, String, Manifest)> =
+                versions.iter().filter(|(k, _, _)| !superseded.contains(k)).collect();
+            let Some((key, _, manifest)) = heads.iter().max_by_key(|(_, _, m)| m.version) else {
+                out.problems
+                    .push(format!("dt={dt}: every manifest version is superseded"));
+                continue;
+            };
+            if heads.len() > 1 {
+                out.problems.push(format!(
+                    "dt={dt}: {} manifest versions supersede no other: {:?}",
+                    heads.len(),
+                    heads.iter().map(|(k, _, _)| k).collect::<Vec<_>>()
+                ));
+            }
+            out.manifests += 1;
+            out.rows += manifest.rows;
+            out.read_day(s3, bucket, prefix, key, manifest, &mut in_force_files)
+                .await;
+        }
+        // Nothing but the manifests and their files in the archive.
+        for key in list_keys(s3, bucket, &format!("{prefix}/")).await {
+            if !key.starts_with(&manifests_prefix) && !in_force_files.contains(&key) {
+                out.problems
+                    .push(format!("{key}: in the archive, in no manifest in force"));
             }
         }
         out
+    }
+
+    /// Check one day's manifest in force against its files, and read their rows.
+    async fn read_day(
+        &mut self,
+        s3: &aws_sdk_s3::Client,
+        bucket: &str,
+        prefix: &str,
+        key: &str,
+        manifest: &stele_archiver::manifest::Manifest,
+        in_force_files: &mut std::collections::HashSet<String>,
+    ) {
+        use stele_archiver::merkle::MerkleBuilder;
+        let day: NaiveDate = manifest.dt.parse().expect("manifest dt");
+        // Each file's event hashes, by key (a supplement's roots are of its own files).
+        let mut file_hashes: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
+        for tenant in &manifest.tenants {
+            // Files: exactly the manifest's, with its sizes and SHA-256.
+            let tenant_prefix = stele_archiver::layout::tenant_day_prefix(prefix, &tenant.tenant_id, day);
+            let mut listed = list_keys(s3, bucket, &tenant_prefix).await;
+            listed.sort();
+            let mut expected: Vec<String> = tenant.files.iter().map(|f| f.key.clone()).collect();
+            expected.sort();
+            if listed != expected {
+                self.problems
+                    .push(format!("{tenant_prefix}: objects {listed:?}, manifest {expected:?}"));
+            }
+            let mut merkle = MerkleBuilder::new();
+            for f in &tenant.files {
+                in_force_files.insert(f.key.clone());
+                let body = get(s3, bucket, &f.key).await;
+                let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body));
+                if body.len() as u64 != f.bytes || sha != f.sha256 {
+                    self.problems
+                        .push(format!("{}: size/SHA-256 differ from the manifest", f.key));
+                }
+                let rows = match parquet_rows(body) {
+                    Ok(rows) => rows,
+                    Err(e) => {
+                        self.problems.push(format!("{}: {e}", f.key));
+                        continue;
+                    }
+                };
+                if rows.len() as u64 != f.rows {
+                    self.problems
+                        .push(format!("{}: {} rows, manifest {}", f.key, rows.len(), f.rows));
+                }
+                let mut hashes = Vec::with_capacity(rows.len());
+                for (id, hash) in rows {
+                    let leaf = hex::decode(&hash).unwrap_or_default();
+                    merkle.push(&leaf);
+                    hashes.push(leaf);
+                    self.rows_read += 1;
+                    match id.parse::<Uuid>() {
+                        Ok(id) => {
+                            let key = (tenant.tenant_id.clone(), id);
+                            self.days.entry(key.clone()).or_default().push(day);
+                            self.hashes.entry(key).or_default().push(hash);
+                        }
+                        Err(_) => self.problems.push(format!("{}: event_id {id:?}", f.key)),
+                    }
+                }
+                file_hashes.insert(f.key.clone(), hashes);
+            }
+            // The root of the files in manifest order, each in its own order.
+            if merkle.leaves() != tenant.rows || merkle.root_hex() != tenant.merkle_root {
+                self.problems.push(format!(
+                    "{key} {}: manifest {} rows root {}, files {} rows root {}",
+                    tenant.tenant_id,
+                    tenant.rows,
+                    tenant.merkle_root,
+                    merkle.leaves(),
+                    merkle.root_hex()
+                ));
+            }
+        }
+        // A supplement's own roots: its files alone.
+        for added in manifest.supplement.iter().flat_map(|s| &s.tenants) {
+            let mut merkle = MerkleBuilder::new();
+            for f in &added.files {
+                if !in_force_files.contains(&f.key) {
+                    self.problems
+                        .push(format!("{key}: supplement file {} is not in the day's files", f.key));
+                }
+                for leaf in file_hashes.get(&f.key).into_iter().flatten() {
+                    merkle.push(leaf);
+                }
+            }
+            if merkle.leaves() != added.rows || merkle.root_hex() != added.merkle_root {
+                self.problems.push(format!(
+                    "{key} supplement {}: {} rows root {}, files {} rows root {}",
+                    added.tenant_id,
+                    added.rows,
+                    added.merkle_root,
+                    merkle.leaves(),
+                    merkle.root_hex()
+                ));
+            }
+        }
     }
 }
 
@@ -455,18 +815,25 @@ pub async fn stream(env: &TestEnv, shards: i32) -> String {
 }
 
 /// The batch-writer behind the event source mapping emulator, polling `stream`
-/// and writing to `db_url`, as `stele dev` wires them.
+/// and writing to `db_url`, as `stele dev` wires them: the writer dead-letters
+/// to a LocalStack SQS queue of its own, the mapping sends the batches it gives
+/// up on to another.
 pub struct Mapping {
     stop: watch::Sender<bool>,
     task: JoinHandle<Result<(), String>>,
     pub stats: Arc<esm::MappingStats>,
     /// Records each batch-writer invocation reported failed.
     pub failed_items: Arc<AtomicU64>,
+    pub queues: Queues,
 }
 
 impl Mapping {
     pub async fn start(env: &TestEnv, stream: &str, db_url: &str, batch_size: usize) -> Mapping {
-        let writer = Arc::new(writer(env, db_url).await);
+        let queues = Queues {
+            dlq: env.create_queue(&unique_name("dlq")).await,
+            on_failure: env.create_queue(&unique_name("esm-failure")).await,
+        };
+        let writer = Arc::new(writer_to(env, db_url, &queues.dlq).await);
         let failed_items = Arc::new(AtomicU64::new(0));
         let handler: esm::Handler = {
             let (writer, failed) = (writer.clone(), failed_items.clone());
@@ -486,7 +853,7 @@ impl Mapping {
             batching_window: Duration::from_millis(200),
             bisect_on_error: stele::local::deployed::ESM_BISECT_ON_ERROR,
             max_retries: stele::local::deployed::ESM_MAX_RETRIES,
-            on_failure_queue: None,
+            on_failure_queue: Some(queues.on_failure.clone()),
         };
         let stats = Arc::new(esm::MappingStats::default());
         let (stop, stop_rx) = watch::channel(false);
@@ -503,6 +870,7 @@ impl Mapping {
             task,
             stats,
             failed_items,
+            queues,
         }
     }
 
@@ -536,11 +904,16 @@ impl Mapping {
 
 /// The batch-writer as deployed (pool of 4, dead letters to a queue of its own).
 pub async fn writer(env: &TestEnv, db_url: &str) -> PgBatchWriter {
+    writer_to(env, db_url, &env.create_queue(&unique_name("dlq")).await).await
+}
+
+/// The batch-writer as deployed, dead-lettering to `dlq`.
+pub async fn writer_to(env: &TestEnv, db_url: &str, dlq: &str) -> PgBatchWriter {
     let mut config = stele_store::StoreConfig::new(db_url);
     config.connect_timeout = Duration::from_secs(2);
     BatchWriter::new(
         stele_store::PgEventStore::new(stele_store::pool(&config).expect("pool")),
-        SqsDeadLetters::new(env.sqs().await, env.create_queue(&unique_name("dlq")).await),
+        SqsDeadLetters::new(env.sqs().await, dlq),
     )
 }
 
