@@ -416,6 +416,48 @@ async fn an_event_id_is_stored_once_per_tenant_and_a_resend_with_other_content_i
     assert_eq!(count(&client).await, 2);
 }
 
+/// Two writers with the same id at the same moment: the one that waits on the
+/// other's claim (ON CONFLICT waits for the first transaction, whose claim its
+/// snapshot cannot see) still reports the conflict, never a duplicate.
+#[tokio::test]
+async fn an_id_claimed_by_a_concurrent_transaction_with_other_content_is_still_a_conflict() {
+    let (db, client, _writer, _queue) = setup().await;
+    partitions::ensure_days(&client, &[NaiveDate::from_ymd_opt(2026, 3, 1).unwrap()])
+        .await
+        .unwrap();
+    for method in [InsertMethod::CopyStage, InsertMethod::Unnest] {
+        let id = uuid::Uuid::new_v4();
+        let first = event_with_id("acme", id, "2026-03-01T10:00:00Z", "user.login");
+        let other = event_with_id("acme", id, "2026-03-01T10:00:00Z", "user.logout");
+        let mut holder = db.client().await;
+        let tx = holder.transaction().await.unwrap();
+        tx.execute(
+            "INSERT INTO event_ids (tenant_id, event_id, event_hash, received_at) VALUES ($1, $2, $3, now())",
+            &[&"acme", &id, &first.hash.0.to_vec()],
+        )
+        .await
+        .unwrap();
+        let store = PgEventStore::with_method(stele_store::pool(&db.store_config()).unwrap(), method);
+        let stored = StoredEvent {
+            event: other.event.clone(),
+            hash: other.hash,
+            kinesis_shard: None,
+            kinesis_seq: None,
+        };
+        let insert = tokio::spawn(async move { store.insert_batch(&[stored], &[]).await });
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        assert!(
+            !insert.is_finished(),
+            "{method:?}: the insert waits for the other claim"
+        );
+        tx.commit().await.unwrap();
+        let outcome = insert.await.unwrap().unwrap();
+        assert_eq!((outcome.inserted, outcome.duplicates), (0, 0), "{method:?}");
+        assert_eq!(outcome.conflicts.len(), 1, "{method:?}: {outcome:?}");
+        assert_eq!(outcome.conflicts[0].stored_hash, first.hash);
+    }
+}
+
 #[tokio::test]
 async fn poison_records_go_to_the_dlq_with_their_reason_while_good_records_are_written() {
     let (_db, client, writer, queue) = setup().await;

@@ -29,6 +29,8 @@ pub enum Error {
         expected: &'static str,
         found: &'static str,
     },
+    #[error("event id {event_id} of tenant {tenant} is claimed by a concurrent batch whose claim cannot be read back; the batch is retried")]
+    ClaimUnreadable { tenant: String, event_id: uuid::Uuid },
     #[error("{what}: {}", pg_message(.source))]
     Query {
         what: &'static str,

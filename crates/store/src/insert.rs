@@ -104,7 +104,10 @@ pub enum InsertMethod {
 ///   archiver's low-water mark), whatever became of the rows.
 ///
 /// Returns one row: (stored, of which late, and the conflicts as four parallel
-/// arrays: tenant_id, event_id, the row's hash, the hash already stored).
+/// arrays: tenant_id, event_id, the row's hash, the hash already stored). The
+/// stored hash is NULL for an id that a concurrent transaction claimed after
+/// this statement's snapshot was taken (ON CONFLICT waited for it, the
+/// snapshot cannot see it): [`Written::settle`] reads those again.
 fn insert_sql(with: &str, source: &str, late: &str) -> String {
     format!(
         "WITH {with}
@@ -133,10 +136,10 @@ fn insert_sql(with: &str, source: &str, late: &str) -> String {
                       FROM {source} LEFT JOIN fresh f USING (tenant_id, event_id)
                      WHERE f.event_hash IS DISTINCT FROM r.event_hash)
          SELECT (SELECT count(*) FROM a) + (SELECT count(*) FROM l), (SELECT count(*) FROM l),
-                ARRAY(SELECT tenant_id FROM c WHERE stored <> sent),
-                ARRAY(SELECT event_id FROM c WHERE stored <> sent),
-                ARRAY(SELECT sent FROM c WHERE stored <> sent),
-                ARRAY(SELECT stored FROM c WHERE stored <> sent)",
+                ARRAY(SELECT tenant_id FROM c WHERE stored IS DISTINCT FROM sent),
+                ARRAY(SELECT event_id FROM c WHERE stored IS DISTINCT FROM sent),
+                ARRAY(SELECT sent FROM c WHERE stored IS DISTINCT FROM sent),
+                ARRAY(SELECT stored FROM c WHERE stored IS DISTINCT FROM sent)",
         cols = column_list(),
     )
 }
@@ -416,7 +419,9 @@ impl PgEventStore {
             .query_one(&statement, &params)
             .await
             .map_err(Error::query("inserting a batch of events"))?;
-        Ok(Written::from_row(&row))
+        let mut written = Written::from_row(&row);
+        written.settle(&client).await?;
+        Ok(written)
     }
 
     async fn insert_copy(&self, events: &[StoredEvent], late_days: &[NaiveDate]) -> Result<Written> {
@@ -459,8 +464,10 @@ impl PgEventStore {
             .query_one(&statement, &[&late_days])
             .await
             .map_err(Error::query("inserting the staged events"))?;
+        let mut written = Written::from_row(&row);
+        written.settle(&tx).await?;
         tx.commit().await.map_err(Error::query("committing the batch"))?;
-        Ok(Written::from_row(&row))
+        Ok(written)
     }
 }
 
@@ -468,8 +475,9 @@ impl PgEventStore {
 struct Written {
     inserted: u64,
     late: u64,
-    /// (tenant_id, event_id, the row's hash) → the hash stored under that id.
-    conflicts: HashMap<(String, Uuid, Vec<u8>), Vec<u8>>,
+    /// (tenant_id, event_id, the row's hash) → the hash stored under that id
+    /// (`None` until [`Written::settle`] for a claim the statement could not see).
+    conflicts: HashMap<(String, Uuid, Vec<u8>), Option<Vec<u8>>>,
 }
 
 impl Written {
@@ -477,7 +485,7 @@ impl Written {
         let tenants: Vec<String> = row.get(2);
         let ids: Vec<Uuid> = row.get(3);
         let sent: Vec<Vec<u8>> = row.get(4);
-        let stored: Vec<Vec<u8>> = row.get(5);
+        let stored: Vec<Option<Vec<u8>>> = row.get(5);
         let conflicts = tenants
             .into_iter()
             .zip(ids)
@@ -492,6 +500,47 @@ impl Written {
         }
     }
 
+    /// Read the claims a concurrent writer committed after the insert's
+    /// snapshot (a new statement sees them), then keep only real conflicts:
+    /// the same hash is a duplicate. A claim that still cannot be read fails
+    /// the batch, which is then redelivered, rather than guess.
+    async fn settle(&mut self, client: &impl deadpool_postgres::GenericClient) -> Result<()> {
+        let unseen: Vec<(String, Uuid)> = self
+            .conflicts
+            .iter()
+            .filter(|(_, stored)| stored.is_none())
+            .map(|((tenant, id, _), _)| (tenant.clone(), *id))
+            .collect();
+        if !unseen.is_empty() {
+            let tenants: Vec<&str> = unseen.iter().map(|(t, _)| t.as_str()).collect();
+            let ids: Vec<Uuid> = unseen.iter().map(|(_, id)| *id).collect();
+            let rows = client
+                .query(
+                    "SELECT e.tenant_id, e.event_id, e.event_hash FROM event_ids e
+                       JOIN UNNEST($1::text[], $2::uuid[]) AS k(tenant_id, event_id) USING (tenant_id, event_id)",
+                    &[&tenants, &ids],
+                )
+                .await
+                .map_err(Error::query("reading event ids claimed by a concurrent batch"))?;
+            let claimed: HashMap<(String, Uuid), Vec<u8>> =
+                rows.iter().map(|r| ((r.get(0), r.get(1)), r.get(2))).collect();
+            for ((tenant, id, _), stored) in self.conflicts.iter_mut().filter(|(_, s)| s.is_none()) {
+                match claimed.get(&(tenant.clone(), *id)) {
+                    Some(hash) => *stored = Some(hash.clone()),
+                    None => {
+                        return Err(Error::ClaimUnreadable {
+                            tenant: tenant.clone(),
+                            event_id: *id,
+                        })
+                    }
+                }
+            }
+        }
+        self.conflicts
+            .retain(|(_, _, sent), stored| stored.as_ref() != Some(sent));
+        Ok(())
+    }
+
     /// The conflicts as positions in `events`.
     fn conflicts_in(&self, events: &[StoredEvent]) -> Vec<IdConflict> {
         if self.conflicts.is_empty() {
@@ -502,7 +551,7 @@ impl Written {
             .enumerate()
             .filter_map(|(position, s)| {
                 let key = (s.event.tenant_id.clone(), s.event.event_id, s.hash.0.to_vec());
-                let stored = self.conflicts.get(&key)?;
+                let stored = self.conflicts.get(&key)?.as_ref()?;
                 Some(IdConflict {
                     position,
                     stored_hash: EventHash(<[u8; 32]>::try_from(stored.as_slice()).ok()?),
