@@ -39,6 +39,10 @@ pub struct ArchiveArgs {
     /// that may belong to them are still in it (without it, the clock decides).
     #[arg(long, env = "STELE_STREAM_NAME")]
     stream: Option<String>,
+    /// Hours an event id stays claimed against re-sends; older claims are
+    /// pruned by the run (as the Lambda's `STELE_DEDUP_WINDOW_HOURS`).
+    #[arg(long, env = "STELE_DEDUP_WINDOW_HOURS", default_value_t = 336)]
+    dedup_window_hours: i64,
     /// Archive only this partition (e.g. audit_events_p20261101).
     #[arg(long)]
     partition: Option<String>,
@@ -59,6 +63,8 @@ pub struct ArchiveSettings {
     pub drop_after_archive: bool,
     /// The stream whose backlog holds days back.
     pub stream: Option<String>,
+    /// How long event ids stay claimed.
+    pub dedup_window_hours: i64,
 }
 
 /// Build the archiver exactly as the Lambda does, with S3 at `sdk`.
@@ -68,6 +74,7 @@ pub fn build(db: StoreConfig, sdk: &aws_config::SdkConfig, settings: &ArchiveSet
     config.retention = chrono::Duration::days(settings.retention_days);
     config.max_lateness = chrono::Duration::hours(settings.max_lateness_hours);
     config.drop_after_archive = settings.drop_after_archive;
+    config.dedup_window = chrono::Duration::hours(settings.dedup_window_hours);
     let store = Arc::new(S3Store::new(aws::s3_client(sdk), settings.bucket.clone()));
     let archiver = Archiver::with_postgres(store, db, config);
     match &settings.stream {
@@ -93,7 +100,15 @@ pub async fn run(args: ArchiveArgs) -> Result<(), BoxError> {
         max_lateness_hours: args.max_lateness_hours,
         drop_after_archive: !args.keep_detached,
         stream: args.stream.clone(),
+        dedup_window_hours: args.dedup_window_hours,
     };
+    if settings.dedup_window_hours < settings.max_lateness_hours {
+        return Err(format!(
+            "--dedup-window-hours ({}) must be at least --max-lateness-hours ({}): a re-sent id must be caught as long as it can arrive",
+            settings.dedup_window_hours, settings.max_lateness_hours
+        )
+        .into());
+    }
     let db = match &args.database_url {
         Some(url) => StoreConfig::new(url.clone()),
         None => StoreConfig::from_env(&aws_sdk_secretsmanager::Client::new(&sdk)).await?,

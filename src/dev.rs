@@ -227,6 +227,7 @@ async fn serve(args: &DevArgs, pg_url: &str, aws_endpoint: &str) -> Result<(), B
             max_lateness_hours: args.archive_lateness_hours.unwrap_or(args.max_lateness_hours),
             drop_after_archive: true,
             stream: Some(args.stream.clone()),
+            dedup_window_hours: deployed::DEDUP_WINDOW_HOURS,
         };
         let archiver = crate::archive::build(stele_store::StoreConfig::new(pg_url), &sdk, &settings);
         println!(

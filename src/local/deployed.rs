@@ -18,6 +18,10 @@ pub const ARCHIVE_PREFIX: &str = "audit";
 pub const RETENTION_DAYS: i64 = 30;
 /// `max_lateness_secs` (`STELE_MAX_LATENESS_SECS`), in hours.
 pub const MAX_LATENESS_HOURS: i64 = 72;
+/// `local.dedup_window_hours` (`STELE_DEDUP_WINDOW_HOURS`): the larger of the
+/// stream's retention plus the lateness (168 + 72 h) and the dead-letter
+/// queue's retention (336 h).
+pub const DEDUP_WINDOW_HOURS: i64 = 336;
 
 #[cfg(test)]
 mod tests {
@@ -63,5 +67,9 @@ mod tests {
         assert_eq!(tf_default("archive_prefix"), ARCHIVE_PREFIX);
         assert_eq!(tf_default("retention_days"), RETENTION_DAYS.to_string());
         assert_eq!(tf_default("max_lateness_secs"), (MAX_LATENESS_HOURS * 3600).to_string());
+        let hours = |name: &str| tf_default(name).parse::<u64>().expect("a number");
+        let window = (hours("kinesis_retention_hours") + hours("max_lateness_secs").div_ceil(3600))
+            .max(hours("dlq_retention_secs").div_ceil(3600));
+        assert_eq!(window as i64, DEDUP_WINDOW_HOURS);
     }
 }

@@ -87,6 +87,8 @@ class Renderer:
             out = dict(self._eval(m.group(1)))
             out.update(self._object(m.group(2)))
             return out
+        if m := re.fullmatch(r"max\((.*)\)", t, re.S):
+            return max(self._eval(a) for a in _top_level_args(m.group(1)))
         if m := re.fullmatch(r"(.+?)\s\+\s(.+)", t, re.S):  # numbers only
             return self._eval(m.group(1)) + self._eval(m.group(2))
         if m := re.fullmatch(r"ceil\((.+)/\s*(\d+)\s*\)", t, re.S):
@@ -127,3 +129,18 @@ class Renderer:
     def scheduler_input(self):
         target = tf.block(self.module.resource("aws_scheduler_schedule", "archiver"), "target")
         return json.loads(self.expr(target["input"]))
+
+
+def _top_level_args(text):
+    """Split a call's arguments at the commas outside parentheses."""
+    args, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            args.append(text[start:i])
+            start = i + 1
+    args.append(text[start:])
+    return [a.strip() for a in args]

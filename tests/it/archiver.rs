@@ -583,7 +583,7 @@ async fn the_archiver_starts_with_only_the_terraform_environment() {
         ("STELE_RETENTION_DAYS", "30"),
         ("STELE_MAX_LATENESS_SECS", "259200"),
         ("STELE_DROP_AFTER_ARCHIVE", "true"),
-        ("STELE_DEDUP_WINDOW_HOURS", "240"),
+        ("STELE_DEDUP_WINDOW_HOURS", "336"),
         ("STELE_STREAM_NAME", stream.name.as_str()),
         ("RUST_LOG", "info"),
     ];

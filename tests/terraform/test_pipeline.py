@@ -180,7 +180,9 @@ def test_function_environments_follow_the_contract(module):
     assert "aws_kinesis_stream.events.name" in archiver["STELE_STREAM_NAME"]
     # Event ids stay claimed for as long as a record can wait in the stream plus the lateness.
     window = archiver["STELE_DEDUP_WINDOW_HOURS"]
-    assert "var.kinesis_retention_hours" in window and "var.max_lateness_secs" in window, window
+    assert "local.dedup_window_hours" in window, window
+    rule = module.locals["dedup_window_hours"]
+    assert all(v in rule for v in ("var.kinesis_retention_hours", "var.max_lateness_secs", "var.dlq_retention_secs")), rule
     assert is_ref(module.locals["db_environment"]["STELE_DB_SECRET_ARN"], "local.db_secret_arn")
     assert is_ref(module.locals["db_environment"]["STELE_DB_TLS"], "local.db_tls")
     # Contract defaults.

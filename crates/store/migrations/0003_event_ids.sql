@@ -20,10 +20,16 @@ CREATE TABLE event_ids (
 
 CREATE INDEX event_ids_received_at ON event_ids USING brin (received_at);
 
--- Ids already stored claim their place (the first received wins, as it would have).
+-- Ids already stored claim their place (the first received wins, as it would have),
+-- for the default window only (10 days: the rest of a 30-day hot store cannot be
+-- re-sent any more), written in received_at order so the BRIN index serves the prune.
 INSERT INTO event_ids (tenant_id, event_id, event_hash, received_at)
-SELECT DISTINCT ON (tenant_id, event_id) tenant_id, event_id, event_hash, received_at
-  FROM (SELECT tenant_id, event_id, event_hash, received_at FROM audit_events
-        UNION ALL
-        SELECT tenant_id, event_id, event_hash, received_at FROM late_events) AS stored
- ORDER BY tenant_id, event_id, received_at;
+SELECT * FROM (
+    SELECT DISTINCT ON (tenant_id, event_id) tenant_id, event_id, event_hash, received_at
+      FROM (SELECT tenant_id, event_id, event_hash, received_at FROM audit_events
+             WHERE received_at > now() - interval '240 hours'
+            UNION ALL
+            SELECT tenant_id, event_id, event_hash, received_at FROM late_events
+             WHERE received_at > now() - interval '240 hours') AS stored
+     ORDER BY tenant_id, event_id, received_at) AS first_received
+ ORDER BY received_at;

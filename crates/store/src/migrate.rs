@@ -74,6 +74,10 @@ pub async fn migrate(client: &Client) -> Result<Vec<i32>> {
             match existing {
                 Some(row) => Ok(Some(row.get::<_, String>(0) == checksum)),
                 None => {
+                    // A migration that backfills (0003) may take longer than the
+                    // session's statement_timeout on a large table; it must finish,
+                    // not roll back at every cold start.
+                    client.batch_execute("SET LOCAL statement_timeout = 0").await?;
                     client.batch_execute(m.sql).await?;
                     client
                         .execute(

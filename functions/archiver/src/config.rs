@@ -35,10 +35,11 @@ pub struct ArchiverConfig {
     pub statement_timeout: Duration,
     /// `STELE_PARTITIONS_AHEAD_DAYS` (3): the archiver also creates partitions ahead.
     pub partitions_ahead_days: u32,
-    /// `STELE_DEDUP_WINDOW_HOURS` (240 = the stream's 168 h retention + 72 h
-    /// lateness): how long an event id stays claimed in `event_ids`, so that
-    /// a re-sent id is caught. At least the lateness; Terraform sets it to
-    /// the stream's retention plus the lateness.
+    /// `STELE_DEDUP_WINDOW_HOURS` (336: the larger of the stream's 168 h
+    /// retention + 72 h lateness and the dead-letter queue's 14 days): how
+    /// long an event id stays claimed in `event_ids`, so that a re-sent or
+    /// replayed id is caught. At least the lateness; Terraform computes it
+    /// from its variables (`local.dedup_window_hours`).
     pub dedup_window: chrono::Duration,
 }
 
@@ -59,7 +60,7 @@ impl ArchiverConfig {
             min_remaining: Duration::from_secs(60),
             statement_timeout: Duration::from_secs(840),
             partitions_ahead_days: 3,
-            dedup_window: chrono::Duration::hours(240),
+            dedup_window: chrono::Duration::hours(336),
         }
     }
 
@@ -101,7 +102,7 @@ impl ArchiverConfig {
         c.min_remaining = Duration::from_secs(num("STELE_ARCHIVE_MIN_REMAINING_SECS", 60, 0)?);
         c.statement_timeout = Duration::from_secs(num("STELE_ARCHIVE_STATEMENT_TIMEOUT_SECS", 840, 1)?);
         c.partitions_ahead_days = num("STELE_PARTITIONS_AHEAD_DAYS", 3, 0)? as u32;
-        c.dedup_window = chrono::Duration::hours(num("STELE_DEDUP_WINDOW_HOURS", 240, 1)? as i64);
+        c.dedup_window = chrono::Duration::hours(num("STELE_DEDUP_WINDOW_HOURS", 336, 1)? as i64);
         if c.dedup_window < c.max_lateness {
             return Err(Error::Config(format!(
                 "STELE_DEDUP_WINDOW_HOURS ({} h) must be at least the lateness STELE_MAX_LATENESS_SECS ({} h): \
@@ -143,7 +144,7 @@ mod tests {
     #[test]
     fn a_dedup_window_shorter_than_the_lateness_is_refused() {
         let ok = ArchiverConfig::from_lookup(lookup(&[("STELE_ARCHIVE_BUCKET", "b")])).unwrap();
-        assert_eq!(ok.dedup_window, chrono::Duration::hours(240));
+        assert_eq!(ok.dedup_window, chrono::Duration::hours(336));
         let err = ArchiverConfig::from_lookup(lookup(&[
             ("STELE_ARCHIVE_BUCKET", "b"),
             ("STELE_DEDUP_WINDOW_HOURS", "24"),

@@ -6,6 +6,10 @@ locals {
     STELE_DB_SECRET_ARN = local.db_secret_arn
     STELE_DB_TLS        = local.db_tls
   }
+  # An event id stays claimed as long as a record can wait in the stream plus as late as an
+  # event may come, and as long as a dead letter can be replayed: a re-sent or replayed id is
+  # caught for as long as it can arrive (the archiver prunes older claims).
+  dedup_window_hours = max(var.kinesis_retention_hours + ceil(var.max_lateness_secs / 3600), ceil(var.dlq_retention_secs / 3600))
 }
 
 resource "aws_cloudwatch_log_group" "ingest" {
@@ -154,9 +158,7 @@ resource "aws_lambda_function" "archiver" {
       STELE_RETENTION_DAYS     = tostring(var.retention_days)
       STELE_MAX_LATENESS_SECS  = tostring(var.max_lateness_secs)
       STELE_DROP_AFTER_ARCHIVE = tostring(var.drop_after_archive)
-      # An event id stays claimed as long as a record can wait in the stream plus as late
-      # as an event may come: a re-sent id is caught for as long as it can arrive.
-      STELE_DEDUP_WINDOW_HOURS = tostring(var.kinesis_retention_hours + ceil(var.max_lateness_secs / 3600))
+      STELE_DEDUP_WINDOW_HOURS = tostring(local.dedup_window_hours)
       # Days wait while records that may belong to them are still in the stream.
       STELE_STREAM_NAME = aws_kinesis_stream.events.name
       RUST_LOG          = var.rust_log
