@@ -95,25 +95,24 @@ pub enum InsertMethod {
 /// The one insert statement, over the rows of `source` (a FROM item named `r`:
 /// the staging table or an UNNEST of column arrays). In one snapshot it:
 /// - claims each (tenant_id, event_id) in `event_ids` (`fresh`: the claims that
-///   are new; within the batch the first received wins),
+///   are new; a key repeated within the batch is skipped by ON CONFLICT after
+///   its first row, so the first in stream order wins),
 /// - stores the rows of new claims, those of the closed days in `$late`
 ///   (archived or being archived) in `late_events`, the others in `audit_events`,
-/// - finds the conflicts: rows whose id is claimed with another hash, by an
-///   earlier batch or by another row of this one,
 /// - moves each shard's consumed position in `stream_progress` forward (the
-///   archiver's low-water mark), whatever became of the rows.
+///   archiver's low-water mark; `$progress` are three arrays, one entry per
+///   shard, computed by [`shard_progress`]), whatever became of the rows.
 ///
-/// Returns one row: (stored, of which late, and the conflicts as four parallel
-/// arrays: tenant_id, event_id, the row's hash, the hash already stored). The
-/// stored hash is NULL for an id that a concurrent transaction claimed after
-/// this statement's snapshot was taken (ON CONFLICT waited for it, the
-/// snapshot cannot see it): [`Written::settle`] reads those again.
-fn insert_sql(with: &str, source: &str, late: &str) -> String {
+/// Returns one row: (stored, of which late, new claims). When there are fewer
+/// new claims than rows, [`find_conflicts`] tells duplicates from conflicts
+/// in a second statement (whose fresh snapshot also sees claims a concurrent
+/// transaction committed while this statement waited on them).
+fn insert_sql(with: &str, source: &str, late: &str, progress: usize) -> String {
+    let (shards, seqs, received) = (progress, progress + 1, progress + 2);
     format!(
         "WITH {with}
               fresh AS (INSERT INTO event_ids (tenant_id, event_id, event_hash, received_at)
-                        SELECT DISTINCT ON (tenant_id, event_id) tenant_id, event_id, event_hash, received_at
-                          FROM {source} ORDER BY tenant_id, event_id, received_at, kinesis_seq
+                        SELECT tenant_id, event_id, event_hash, received_at FROM {source}
                         ON CONFLICT DO NOTHING
                         RETURNING tenant_id, event_id, event_hash),
               a AS (INSERT INTO audit_events ({cols})
@@ -123,48 +122,123 @@ fn insert_sql(with: &str, source: &str, late: &str) -> String {
                     SELECT {cols} FROM {source} JOIN fresh USING (tenant_id, event_id, event_hash)
                      WHERE {DAY} = ANY({late}) ON CONFLICT DO NOTHING RETURNING 1),
               p AS (INSERT INTO stream_progress AS sp (shard_id, sequence_number, received_at)
-                    SELECT kinesis_shard, max(kinesis_seq::numeric)::text, max(received_at) FROM {source}
-                     WHERE kinesis_shard IS NOT NULL AND kinesis_seq ~ '^[0-9]+$' GROUP BY kinesis_shard
+                    SELECT * FROM UNNEST(${shards}::text[], ${seqs}::text[], ${received}::timestamptz[])
                     ON CONFLICT (shard_id) DO UPDATE SET
                        sequence_number = CASE WHEN EXCLUDED.sequence_number::numeric > sp.sequence_number::numeric
                                               THEN EXCLUDED.sequence_number ELSE sp.sequence_number END,
                        received_at = greatest(sp.received_at, EXCLUDED.received_at),
-                       updated_at = now()),
-              c AS (SELECT r.tenant_id, r.event_id, r.event_hash AS sent,
-                           coalesce(f.event_hash, (SELECT e.event_hash FROM event_ids e
-                                                    WHERE e.tenant_id = r.tenant_id AND e.event_id = r.event_id)) AS stored
-                      FROM {source} LEFT JOIN fresh f USING (tenant_id, event_id)
-                     WHERE f.event_hash IS DISTINCT FROM r.event_hash)
+                       updated_at = now())
          SELECT (SELECT count(*) FROM a) + (SELECT count(*) FROM l), (SELECT count(*) FROM l),
-                ARRAY(SELECT tenant_id FROM c WHERE stored IS DISTINCT FROM sent),
-                ARRAY(SELECT event_id FROM c WHERE stored IS DISTINCT FROM sent),
-                ARRAY(SELECT sent FROM c WHERE stored IS DISTINCT FROM sent),
-                ARRAY(SELECT stored FROM c WHERE stored IS DISTINCT FROM sent)",
+                (SELECT count(*) FROM fresh)",
         cols = column_list(),
     )
 }
 
 /// [`insert_sql`] over UNNEST of one array parameter per column; `$30` is the
-/// closed days.
+/// closed days, `$31..$33` the shard progress.
 fn unnest_sql() -> String {
     let casts: Vec<String> = column_types()
         .iter()
         .enumerate()
         .map(|(i, t)| format!("${}::{}[]", i + 1, t.name()))
         .collect();
-    let late = format!("${}::date[]", column_types().len() + 1);
+    let n = column_types().len();
+    let late = format!("${}::date[]", n + 1);
     let with = format!(
         "r AS (SELECT * FROM UNNEST({}) AS r({})),",
         casts.join(", "),
         column_list()
     );
-    insert_sql(&with, "r", &late)
+    insert_sql(&with, "r", &late, n + 2)
 }
 
 /// [`insert_sql`] over the staging table the batch was copied into; `$1` is
-/// the closed days.
+/// the closed days, `$2..$4` the shard progress.
 fn staged_sql() -> String {
-    insert_sql("", &format!("{STAGE_TABLE} AS r"), "$1::date[]")
+    insert_sql("", &format!("{STAGE_TABLE} AS r"), "$1::date[]", 2)
+}
+
+/// The rows of a batch whose id is claimed with another hash (by an earlier
+/// batch, a concurrent one, or another row of this batch).
+const CONFLICTS_SQL: &str = "SELECT k.tenant_id, k.event_id, k.sent, e.event_hash
+       FROM UNNEST($1::text[], $2::uuid[], $3::bytea[]) AS k(tenant_id, event_id, sent)
+       LEFT JOIN event_ids e USING (tenant_id, event_id)
+      WHERE e.event_hash IS DISTINCT FROM k.sent";
+
+/// Each shard's newest position in the batch: (shard, sequence number, newest
+/// received_at), sequence numbers compared as the decimal numbers they are.
+type ShardProgress = (Vec<String>, Vec<String>, Vec<DateTime<Utc>>);
+
+fn shard_progress(events: &[StoredEvent]) -> ShardProgress {
+    let mut newest: HashMap<&str, (&str, DateTime<Utc>)> = HashMap::new();
+    for s in events {
+        let (Some(shard), Some(seq)) = (s.kinesis_shard.as_deref(), s.kinesis_seq.as_deref()) else {
+            continue;
+        };
+        if seq.is_empty() || !seq.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let entry = newest.entry(shard).or_insert((seq, s.event.received_at));
+        let numeric = |v: &str| (v.trim_start_matches('0').len(), v.trim_start_matches('0').to_string());
+        if numeric(seq) > numeric(entry.0) {
+            entry.0 = seq;
+        }
+        entry.1 = entry.1.max(s.event.received_at);
+    }
+    let mut out: ShardProgress = Default::default();
+    for (shard, (seq, received)) in newest {
+        out.0.push(shard.to_string());
+        out.1.push(seq.to_string());
+        out.2.push(received);
+    }
+    out
+}
+
+/// The conflicts of `events` after an insert that made `fresh` new claims:
+/// none to look for when every row made one.
+async fn find_conflicts(
+    client: &impl deadpool_postgres::GenericClient,
+    events: &[StoredEvent],
+    fresh: u64,
+) -> Result<Vec<IdConflict>> {
+    if fresh >= events.len() as u64 {
+        return Ok(Vec::new());
+    }
+    let tenants: Vec<&str> = events.iter().map(|s| s.event.tenant_id.as_str()).collect();
+    let ids: Vec<Uuid> = events.iter().map(|s| s.event.event_id).collect();
+    let hashes: Vec<&[u8]> = events.iter().map(|s| &s.hash.0[..]).collect();
+    let rows = client
+        .query(CONFLICTS_SQL, &[&tenants, &ids, &hashes])
+        .await
+        .map_err(Error::query("looking for event ids stored with other content"))?;
+    let mut stored: HashMap<(String, Uuid, Vec<u8>), Vec<u8>> = HashMap::new();
+    for r in &rows {
+        let key: (String, Uuid, Vec<u8>) = (r.get(0), r.get(1), r.get(2));
+        match r.get::<_, Option<Vec<u8>>>(3) {
+            Some(hash) => {
+                stored.insert(key, hash);
+            }
+            // No claim at all although the insert made none: pruned meanwhile.
+            // Fail the batch (it is redelivered) rather than guess.
+            None => {
+                return Err(Error::ClaimUnreadable {
+                    tenant: key.0,
+                    event_id: key.1,
+                })
+            }
+        }
+    }
+    Ok(events
+        .iter()
+        .enumerate()
+        .filter_map(|(position, s)| {
+            let hash = stored.get(&(s.event.tenant_id.clone(), s.event.event_id, s.hash.0.to_vec()))?;
+            Some(IdConflict {
+                position,
+                stored_hash: EventHash(<[u8; 32]>::try_from(hash.as_slice()).ok()?),
+            })
+        })
+        .collect())
 }
 
 /// The UTC day of a row (its partition).
@@ -413,14 +487,15 @@ impl PgEventStore {
             .await
             .map_err(Error::query("preparing the batch insert"))?;
         let late_days = late_days.to_vec();
+        let (shards, seqs, received) = shard_progress(events);
         let mut params: Vec<&(dyn ToSql + Sync)> = columns.params().to_vec();
-        params.push(&late_days);
+        params.extend([&late_days as &(dyn ToSql + Sync), &shards, &seqs, &received]);
         let row = client
             .query_one(&statement, &params)
             .await
             .map_err(Error::query("inserting a batch of events"))?;
         let mut written = Written::from_row(&row);
-        written.settle(&client).await?;
+        written.conflicts = find_conflicts(&client, events, written.fresh).await?;
         Ok(written)
     }
 
@@ -460,104 +535,35 @@ impl PgEventStore {
             .prepare_cached(&self.staged_sql)
             .await
             .map_err(Error::query("preparing the staged insert"))?;
+        let (shards, seqs, received) = shard_progress(events);
         let row = tx
-            .query_one(&statement, &[&late_days])
+            .query_one(&statement, &[&late_days, &shards, &seqs, &received])
             .await
             .map_err(Error::query("inserting the staged events"))?;
         let mut written = Written::from_row(&row);
-        written.settle(&tx).await?;
+        written.conflicts = find_conflicts(&tx, events, written.fresh).await?;
         tx.commit().await.map_err(Error::query("committing the batch"))?;
         Ok(written)
     }
 }
 
-/// What the insert statement reports (see [`insert_sql`]).
+/// What the insert statement reports (see [`insert_sql`]), and the conflicts.
 struct Written {
     inserted: u64,
     late: u64,
-    /// (tenant_id, event_id, the row's hash) → the hash stored under that id
-    /// (`None` until [`Written::settle`] for a claim the statement could not see).
-    conflicts: HashMap<(String, Uuid, Vec<u8>), Option<Vec<u8>>>,
+    /// New claims in `event_ids`.
+    fresh: u64,
+    conflicts: Vec<IdConflict>,
 }
 
 impl Written {
     fn from_row(row: &tokio_postgres::Row) -> Self {
-        let tenants: Vec<String> = row.get(2);
-        let ids: Vec<Uuid> = row.get(3);
-        let sent: Vec<Vec<u8>> = row.get(4);
-        let stored: Vec<Option<Vec<u8>>> = row.get(5);
-        let conflicts = tenants
-            .into_iter()
-            .zip(ids)
-            .zip(sent)
-            .zip(stored)
-            .map(|(((tenant, id), sent), stored)| ((tenant, id, sent), stored))
-            .collect();
         Written {
             inserted: row.get::<_, i64>(0) as u64,
             late: row.get::<_, i64>(1) as u64,
-            conflicts,
+            fresh: row.get::<_, i64>(2) as u64,
+            conflicts: Vec::new(),
         }
-    }
-
-    /// Read the claims a concurrent writer committed after the insert's
-    /// snapshot (a new statement sees them), then keep only real conflicts:
-    /// the same hash is a duplicate. A claim that still cannot be read fails
-    /// the batch, which is then redelivered, rather than guess.
-    async fn settle(&mut self, client: &impl deadpool_postgres::GenericClient) -> Result<()> {
-        let unseen: Vec<(String, Uuid)> = self
-            .conflicts
-            .iter()
-            .filter(|(_, stored)| stored.is_none())
-            .map(|((tenant, id, _), _)| (tenant.clone(), *id))
-            .collect();
-        if !unseen.is_empty() {
-            let tenants: Vec<&str> = unseen.iter().map(|(t, _)| t.as_str()).collect();
-            let ids: Vec<Uuid> = unseen.iter().map(|(_, id)| *id).collect();
-            let rows = client
-                .query(
-                    "SELECT e.tenant_id, e.event_id, e.event_hash FROM event_ids e
-                       JOIN UNNEST($1::text[], $2::uuid[]) AS k(tenant_id, event_id) USING (tenant_id, event_id)",
-                    &[&tenants, &ids],
-                )
-                .await
-                .map_err(Error::query("reading event ids claimed by a concurrent batch"))?;
-            let claimed: HashMap<(String, Uuid), Vec<u8>> =
-                rows.iter().map(|r| ((r.get(0), r.get(1)), r.get(2))).collect();
-            for ((tenant, id, _), stored) in self.conflicts.iter_mut().filter(|(_, s)| s.is_none()) {
-                match claimed.get(&(tenant.clone(), *id)) {
-                    Some(hash) => *stored = Some(hash.clone()),
-                    None => {
-                        return Err(Error::ClaimUnreadable {
-                            tenant: tenant.clone(),
-                            event_id: *id,
-                        })
-                    }
-                }
-            }
-        }
-        self.conflicts
-            .retain(|(_, _, sent), stored| stored.as_ref() != Some(sent));
-        Ok(())
-    }
-
-    /// The conflicts as positions in `events`.
-    fn conflicts_in(&self, events: &[StoredEvent]) -> Vec<IdConflict> {
-        if self.conflicts.is_empty() {
-            return Vec::new();
-        }
-        events
-            .iter()
-            .enumerate()
-            .filter_map(|(position, s)| {
-                let key = (s.event.tenant_id.clone(), s.event.event_id, s.hash.0.to_vec());
-                let stored = self.conflicts.get(&key)?.as_ref()?;
-                Some(IdConflict {
-                    position,
-                    stored_hash: EventHash(<[u8; 32]>::try_from(stored.as_slice()).ok()?),
-                })
-            })
-            .collect()
     }
 }
 
@@ -575,7 +581,7 @@ impl EventStore for PgEventStore {
             InsertMethod::Unnest => self.insert_unnest(events, late_days).await?,
             InsertMethod::CopyStage => self.insert_copy(events, late_days).await?,
         };
-        let conflicts = written.conflicts_in(events);
+        let conflicts = written.conflicts;
         Ok(InsertOutcome {
             inserted: written.inserted,
             duplicates: (events.len() as u64).saturating_sub(written.inserted + conflicts.len() as u64),
@@ -614,6 +620,38 @@ mod tests {
         assert!(sql.contains("$27::bytea[]"), "{sql}");
         assert!(sql.contains("$29::text[]"), "{sql}");
         assert!(sql.contains("$30::date[]"), "{sql}");
+    }
+
+    fn stored(shard: &str, seq: &str, received_s: i64) -> StoredEvent {
+        let event: Event = serde_json::from_value(serde_json::json!({
+            "tenant_id": "t", "event_id": Uuid::nil(), "occurred_at": "2026-03-01T00:00:00Z",
+            "received_at": DateTime::<Utc>::from_timestamp(received_s, 0).unwrap(),
+            "category": "audit", "action": "a", "outcome": "success",
+            "actor": {"id": "u", "type": "user"}, "source": {"service": "s"}, "schema_version": 1
+        }))
+        .unwrap();
+        StoredEvent {
+            event,
+            hash: EventHash([0; 32]),
+            kinesis_shard: Some(shard.into()),
+            kinesis_seq: Some(seq.into()),
+        }
+    }
+
+    #[test]
+    fn shard_progress_is_the_numerically_newest_position_per_shard() {
+        let events = [
+            stored("s1", "49590000000000000000000000099", 10),
+            stored("s1", "495900000000000000000000000100", 5),
+            stored("s2", "7", 3),
+            stored("s2", "not-a-number", 99),
+        ];
+        let (shards, seqs, received) = shard_progress(&events);
+        let mut rows: Vec<_> = shards.into_iter().zip(seqs).zip(received).collect();
+        rows.sort();
+        assert_eq!(rows[0].0, ("s1".to_string(), "495900000000000000000000000100".to_string()));
+        assert_eq!(rows[0].1.timestamp(), 10, "the newest received_at of the shard");
+        assert_eq!(rows[1].0, ("s2".to_string(), "7".to_string()));
     }
 
     #[test]
