@@ -83,7 +83,8 @@ def test_network_paths_are_least_privilege(module):
     assert is_ref(ingress["db_from_proxy"]["referenced_security_group_id"], "aws_security_group.proxy[0].id")
     assert is_ref(ingress["proxy_from_lambda"]["referenced_security_group_id"], "aws_security_group.lambda.id")
     endpoints = module.resource("aws_vpc_endpoint", "interface")
-    assert set(re.findall(r'"([a-z-]+)"', endpoints["for_each"])) == {"kinesis-streams", "secretsmanager", "sqs"}
+    assert "local.endpoint_access" in refs(endpoints["for_each"]) and "var.create_vpc_endpoints" in refs(endpoints["for_each"])
+    assert set(module.locals["endpoint_access"]) == {"kinesis-streams", "secretsmanager", "sqs"}
     assert module.resource("aws_vpc_endpoint", "s3")["vpc_endpoint_type"] == "Gateway"
 
 

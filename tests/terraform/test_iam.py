@@ -7,14 +7,15 @@ from conftest import as_list, block, blocks, is_ref, refs
 ROLES = {
     "ingest": (
         "lambda.amazonaws.com",
-        {"aws_cloudwatch_log_group.ingest", "aws_kinesis_stream.events", "local.kms_key_arn"},
+        {"aws_cloudwatch_log_group.ingest", "aws_kinesis_stream.events", "local.kms_key_arn", "local.kms_via"},
+        # A producer needs no kms:Decrypt: it cannot read the stream or anything else under the key.
         {"logs:CreateLogStream", "logs:PutLogEvents", "kinesis:PutRecords", "kinesis:PutRecord",
-         "kinesis:DescribeStreamSummary", "kms:GenerateDataKey", "kms:Decrypt"},
+         "kinesis:DescribeStreamSummary", "kms:GenerateDataKey"},
     ),
     "batch_writer": (
         "lambda.amazonaws.com",
         {"aws_cloudwatch_log_group.batch_writer", "aws_kinesis_stream.events", "aws_sqs_queue.dlq",
-         "aws_s3_bucket.failed_batches", "local.db_secret_arn", "local.db_secret_kms_key_arns"},
+         "aws_s3_bucket.failed_batches", "local.db_secret_arn", "local.db_secret_kms_key_arns", "local.kms_via"},
         {"logs:CreateLogStream", "logs:PutLogEvents", "kinesis:DescribeStream", "kinesis:DescribeStreamSummary",
          "kinesis:GetRecords", "kinesis:GetShardIterator", "kinesis:ListShards", "sqs:SendMessage",
          "sqs:GetQueueAttributes", "s3:PutObject", "s3:ListBucket", "secretsmanager:GetSecretValue",
@@ -24,7 +25,7 @@ ROLES = {
         "lambda.amazonaws.com",
         {"aws_cloudwatch_log_group.archiver", "aws_s3_bucket.archive", "var.archive_prefix",
          "aws_sqs_queue.archiver_dlq", "local.db_secret_arn", "local.db_secret_kms_key_arns",
-         "aws_kinesis_stream.events"},
+         "aws_kinesis_stream.events", "local.kms_via"},
         {"logs:CreateLogStream", "logs:PutLogEvents", "kinesis:ListShards", "kinesis:GetShardIterator",
          "kinesis:GetRecords", "s3:PutObject", "s3:GetObject", "s3:DeleteObject",
          "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts", "s3:ListBucket", "s3:ListBucketMultipartUploads", "sqs:SendMessage",
@@ -32,7 +33,7 @@ ROLES = {
     ),
     "scheduler": (
         "scheduler.amazonaws.com",
-        {"aws_lambda_function.archiver", "aws_sqs_queue.archiver_dlq", "local.kms_key_arn"},
+        {"aws_lambda_function.archiver", "aws_sqs_queue.archiver_dlq", "local.kms_key_arn", "local.kms_via"},
         {"lambda:InvokeFunction", "sqs:SendMessage", "kms:Decrypt", "kms:GenerateDataKey"},
     ),
     "rds_proxy": (

@@ -1,6 +1,8 @@
 # A complete stele deployment: a private VPC (no NAT, no internet gateway: the functions reach
 # AWS through VPC endpoints), the stele module with Aurora Serverless v2, and an SNS topic for
-# the alarms. Copy this directory, set jwt_issuer and jwt_audience, build the functions, apply.
+# the alarms, and (identity.tf) a Cognito user pool that issues the writers' tokens. Copy this
+# directory, build the functions, apply (or set jwt_issuer, jwt_audience and tenant_claim for
+# your own identity provider).
 
 data "aws_availability_zones" "available" {
   #checkov:skip=CKV_AWS_394:only the first two zone names (sorted) are used, so a zone added later does not change the result
@@ -107,9 +109,11 @@ module "stele" {
   batch_writer_zip = "${var.lambda_dir}/stele-batch-writer/bootstrap.zip"
   archiver_zip     = "${var.lambda_dir}/stele-archiver/bootstrap.zip"
 
-  jwt_issuer   = var.jwt_issuer
-  jwt_audience = var.jwt_audience
-  tenant_claim = var.tenant_claim
+  jwt_issuer               = local.jwt_issuer
+  jwt_audience             = local.jwt_audience
+  jwt_authorization_scopes = [local.write_scope]
+  jwt_read_scopes          = [local.read_scope]
+  tenant_claim             = var.tenant_claim
 
   vpc_id                  = aws_vpc.this.id
   private_subnet_ids      = aws_subnet.private[*].id

@@ -11,19 +11,44 @@ variable "name" {
 }
 
 variable "jwt_issuer" {
-  description = "Issuer (iss) of the JWTs your identity provider signs."
+  description = "Issuer (iss) of your own identity provider. Null (default): this example creates a Cognito user pool (identity.tf) and uses it."
   type        = string
+  default     = null
 }
 
 variable "jwt_audience" {
-  description = "Accepted audiences (aud; client ids for Cognito access tokens)."
+  description = "With your own jwt_issuer: accepted audiences (aud, or client_id of Cognito access tokens). Ignored with the example's user pool (its writer client)."
   type        = list(string)
+  default     = null
+
+  validation {
+    condition     = var.jwt_audience == null || length(coalesce(var.jwt_audience, [])) > 0
+    error_message = "jwt_audience must name at least one audience."
+  }
 }
 
 variable "tenant_claim" {
-  description = "JWT claim holding the tenant id."
+  description = "Access token claim holding the tenant id. The example's pool puts it in tenant_id (copied from the immutable custom:tenant_id by the pre token generation trigger). With your own issuer: a claim no user can change."
   type        = string
   default     = "tenant_id"
+}
+
+variable "cognito_domain_prefix" {
+  description = "Prefix of the user pool's hosted domain (<prefix>.auth.<region>.amazoncognito.com), where the writer client gets its tokens. Globally unique."
+  type        = string
+  default     = "stele-audit"
+}
+
+variable "writer_callback_urls" {
+  description = "Callback URLs of the writer app client (authorization code flow)."
+  type        = list(string)
+  default     = ["https://localhost/callback"]
+}
+
+variable "pre_token_reserved_concurrency" {
+  description = "Reserved concurrency of the pre token generation trigger (caps concurrent sign-ins)."
+  type        = number
+  default     = 20
 }
 
 variable "lambda_dir" {

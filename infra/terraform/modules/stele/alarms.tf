@@ -1,5 +1,6 @@
 # Alarms: the batch-writer falling behind (iterator age), records given up on (DLQ depth, for
-# both queues), function errors, and API 5xx. Notifications go to var.alarm_actions.
+# both queues), function errors, API 5xx, and no completed archiver run for a day and more.
+# Notifications go to var.alarm_actions.
 
 resource "aws_cloudwatch_metric_alarm" "iterator_age" {
   alarm_name          = "${var.name}-batch-writer-iterator-age"
@@ -96,6 +97,43 @@ resource "aws_cloudwatch_metric_alarm" "api_5xx" {
   threshold           = var.alarm_api_5xx
   comparison_operator = "GreaterThanThreshold"
   treat_missing_data  = "notBreaching"
+  alarm_actions       = var.alarm_actions
+  ok_actions          = var.alarm_actions
+  tags                = local.tags
+}
+
+# The archiver not finishing: its errors alarm above only fires for runs that happen and fail.
+# A run that never starts (schedule disabled, scheduler role broken, runs only dead-lettered) or
+# a run that keeps timing out is caught here: each scheduled run logs one JSON line, message
+# "archiver run finished" with its report (functions/archiver/src/handler.rs), whose "error" is
+# null when the run completed. A metric filter counts those lines (no code change, and neither
+# operator invocations nor dry runs count, as they would in Invocations minus Errors), and the
+# alarm fires when none came for alarm_archiver_silence_hours (missing data is breaching).
+resource "aws_cloudwatch_log_metric_filter" "archiver_runs_completed" {
+  name           = "${var.name}-archiver-runs-completed"
+  log_group_name = aws_cloudwatch_log_group.archiver.name
+  pattern        = "{ ($.fields.message = \"archiver run finished\") && ($.fields.report = %error.:null%) }"
+
+  metric_transformation {
+    name      = "${var.name}-archiver-runs-completed"
+    namespace = "stele"
+    value     = "1"
+    unit      = "Count"
+  }
+}
+
+resource "aws_cloudwatch_metric_alarm" "archiver_silent" {
+  alarm_name          = "${var.name}-archiver-no-completed-run"
+  alarm_description   = "No archiver run has completed for ${var.alarm_archiver_silence_hours} hours: partitions are not archived or dropped and Postgres keeps growing; event ids are not pruned."
+  namespace           = "stele"
+  metric_name         = aws_cloudwatch_log_metric_filter.archiver_runs_completed.metric_transformation[0].name
+  statistic           = "Sum"
+  period              = 3600
+  evaluation_periods  = var.alarm_archiver_silence_hours
+  datapoints_to_alarm = var.alarm_archiver_silence_hours
+  threshold           = 1
+  comparison_operator = "LessThanThreshold"
+  treat_missing_data  = "breaching"
   alarm_actions       = var.alarm_actions
   ok_actions          = var.alarm_actions
   tags                = local.tags

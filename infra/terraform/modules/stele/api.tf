@@ -41,12 +41,21 @@ resource "aws_apigatewayv2_integration" "ingest" {
 }
 
 resource "aws_apigatewayv2_route" "post_events" {
-  api_id               = aws_apigatewayv2_api.this.id
-  route_key            = "POST /v1/events"
-  target               = "integrations/${aws_apigatewayv2_integration.ingest.id}"
-  authorization_type   = "JWT"
-  authorizer_id        = aws_apigatewayv2_authorizer.jwt.id
+  api_id             = aws_apigatewayv2_api.this.id
+  route_key          = "POST /v1/events"
+  target             = "integrations/${aws_apigatewayv2_integration.ingest.id}"
+  authorization_type = "JWT"
+  authorizer_id      = aws_apigatewayv2_authorizer.jwt.id
+  # A token must carry one of these scopes (API Gateway reads its scope or scp claim): only the
+  # clients granted the write scope can write, not every token with an accepted audience.
   authorization_scopes = length(var.jwt_authorization_scopes) > 0 ? var.jwt_authorization_scopes : null
+
+  lifecycle {
+    precondition {
+      condition     = length(var.jwt_authorization_scopes) > 0 || var.jwt_allow_unscoped_tokens
+      error_message = "jwt_authorization_scopes is empty: any token with an accepted audience, an end user's included, could write audit events. Name a write scope, or set jwt_allow_unscoped_tokens = true to accept that."
+    }
+  }
 }
 
 resource "aws_apigatewayv2_route" "get_health" {

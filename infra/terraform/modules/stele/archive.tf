@@ -3,11 +3,12 @@
 # Lock by default (GOVERNANCE, or COMPLIANCE) so no archived file or manifest can be altered or
 # destroyed before its retention ends. Athena's query results go to a second bucket.
 
-# Justification of the ignore below: server access logs need a separate log bucket the user owns;
-# CloudTrail S3 data events are the better audit trail of reads and writes to the archive.
+# Justification of the ignore below: server access logs go to a log bucket the operator owns,
+# outside this stack: aws_s3_bucket_logging.this writes them there when access_log_bucket is
+# set, and nothing is logged while it is null (the default).
 #trivy:ignore:AVD-AWS-0089
 resource "aws_s3_bucket" "archive" {
-  #checkov:skip=CKV_AWS_18:server access logs need a separate log bucket the user owns; enable CloudTrail S3 data events for an audit trail of reads
+  #checkov:skip=CKV_AWS_18:server access logs are optional: aws_s3_bucket_logging.this sends them to var.access_log_bucket (a log bucket the operator owns) when set; none by default
   #checkov:skip=CKV_AWS_144:cross-region replication is a disaster-recovery choice with its own bucket, key and role; out of scope of this module
   #checkov:skip=CKV2_AWS_62:no consumer of object events; the archiver writes a manifest per partition instead
   bucket              = local.archive_bucket_name
@@ -167,15 +168,15 @@ resource "aws_s3_bucket_object_lock_configuration" "archive" {
 
 # --- Athena query results -------------------------------------------------------------------
 
-# Justification of the ignore below: query results are transient (they expire); access logs
-# would need a separate log bucket.
+# Justification of the ignore below: as for the archive, server access logs go to
+# access_log_bucket when it is set (aws_s3_bucket_logging.this), none by default.
 #trivy:ignore:AVD-AWS-0089
 resource "aws_s3_bucket" "athena_results" {
-  #checkov:skip=CKV_AWS_18:query results are transient and expire; access logging would need a separate log bucket
+  #checkov:skip=CKV_AWS_18:server access logs are optional: aws_s3_bucket_logging.this sends them to var.access_log_bucket when set; none by default
   #checkov:skip=CKV_AWS_144:query results are transient; no replication
   #checkov:skip=CKV2_AWS_62:no consumer of object events for query results
   bucket        = local.results_bucket_name
-  force_destroy = true
+  force_destroy = var.athena_results_force_destroy
   tags          = local.tags
 }
 
@@ -260,4 +261,20 @@ resource "aws_s3_bucket_lifecycle_configuration" "athena_results" {
   }
 
   depends_on = [aws_s3_bucket_versioning.athena_results]
+}
+
+# --- Server access logs (optional) ------------------------------------------------------------
+# The stack's three buckets log to a bucket the operator owns (its policy must let
+# logging.s3.amazonaws.com write under the prefix), each under <prefix><bucket>/.
+
+resource "aws_s3_bucket_logging" "this" {
+  for_each = var.access_log_bucket == null ? {} : {
+    archive        = aws_s3_bucket.archive.id
+    failed_batches = aws_s3_bucket.failed_batches.id
+    athena_results = aws_s3_bucket.athena_results.id
+  }
+
+  bucket        = each.value
+  target_bucket = var.access_log_bucket
+  target_prefix = "${var.access_log_prefix}${each.value}/"
 }

@@ -11,7 +11,7 @@ resource "random_password" "db" {
 }
 
 resource "aws_secretsmanager_secret" "db" {
-  #checkov:skip=CKV2_AWS_57:rotation needs a rotation Lambda in the VPC; RDS Proxy and the functions re-read the secret, so one can be added without changes here
+  #checkov:skip=CKV2_AWS_57:not rotated: the functions read the secret once per execution environment, so a warm function would keep the old password after a rotation (README, Operating notes)
   count = local.create_db ? 1 : 0
 
   name_prefix             = "${var.name}/database-"

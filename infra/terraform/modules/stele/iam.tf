@@ -1,12 +1,17 @@
 # One role per function, each naming only the resources that function touches. The two AWS
 # managed policies attached besides are the ones that cannot be scoped to a resource: ENI
-# management for functions in a VPC, and X-Ray segment upload for active tracing.
+# management for functions in a VPC, and X-Ray segment upload for active tracing. Every use of a
+# KMS key is allowed only through the services holding the encrypted data (kms:ViaService): the
+# roles never encrypt or decrypt with the key directly.
 
 locals {
   lambda_managed_policy_arns = [
     "arn:${local.partition}:iam::aws:policy/service-role/AWSLambdaENIManagementAccess",
     "arn:${local.partition}:iam::aws:policy/AWSXrayWriteOnlyAccess",
   ]
+
+  # kms:ViaService values, "<service>.<region>.amazonaws.com".
+  kms_via = { for s in ["kinesis", "secretsmanager", "sqs", "s3"] : s => "${s}.${local.region}.amazonaws.com" }
 }
 
 data "aws_iam_policy_document" "lambda_assume" {
@@ -45,10 +50,24 @@ data "aws_iam_policy_document" "ingest" {
     resources = [aws_kinesis_stream.events.arn]
   }
 
+  # A producer on a KMS-encrypted stream needs kms:GenerateDataKey only (Kinesis Data Streams
+  # developer guide, "Permissions to use user-generated KMS keys"): no kms:Decrypt, so this role
+  # cannot read the stream's records, nor anything else the stack key encrypts. Kinesis passes the
+  # stream ARN as encryption context.
   statement {
     sid       = "EncryptRecords"
-    actions   = ["kms:GenerateDataKey", "kms:Decrypt"]
+    actions   = ["kms:GenerateDataKey"]
     resources = [local.kms_key_arn]
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = [local.kms_via.kinesis]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "kms:EncryptionContext:aws:kinesis:arn"
+      values   = [aws_kinesis_stream.events.arn]
+    }
   }
 }
 
@@ -118,10 +137,18 @@ data "aws_iam_policy_document" "batch_writer" {
     resources = [local.db_secret_arn]
   }
 
+  # Decrypt: the stream's records (read by its event source mapping with this role) and the
+  # secret; GenerateDataKey (and Decrypt): messages to the KMS-encrypted DLQ and failed batches
+  # to the SSE-KMS bucket. Only through those services.
   statement {
     sid       = "DecryptStreamQueueAndSecret"
     actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
     resources = local.db_secret_kms_key_arns
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = [local.kms_via.kinesis, local.kms_via.secretsmanager, local.kms_via.sqs, local.kms_via.s3]
+    }
   }
 }
 
@@ -201,10 +228,17 @@ data "aws_iam_policy_document" "archiver" {
     resources = [aws_sqs_queue.archiver_dlq.arn]
   }
 
+  # Archive objects (SSE-KMS), the secret, the stream's backlog, and failed invocations to the
+  # KMS-encrypted DLQ: only through those services.
   statement {
     sid       = "EncryptArchiveDecryptSecret"
     actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
     resources = local.db_secret_kms_key_arns
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = [local.kms_via.kinesis, local.kms_via.secretsmanager, local.kms_via.sqs, local.kms_via.s3]
+    }
   }
 }
 
@@ -258,8 +292,23 @@ data "aws_iam_policy_document" "scheduler" {
   }
 
   statement {
-    sid       = "ScheduleKeyAndQueueKey"
+    sid       = "QueueKey"
     actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+    resources = [local.kms_key_arn]
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = [local.kms_via.sqs]
+    }
+  }
+
+  # The schedule's own payload is encrypted with the stack key (kms_key_arn on the schedule).
+  # Not narrowed by kms:ViaService: the Scheduler documentation does not say through which
+  # caller it decrypts, and a condition that does not hold would stop the archiver's schedule.
+  # Decrypt only: this role encrypts nothing with it.
+  statement {
+    sid       = "SchedulePayload"
+    actions   = ["kms:Decrypt"]
     resources = [local.kms_key_arn]
   }
 }

@@ -57,11 +57,11 @@ resource "aws_lambda_event_source_mapping" "batch_writer" {
 # then each discarded batch arrives as one object holding the invocation record and the batch's
 # records. Kept (no expiry) until an operator replays and deletes them.
 
-# Justification of the ignore below: server access logs need a separate log bucket the user owns;
-# only Lambda's event source mapping writes here.
+# Justification of the ignore below: as for the archive, server access logs go to
+# access_log_bucket when it is set (aws_s3_bucket_logging.this in archive.tf), none by default.
 #trivy:ignore:AVD-AWS-0089
 resource "aws_s3_bucket" "failed_batches" {
-  #checkov:skip=CKV_AWS_18:server access logs need a separate log bucket the user owns; only the event source mapping writes here
+  #checkov:skip=CKV_AWS_18:server access logs are optional: aws_s3_bucket_logging.this sends them to var.access_log_bucket when set; none by default
   #checkov:skip=CKV_AWS_144:cross-region replication is a disaster-recovery choice with its own bucket, key and role; out of scope of this module
   #checkov:skip=CKV2_AWS_62:objects arrive only when an operator chose finite retry limits; the iterator-age alarm fires before a batch is given up
   bucket        = local.failed_bucket_name

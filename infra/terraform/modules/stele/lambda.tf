@@ -35,7 +35,7 @@ resource "aws_cloudwatch_log_group" "archiver" {
 
 resource "aws_lambda_function" "ingest" {
   #checkov:skip=CKV_AWS_116:invoked synchronously by API Gateway; the client gets the error, there is no async event to dead-letter
-  #checkov:skip=CKV_AWS_272:code signing needs AWS Signer profiles the user owns; the zip's hash is pinned by source_code_hash
+  #checkov:skip=CKV_AWS_272:code signing is optional: code_signing_config_arn = var.code_signing_config_arn (a Signer profile the operator owns); off by default
   function_name                  = local.function_names.ingest
   description                    = "stele: validate, canonicalise, hash and put audit events on Kinesis"
   role                           = aws_iam_role.ingest.arn
@@ -48,6 +48,7 @@ resource "aws_lambda_function" "ingest" {
   timeout                        = 29
   reserved_concurrent_executions = var.ingest_reserved_concurrency
   kms_key_arn                    = local.kms_key_arn
+  code_signing_config_arn        = var.code_signing_config_arn
 
   environment {
     variables = {
@@ -81,7 +82,7 @@ resource "aws_lambda_function" "ingest" {
 
 resource "aws_lambda_function" "batch_writer" {
   #checkov:skip=CKV_AWS_116:invoked synchronously by its Kinesis event source mapping, whose on-failure destination is the SQS DLQ
-  #checkov:skip=CKV_AWS_272:code signing needs AWS Signer profiles the user owns; the zip's hash is pinned by source_code_hash
+  #checkov:skip=CKV_AWS_272:code signing is optional: code_signing_config_arn = var.code_signing_config_arn (a Signer profile the operator owns); off by default
   function_name                  = local.function_names.batch_writer
   description                    = "stele: store Kinesis batches in partitioned PostgreSQL"
   role                           = aws_iam_role.batch_writer.arn
@@ -94,6 +95,7 @@ resource "aws_lambda_function" "batch_writer" {
   timeout                        = var.batch_writer_timeout_secs
   reserved_concurrent_executions = var.batch_writer_reserved_concurrency
   kms_key_arn                    = local.kms_key_arn
+  code_signing_config_arn        = var.code_signing_config_arn
 
   environment {
     variables = merge(local.db_environment, {
@@ -132,7 +134,7 @@ resource "aws_sqs_queue" "archiver_dlq" {
 }
 
 resource "aws_lambda_function" "archiver" {
-  #checkov:skip=CKV_AWS_272:code signing needs AWS Signer profiles the user owns; the zip's hash is pinned by source_code_hash
+  #checkov:skip=CKV_AWS_272:code signing is optional: code_signing_config_arn = var.code_signing_config_arn (a Signer profile the operator owns); off by default
   function_name = local.function_names.archiver
   description   = "stele: archive old Postgres partitions to Parquet on S3, verify, detach"
   role          = aws_iam_role.archiver.arn
@@ -146,6 +148,7 @@ resource "aws_lambda_function" "archiver" {
   memory_size                    = var.archiver_memory_mb
   timeout                        = var.archiver_timeout_secs
   kms_key_arn                    = local.kms_key_arn
+  code_signing_config_arn        = var.code_signing_config_arn
 
   ephemeral_storage {
     size = 1024
@@ -186,6 +189,16 @@ resource "aws_lambda_function" "archiver" {
   tags = local.tags
 
   depends_on = [aws_iam_role_policy.archiver, aws_iam_role_policy_attachment.archiver]
+
+  lifecycle {
+    # An event is accepted up to max_lateness_secs after it occurred and may then wait in the
+    # stream for kinesis_retention_hours: a day archived earlier than both could still get
+    # rows, which would be dead-lettered as partition_archived or need a supplement.
+    precondition {
+      condition     = var.retention_days * 86400 >= var.max_lateness_secs + var.kinesis_retention_hours * 3600
+      error_message = "retention_days must cover max_lateness_secs plus kinesis_retention_hours (the longest an event of a day can still arrive in Postgres)."
+    }
+  }
 }
 
 resource "aws_lambda_function_event_invoke_config" "archiver" {

@@ -67,8 +67,57 @@ resource "aws_vpc_security_group_ingress_rule" "endpoints_https" {
   referenced_security_group_id = aws_security_group.lambda.id
 }
 
+# Endpoint policies: through these endpoints, principals of this account can do only what the
+# functions do, on this stack's resources. With private DNS (and the S3 prefix list in the route
+# tables) they carry every call to these services from the VPC, so other workloads in the same
+# VPC reach only this stack's stream, secret, queues and buckets through them: give such a VPC
+# its own endpoints (create_vpc_endpoints = false here) if that is too narrow.
+locals {
+  endpoint_access = {
+    kinesis-streams = {
+      actions = [
+        "kinesis:PutRecord",
+        "kinesis:PutRecords",
+        "kinesis:DescribeStream",
+        "kinesis:DescribeStreamSummary",
+        "kinesis:GetRecords",
+        "kinesis:GetShardIterator",
+        "kinesis:ListShards",
+      ]
+      resources = [aws_kinesis_stream.events.arn]
+    }
+    secretsmanager = {
+      actions   = ["secretsmanager:GetSecretValue"]
+      resources = [local.db_secret_arn]
+    }
+    sqs = {
+      actions   = ["sqs:SendMessage", "sqs:GetQueueAttributes"]
+      resources = [aws_sqs_queue.dlq.arn, aws_sqs_queue.archiver_dlq.arn]
+    }
+  }
+}
+
+data "aws_iam_policy_document" "endpoint" {
+  for_each = local.endpoint_access
+
+  statement {
+    sid       = "ThisStackOnly"
+    actions   = each.value.actions
+    resources = each.value.resources
+    principals {
+      type        = "AWS"
+      identifiers = ["*"]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "aws:PrincipalAccount"
+      values   = [local.account_id]
+    }
+  }
+}
+
 resource "aws_vpc_endpoint" "interface" {
-  for_each = var.create_vpc_endpoints ? toset(["kinesis-streams", "secretsmanager", "sqs"]) : toset([])
+  for_each = { for service, access in local.endpoint_access : service => access if var.create_vpc_endpoints }
 
   vpc_id              = var.vpc_id
   service_name        = "com.amazonaws.${local.region}.${each.key}"
@@ -76,7 +125,48 @@ resource "aws_vpc_endpoint" "interface" {
   subnet_ids          = var.private_subnet_ids
   security_group_ids  = [aws_security_group.endpoints.id]
   private_dns_enabled = true
+  policy              = data.aws_iam_policy_document.endpoint[each.key].json
   tags                = merge(local.tags, { Name = "${var.name}-${each.key}" })
+}
+
+# The archiver's objects under the archive prefix, and listing that prefix (the only S3 calls
+# made from the VPC: the event source mapping and Athena reach S3 from outside it).
+data "aws_iam_policy_document" "s3_endpoint" {
+  statement {
+    sid = "ArchiveObjects"
+    actions = [
+      "s3:PutObject",
+      "s3:GetObject",
+      "s3:DeleteObject",
+      "s3:AbortMultipartUpload",
+      "s3:ListMultipartUploadParts",
+    ]
+    resources = ["${aws_s3_bucket.archive.arn}/${var.archive_prefix}/*"]
+    principals {
+      type        = "AWS"
+      identifiers = ["*"]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "aws:PrincipalAccount"
+      values   = [local.account_id]
+    }
+  }
+
+  statement {
+    sid       = "ListArchive"
+    actions   = ["s3:ListBucket", "s3:ListBucketMultipartUploads"]
+    resources = [aws_s3_bucket.archive.arn]
+    principals {
+      type        = "AWS"
+      identifiers = ["*"]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "aws:PrincipalAccount"
+      values   = [local.account_id]
+    }
+  }
 }
 
 resource "aws_vpc_endpoint" "s3" {
@@ -86,5 +176,6 @@ resource "aws_vpc_endpoint" "s3" {
   service_name      = "com.amazonaws.${local.region}.s3"
   vpc_endpoint_type = "Gateway"
   route_table_ids   = var.private_route_table_ids
+  policy            = data.aws_iam_policy_document.s3_endpoint.json
   tags              = merge(local.tags, { Name = "${var.name}-s3" })
 }

@@ -81,3 +81,13 @@ output "function_names" {
     archiver     = aws_lambda_function.archiver.function_name
   }
 }
+
+output "jwt_write_scopes" {
+  description = "Scopes a token needs for POST /v1/events (grant them to the clients that write audit events only)."
+  value       = var.jwt_authorization_scopes
+}
+
+output "jwt_read_scopes" {
+  description = "Scopes the read API will require."
+  value       = var.jwt_read_scopes
+}

@@ -119,9 +119,26 @@ variable "tenant_claim" {
 }
 
 variable "jwt_authorization_scopes" {
-  description = "Scopes required on POST /v1/events (empty: any valid token)."
+  description = "Scopes a token needs for POST /v1/events (any one of them). Keep a write scope that only the clients meant to write audit events are granted: without one, every token of the issuer with an accepted audience can write, an end user's included. Empty only together with jwt_allow_unscoped_tokens = true."
   type        = list(string)
-  default     = []
+  default     = ["stele/events.write"]
+}
+
+variable "jwt_allow_unscoped_tokens" {
+  description = "Opt out of the write scope: with true and jwt_authorization_scopes = [], any valid token with an accepted audience may write events (only for an issuer that mints tokens for writers alone)."
+  type        = bool
+  default     = false
+}
+
+variable "jwt_read_scopes" {
+  description = "Scopes the (future) read API will require; the module does not use them yet, they are output so an identity provider can be set up once for both."
+  type        = list(string)
+  default     = ["stele/events.read"]
+
+  validation {
+    condition     = length(var.jwt_read_scopes) > 0
+    error_message = "jwt_read_scopes must name at least one scope."
+  }
 }
 
 variable "api_throttling_rate_limit" {
@@ -407,9 +424,14 @@ variable "archive_prefix" {
 }
 
 variable "retention_days" {
-  description = "STELE_RETENTION_DAYS: days a partition stays in Postgres before it is archived."
+  description = "STELE_RETENTION_DAYS: days a partition stays in Postgres before it is archived. At least max_lateness_secs plus kinesis_retention_hours (a precondition on the archiver asserts it), so no day is archived while an event that belongs to it can still be accepted or still wait in the stream."
   type        = number
   default     = 30
+
+  validation {
+    condition     = var.retention_days >= 1
+    error_message = "retention_days must be at least 1."
+  }
 }
 
 variable "drop_after_archive" {
@@ -482,6 +504,30 @@ variable "force_destroy" {
   default     = false
 }
 
+variable "athena_results_force_destroy" {
+  description = "Let terraform destroy the Athena results bucket while it holds query results (false: destroy stops at a non-empty bucket, so results of queries over the audit archive are not deleted by accident)."
+  type        = bool
+  default     = false
+}
+
+variable "access_log_bucket" {
+  description = "Name of an existing bucket (yours, outside this stack) for S3 server access logs of the archive, failed-batches and Athena results buckets, under access_log_prefix. Null: no server access logs (use CloudTrail S3 data events instead, which this module does not create)."
+  type        = string
+  default     = null
+}
+
+variable "access_log_prefix" {
+  description = "Key prefix of the server access logs in access_log_bucket; each bucket's logs go under <prefix><bucket name>/."
+  type        = string
+  default     = "s3-access/"
+}
+
+variable "code_signing_config_arn" {
+  description = "ARN of a Lambda code signing config (AWS Signer profile) for the three functions. Null: no code signing, Lambda runs whatever zip the deployer uploads. With one, the zips must be signed by an allowed profile (Signer signs objects in S3, so upload signed zips and adapt the functions' code source)."
+  type        = string
+  default     = null
+}
+
 variable "athena_bytes_scanned_cutoff" {
   description = "Per-query scan limit of the Athena workgroup, bytes (null: none)."
   type        = number
@@ -514,6 +560,17 @@ variable "alarm_function_errors" {
   description = "Alarm when a function reports more errors than this in 5 minutes."
   type        = number
   default     = 0
+}
+
+variable "alarm_archiver_silence_hours" {
+  description = "Alarm when no scheduled archiver run has finished without error for this many hours (1-168). Above the schedule's interval (daily by default) plus its flexible window and retries."
+  type        = number
+  default     = 26
+
+  validation {
+    condition     = var.alarm_archiver_silence_hours >= 1 && var.alarm_archiver_silence_hours <= 168 && floor(var.alarm_archiver_silence_hours) == var.alarm_archiver_silence_hours
+    error_message = "alarm_archiver_silence_hours must be a whole number of hours, 1-168 (CloudWatch evaluates at most 7 days)."
+  }
 }
 
 variable "alarm_api_5xx" {
