@@ -3,22 +3,16 @@
 //! request at the API: one bad event refuses the whole request and nothing is
 //! sent.
 
-use std::collections::HashSet;
-
 use chrono::Utc;
 use lambda_http::http::{header, HeaderValue, Method, StatusCode};
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::{json, Value};
-use stele_core::{event::timestamp, EventHash, Problem};
+use stele_core::{event::timestamp, EventHash};
 use uuid::Uuid;
 
 use crate::config::IngestConfig;
 use crate::seal::{self, Refusal};
 use crate::sink::{put_with_retry, EventSink, PutResult, Record, RetryPolicy};
-
-/// Longest tenant id accepted from an authorizer: with a `#<n>` suffix it stays
-/// within Kinesis' 256-character partition key.
-pub const MAX_TENANT_CHARS: usize = 200;
 
 /// The ingest function: configuration plus a sink, shared by every request.
 #[derive(Debug)]
@@ -65,21 +59,21 @@ fn error_response(status: StatusCode, error: &str, message: impl Into<String>) -
     json_response(status, &json!({ "error": error, "message": message.into() }))
 }
 
-fn problems_response(status: StatusCode, error: &str, problems: &[Problem]) -> Response<Body> {
-    let events: HashSet<Option<usize>> = problems.iter().map(|p| p.index).collect();
+fn problems_response(refusal: &Refusal) -> Response<Body> {
     let message = format!(
         "{} problem(s) in {} event(s); nothing was accepted",
-        problems.len(),
-        events.len()
+        refusal.problems_total(),
+        refusal.problem_events()
     );
+    let problems = refusal.problems();
     let listed = &problems[..problems.len().min(stele_core::limits::MAX_PROBLEMS_LISTED)];
     json_response(
-        status,
+        refusal.status(),
         &json!({
-            "error": error,
+            "error": refusal.error(),
             "message": message,
             "problems": listed,
-            "problems_total": problems.len(),
+            "problems_total": refusal.problems_total(),
         }),
     )
 }
@@ -106,11 +100,10 @@ fn tenant_of(req: &Request, claim: &str) -> Result<String, TenantError> {
     if tenant.is_empty() {
         return Err(TenantError::Missing);
     }
-    if tenant.chars().count() > MAX_TENANT_CHARS || tenant.chars().any(char::is_control) {
-        return Err(TenantError::Unusable(format!(
-            "the tenant claim `{claim}` is not a usable tenant id (1 to {MAX_TENANT_CHARS} characters, no control characters)"
-        )));
-    }
+    // One rule for every tenant id (`stele_core::tenant`): `a#b/../c` or a
+    // look-alike must not become a tenant, a partition key or an S3 prefix.
+    stele_core::check_tenant_id(&tenant)
+        .map_err(|e| TenantError::Unusable(format!("the tenant claim `{claim}` is not a usable tenant id: {e}")))?;
     Ok(tenant)
 }
 
@@ -217,10 +210,10 @@ impl<S: EventSink> Ingest<S> {
             Refusal::UnsupportedMediaType(msg) | Refusal::TooLarge(msg) => {
                 error_response(refusal.status(), refusal.error(), msg.as_str())
             }
-            Refusal::InvalidBody(_) => problems_response(refusal.status(), refusal.error(), refusal.problems()),
+            Refusal::InvalidBody(_) => problems_response(refusal),
             Refusal::Invalid(_) | Refusal::TenantMismatch(_) => {
-                tracing::info!(%tenant, problems = refusal.problems().len(), "request refused");
-                problems_response(refusal.status(), refusal.error(), refusal.problems())
+                tracing::info!(%tenant, problems = refusal.problems_total(), "request refused");
+                problems_response(refusal)
             }
         }
     }
@@ -357,6 +350,32 @@ mod tests {
         assert_eq!(resp.status(), StatusCode::FORBIDDEN);
         assert_eq!(body(&resp)["problems"][0]["code"], "tenant_mismatch");
         assert!(ingest.sink().records().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_tenant_outside_the_tenant_id_rule_is_403_and_puts_nothing() {
+        let ingest = ingest();
+        for tenant in [
+            "a#b/../c",
+            "acme#1",
+            "a/b",
+            "a=b",
+            "a b",
+            "acme\u{200B}",
+            "\u{0430}cme",
+            "..",
+            "-x",
+        ] {
+            let resp = ingest.handle(post(&event(), Some(tenant), &[])).await;
+            assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{tenant:?}");
+            let b = body(&resp);
+            assert_eq!(b["error"], "forbidden");
+            let message = b["message"].as_str().unwrap();
+            assert!(message.contains(stele_core::TENANT_ID_RULE), "{message}");
+        }
+        assert!(ingest.sink().records().is_empty());
+        let resp = ingest.handle(post(&event(), Some("Acme_Corp.eu-1"), &[])).await;
+        assert_eq!(resp.status(), StatusCode::ACCEPTED);
     }
 
     #[tokio::test]
