@@ -478,7 +478,7 @@ mod tests {
         assert_eq!(ingest.handle(req).await.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
 
         headers.insert("content-type", HeaderValue::from_static("application/json"));
-        let huge = vec![b' '; 5 * 1024 * 1024 + 1];
+        let huge = vec![b' '; stele_core::limits::MAX_REQUEST_BYTES + 1];
         let req = gateway_request(&Method::POST, "/v1/events", &headers, &huge, Some("a"));
         assert_eq!(ingest.handle(req).await.status(), StatusCode::PAYLOAD_TOO_LARGE);
 
@@ -488,6 +488,74 @@ mod tests {
         assert_eq!(ingest.handle(req).await.status(), StatusCode::METHOD_NOT_ALLOWED);
         let req = gateway_request(&Method::GET, "/nope", &headers, b"", None);
         assert_eq!(ingest.handle(req).await.status(), StatusCode::NOT_FOUND);
+    }
+
+    /// A valid event padded with spaces to exactly `len` bytes.
+    fn padded_event(len: usize) -> Vec<u8> {
+        let mut body = event().to_string().into_bytes();
+        body.resize(len, b' ');
+        body
+    }
+
+    #[tokio::test]
+    async fn a_body_at_the_limit_is_accepted_and_one_byte_more_is_413() {
+        let ingest = ingest();
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        let limit = stele_core::limits::MAX_REQUEST_BYTES;
+        let req = gateway_request(
+            &Method::POST,
+            "/v1/events",
+            &headers,
+            &padded_event(limit),
+            Some("acme"),
+        );
+        assert_eq!(ingest.handle(req).await.status(), StatusCode::ACCEPTED);
+        let req = gateway_request(
+            &Method::POST,
+            "/v1/events",
+            &headers,
+            &padded_event(limit + 1),
+            Some("acme"),
+        );
+        let resp = ingest.handle(req).await;
+        assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(body(&resp)["error"], "too_large");
+        assert_eq!(ingest.sink().records().len(), 1);
+    }
+
+    /// Issue 18: API Gateway puts the body into the Lambda event as a JSON
+    /// string (base64 when it takes it for binary). Fully escaped (`\u00XX`
+    /// for every byte), a body one byte over the limit, with the largest
+    /// request line and headers an HTTP API passes, must still fit Lambda's
+    /// payload limit, so that the function answers `413` rather than the
+    /// platform a 5xx.
+    #[test]
+    fn a_fully_escaped_body_just_over_the_limit_fits_the_lambda_payload() {
+        use stele_core::limits::{LAMBDA_MAX_PAYLOAD_BYTES, MAX_REQUEST_BYTES};
+        let body = String::from_utf8(vec![0x01; MAX_REQUEST_BYTES + 1]).unwrap();
+        // 10 240 bytes of request line and headers, all of them escaped six-fold:
+        // a user agent (copied into requestContext) and a bearer token whose
+        // claim, the tenant, is copied into the authorizer context.
+        let filler = "\u{1}".repeat(4000);
+        let path = format!("/v1/events/{}", "\u{1}".repeat(1000));
+        let payload = json!({
+            "version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": "",
+            "headers": { "content-type": "application/json", "user-agent": filler, "authorization": filler },
+            "requestContext": {
+                "accountId": "000000000000", "apiId": "abcdefghij", "domainName": "abcdefghij.execute-api.eu-west-1.amazonaws.com",
+                "domainPrefix": "abcdefghij",
+                "http": { "method": "POST", "path": path, "protocol": "HTTP/1.1", "sourceIp": "2001:db8::1", "userAgent": filler },
+                "authorizer": { "jwt": { "claims": { "tenant_id": filler, "sub": filler }, "scopes": null } },
+                "requestId": "JKJaXmPLvHcESHA=", "routeKey": "$default", "stage": "$default",
+                "time": "25/Nov/2026:12:00:00 +0000", "timeEpoch": 1_795_000_000_000_u64,
+            },
+            "body": body, "isBase64Encoded": false,
+        });
+        let size = payload.to_string().len();
+        assert!(size <= LAMBDA_MAX_PAYLOAD_BYTES, "{size} bytes");
+        // The base64 form of the same body is smaller still.
+        assert!(4 * (MAX_REQUEST_BYTES + 1).div_ceil(3) < 6 * MAX_REQUEST_BYTES);
     }
 
     #[test]
