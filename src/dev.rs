@@ -82,6 +82,8 @@ const DEMO_TOKENS: [(&str, &str); 3] = [
 ];
 
 pub async fn run(args: DevArgs) -> Result<(), BoxError> {
+    // Refuse a bad `--token` before starting anything.
+    tenants(&args)?;
     eprintln!("stele dev: starting PostgreSQL (installs Debian postgresql if missing)…");
     let pg = services::start_postgres(false)?;
     eprintln!("stele dev: starting LocalStack in host mode (the first run installs it, about a minute)…");
