@@ -1,6 +1,7 @@
-//! Size limits of the API, in one place. Kinesis sets the request ones
-//! (PutRecords: 500 records, 5 MiB per call); the per-field ones follow common
-//! audit-log services so that a single event stays small enough to query.
+//! Size limits of the API, in one place. Kinesis sets the event count
+//! (PutRecords: 500 records per call), Lambda's payload limit the body size
+//! (see [`MAX_REQUEST_BYTES`]); the per-field ones follow common audit-log
+//! services so that a single event stays small enough to query.
 
 /// Events in one request (= records in one PutRecords call).
 pub const MAX_EVENTS_PER_REQUEST: usize = 500;

@@ -136,7 +136,11 @@ impl ProblemList {
 
     /// Count a problem of event `index` (`None`: a single event or the whole
     /// body), and keep it (built by `make`) while there is room.
+    ///
+    /// The first tenant mismatch is always listed (in place of the last problem
+    /// kept, when the list is full): it is what makes the answer a `403`.
     pub fn note(&mut self, index: Option<usize>, code: Code, make: impl FnOnce() -> Problem) {
+        let first_mismatch = code == Code::TenantMismatch && !self.contains(code);
         self.total += 1;
         self.codes |= 1 << code as u32;
         if self.last_event != Some(index) {
@@ -145,6 +149,10 @@ impl ProblemList {
         }
         if self.listed.len() < self.cap {
             self.listed.push(make());
+        } else if first_mismatch {
+            if let Some(last) = self.listed.last_mut() {
+                *last = make();
+            }
         }
     }
 
@@ -911,4 +919,28 @@ fn is_traceparent(s: &str) -> bool {
         && hex(parts[2], 16)
         && not_zero(parts[2])
         && hex(parts[3], 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_problem_list_counts_everything_keeps_the_cap_and_lists_a_late_mismatch() {
+        let mut list = ProblemList::new(3);
+        for i in 0..10 {
+            list.note(Some(i / 2), Code::Required, || {
+                Problem::new(format!("p{i}"), Code::Required, "m")
+            });
+        }
+        assert_eq!((list.total(), list.listed().len(), list.events()), (10, 3, 5));
+        assert!(!list.contains(Code::TenantMismatch));
+        list.note(Some(9), Code::TenantMismatch, || {
+            Problem::new("tenant_id", Code::TenantMismatch, "m")
+        });
+        list.note(Some(9), Code::TenantMismatch, || panic!("built past the cap"));
+        assert_eq!((list.total(), list.listed().len(), list.events()), (12, 3, 6));
+        assert!(list.contains(Code::TenantMismatch));
+        assert_eq!(list.listed()[2].code, Code::TenantMismatch);
+    }
 }

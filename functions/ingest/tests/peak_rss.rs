@@ -61,7 +61,7 @@ fn event() -> Value {
 /// `{…event, "<member>": <open>` + `item,` repeated + `<close>}` filling `len` bytes.
 fn fill(len: usize, member: &str, open: &str, item: &str, close: &str) -> Vec<u8> {
     let head = event().to_string();
-    let mut body = head[..head.len() - 1].as_bytes().to_vec();
+    let mut body = head.as_bytes()[..head.len() - 1].to_vec();
     body.extend_from_slice(format!(",\"{member}\":{open}").as_bytes());
     let tail = format!("{close}}}");
     let mut i = 0usize;
@@ -98,7 +98,7 @@ fn body_of(case: &str) -> (Vec<u8>, bool) {
         }
         "unknown-fields" => {
             let head = event().to_string();
-            let mut body = head[..head.len() - 1].as_bytes().to_vec();
+            let mut body = head.as_bytes()[..head.len() - 1].to_vec();
             let mut i = 0;
             while body.len() + 20 < len {
                 body.extend_from_slice(format!(",\"x{i}\":0").as_bytes());
