@@ -82,6 +82,8 @@ const DEMO_TOKENS: [(&str, &str); 3] = [
 ];
 
 pub async fn run(args: DevArgs) -> Result<(), BoxError> {
+    // Refuse a bad `--token` before starting anything.
+    tenants(&args)?;
     eprintln!("stele dev: starting PostgreSQL (installs Debian postgresql if missing)…");
     let pg = services::start_postgres(false)?;
     eprintln!("stele dev: starting LocalStack in host mode (the first run installs it, about a minute)…");
@@ -131,13 +133,20 @@ fn tenants(args: &DevArgs) -> Result<HashMap<String, String>, BoxError> {
             .map(|(t, n)| (t.to_string(), n.to_string()))
             .collect());
     }
-    args.tokens
+    parse_tokens(&args.tokens).map_err(Into::into)
+}
+
+/// `--token TOKEN=TENANT` pairs; the tenant must follow the tenant id rule
+/// (`stele_core::tenant`), as the deployed handler would refuse it anyway.
+fn parse_tokens(pairs: &[String]) -> Result<HashMap<String, String>, String> {
+    pairs
         .iter()
         .map(|pair| match pair.split_once('=') {
             Some((token, tenant)) if !token.is_empty() && !tenant.is_empty() => {
+                stele_core::check_tenant_id(tenant).map_err(|e| format!("--token `{pair}`: {e}"))?;
                 Ok((token.to_string(), tenant.to_string()))
             }
-            _ => Err(format!("--token must be TOKEN=TENANT, got `{pair}`").into()),
+            _ => Err(format!("--token must be TOKEN=TENANT, got `{pair}`")),
         })
         .collect()
 }
@@ -282,4 +291,21 @@ async fn serve(args: &DevArgs, pg_url: &str, aws_endpoint: &str) -> Result<(), B
         mapping_stats.acknowledged.load(Ordering::Relaxed),
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_tokens;
+
+    #[test]
+    fn token_tenants_follow_the_tenant_id_rule() {
+        let ok = parse_tokens(&["tok=acme".into(), "t2=Acme_2.eu".into()]).unwrap();
+        assert_eq!(ok["tok"], "acme");
+        // `tok=a#b/../c` splits at the first `=`: the tenant is `a#b/../c`.
+        for pair in ["tok=a#b/../c", "tok=a=b", "tok=a b", "tok=..", "tok=acme\u{200B}"] {
+            let err = parse_tokens(&[pair.into()]).unwrap_err();
+            assert!(err.contains("tenant id"), "{pair}: {err}");
+        }
+        assert!(parse_tokens(&["tok".into()]).is_err());
+    }
 }

@@ -239,3 +239,22 @@ async fn accepted_events_land_in_postgres_exactly_once_and_bad_ones_nowhere() {
     let gone = tokio_postgres::connect(&dev.pg_url, tokio_postgres::NoTls).await;
     assert!(gone.is_err(), "its PostgreSQL is stopped");
 }
+
+/// Issue 18: `stele dev --token 'tok=a#b/../c'` used to store events for the
+/// tenant `a#b/../c`. A tenant outside the tenant id rule is refused at start,
+/// before PostgreSQL or LocalStack are started, with the rule in the message.
+#[test]
+fn a_dev_token_whose_tenant_breaks_the_tenant_id_rule_is_refused_at_start() {
+    for pair in ["tok=a#b/../c", "tok=acme\u{200B}", "tok=a b"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_stele"))
+            .args(["dev", "--port", "0", "--exit-when-ready", "--token", pair])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{pair}: stele dev started");
+        assert!(
+            stderr.contains(stele_core::TENANT_ID_RULE) && !stderr.contains("starting PostgreSQL"),
+            "{pair}: {stderr}"
+        );
+    }
+}

@@ -36,6 +36,7 @@ use tokio::sync::oneshot;
 /// Every request (and its answer) must complete within this; a hang fails.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 const MIB: usize = 1024 * 1024;
+const LIMIT: usize = stele_core::limits::MAX_REQUEST_BYTES;
 
 // ---------------------------------------------------------------- raw HTTP
 
@@ -123,14 +124,22 @@ async fn healthy(addr: SocketAddr) -> bool {
 
 // ---------------------------------------------------------------- the server
 
-const TOKENS: [(&str, &str); 4] = [
+const TOKENS: [(&str, &str); 10] = [
     ("tok-acme", "acme"),
     ("tok-globex", "globex"),
-    // Tenants an authorizer could hand over but that are unusable (`403 forbidden`).
+    // Tenants an authorizer could hand over but that break the tenant id rule
+    // (`stele_core::tenant`: `403 forbidden`).
     ("tok-control", "ac\u{1}me"),
     ("tok-long", LONG_TENANT),
+    ("tok-path", "a#b/../c"),
+    ("tok-hot-suffix", "acme#1"),
+    ("tok-zero-width", "acme\u{200B}"),
+    ("tok-bidi", "acme\u{202E}"),
+    ("tok-cyrillic", "\u{0430}cme"),
+    ("tok-space", "ac me"),
 ];
-const LONG_TENANT: &str = "ttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttt";
+/// 129 characters: one over the tenant id limit.
+const LONG_TENANT: &str = "ttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttt";
 
 struct Server {
     addr: SocketAddr,
@@ -570,17 +579,36 @@ fn cases() -> Vec<Case> {
         accepted(1),
     ));
 
-    // --- sizes: 5 MiB request limit, 10 MiB gateway limit, 500 events, 64 KiB events.
+    // --- sizes: 1 000 000-byte request limit (so that an escaped body fits
+    // Lambda's 6 MB payload), 10 MiB gateway limit, 500 events, 64 KiB events.
     let mut padded = valid.clone();
-    padded.resize(5 * MIB + 1, b' ');
+    padded.resize(LIMIT + 1, b' ');
     c.push(Case::new(
-        "5 MiB + 1 byte of padding",
+        "request limit + 1 byte of padding",
         padded,
         refused(413, "too_large"),
     ));
     let mut padded = valid.clone();
-    padded.resize(5 * MIB, b' ');
-    c.push(Case::new("exactly 5 MiB (padded valid event)", padded, accepted(1)));
+    padded.resize(LIMIT, b' ');
+    c.push(Case::new(
+        "exactly the request limit (padded valid event)",
+        padded,
+        accepted(1),
+    ));
+    c.push(Case::new(
+        "request limit + 1 of control characters (6x once escaped)",
+        vec![1u8; LIMIT + 1],
+        refused(413, "too_large"),
+    ));
+    c.push(Case::new(
+        "5 MiB (the old limit) of padding",
+        {
+            let mut padded = valid.clone();
+            padded.resize(5 * MIB, b' ');
+            padded
+        },
+        refused(413, "too_large"),
+    ));
     let huge = "x".repeat(10 * MIB - 200);
     c.push(Case::new(
         "10 MiB string in actor.id",
@@ -598,8 +626,8 @@ fn cases() -> Vec<Case> {
         refused(413, "too_large"),
     ));
     c.push(Case::new(
-        "4 MiB string in actor.id",
-        bytes(&with("/actor/id", json!("y".repeat(4 * MIB)))),
+        "900 000-character string in actor.id",
+        bytes(&with("/actor/id", json!("y".repeat(900_000)))),
         invalid("too_long", "actor.id"),
     ));
     c.push(Case::new(
@@ -648,10 +676,18 @@ fn cases() -> Vec<Case> {
         bytes(&big),
         invalid("too_large", ""),
     ));
+    // Sizes are checked before `changes` is walked: the 100 000 NULs are not enumerated.
     c.push(Case::new(
-        "100k NUL strings in changes (problem flood)",
+        "100k NUL strings in changes (refused by size first)",
         bytes(&with("/changes", json!({ "after": vec![json!("\u{0}"); 100_000] }))),
-        invalid("invalid_character", "changes.after[999]"),
+        invalid("too_large", "changes"),
+    ));
+    // 100 events × 400 NULs within size: 40 000 problems counted, the first 1 000 listed.
+    let flood = with("/changes", json!({ "after": vec![json!("\u{0}"); 400] }));
+    c.push(Case::new(
+        "40k NUL strings in a batch (problem flood)",
+        bytes(&json!({ "events": vec![flood; 100] })),
+        invalid("invalid_character", "events[2].changes.after[199]"),
     ));
 
     // --- injection strings: valid text is stored byte-exact, never interpreted.
@@ -954,8 +990,8 @@ fn cases() -> Vec<Case> {
         refused(413, "too_large"),
     ));
     c.push(gzip(
-        "gzip bomb 5 MiB + 1",
-        gz(&vec![b' '; 5 * MIB + 1]),
+        "gzip bomb request limit + 1",
+        gz(&vec![b' '; LIMIT + 1]),
         refused(413, "too_large"),
     ));
     c.push(gzip(
@@ -1045,14 +1081,25 @@ fn cases() -> Vec<Case> {
         )
         .header("Authorization", Some(b"Bearer tok-control")),
     );
-    c.push(
-        Case::new(
-            "201-character tenant from authorizer",
-            valid.clone(),
-            refused(403, "forbidden"),
-        )
-        .header("Authorization", Some(b"Bearer tok-long")),
-    );
+    for token in [
+        "tok-long",
+        "tok-path",
+        "tok-hot-suffix",
+        "tok-zero-width",
+        "tok-bidi",
+        "tok-cyrillic",
+        "tok-space",
+    ] {
+        let tenant = TOKENS.iter().find(|(t, _)| *t == token).unwrap().1;
+        c.push(
+            Case::new(
+                format!("tenant {tenant:?} from authorizer"),
+                valid.clone(),
+                refused(403, "forbidden"),
+            )
+            .header("Authorization", Some(format!("Bearer {token}").as_bytes())),
+        );
+    }
     for forged in [
         "globex",
         "ACME",

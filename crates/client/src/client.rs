@@ -93,7 +93,8 @@ impl ClientBuilder {
         self
     }
 
-    /// … or at this many bytes of uncompressed JSON (default 1 MiB, maximum 5 MiB).
+    /// … or at this many bytes of uncompressed JSON body (default and maximum
+    /// `stele_core::limits::MAX_REQUEST_BYTES`, the API's limit: 1 000 000).
     pub fn max_batch_bytes(mut self, bytes: usize) -> Self {
         self.max_batch_bytes = bytes;
         self
@@ -258,7 +259,7 @@ impl Client {
             source: Source::new(service),
             queue_capacity: 10_000,
             max_batch_events: stele_core::limits::MAX_EVENTS_PER_REQUEST,
-            max_batch_bytes: 1024 * 1024,
+            max_batch_bytes: stele_core::limits::MAX_REQUEST_BYTES,
             max_batch_age: Duration::from_secs(1),
             gzip: true,
             request_timeout: Duration::from_secs(10),

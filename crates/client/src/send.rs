@@ -52,9 +52,13 @@ pub(crate) enum Origin {
     Replay,
 }
 
+/// Bytes [`body_of`] adds to its events' bytes plus one per event:
+/// `{"events":[`, `]}`, less the comma the first event does not need.
+pub(crate) const BODY_WRAPPER_BYTES: usize = 12;
+
 /// `{"events":[e1,e2,…]}` from events already serialised.
 pub(crate) fn body_of(events: &[Vec<u8>]) -> Bytes {
-    let len = events.iter().map(|e| e.len() + 1).sum::<usize>() + 12;
+    let len = events.iter().map(|e| e.len() + 1).sum::<usize>() + BODY_WRAPPER_BYTES;
     let mut body = Vec::with_capacity(len);
     body.extend_from_slice(b"{\"events\":[");
     for (i, e) in events.iter().enumerate() {

@@ -17,6 +17,8 @@ use crate::*;
 #[derive(Debug, Clone)]
 struct Seen {
     gzip: bool,
+    /// Bytes of the uncompressed body.
+    bytes: usize,
     token: String,
     ids: Vec<String>,
 }
@@ -77,6 +79,7 @@ impl Transport for FakeApi {
                 .unwrap_or_default();
             let seen = Seen {
                 gzip: post.gzip,
+                bytes: raw.len(),
                 token: post.token,
                 ids,
             };
@@ -204,6 +207,36 @@ async fn invalid_events_are_counted_and_never_sent() {
     assert_eq!(api.seen().iter().map(|s| s.ids.len()).sum::<usize>(), 1);
     let stats = client.stats();
     assert_eq!((stats.queued, stats.sent, stats.dropped.invalid), (3, 1, 2));
+}
+
+/// The byte limit is on the whole body: events filling `max_batch_bytes`
+/// exactly (one byte each for the commas) used to be sent, and the
+/// `{"events":[…]}` around them made the body 12 bytes too large.
+#[tokio::test(start_paused = true)]
+async fn no_body_is_larger_than_max_batch_bytes() {
+    let same = || Event::audit("document.read").actor(Actor::user("u-1")).metadata("n", 1);
+    let probe = FakeApi::accepting();
+    let client = builder().build_with(Box::new(probe.clone())).unwrap();
+    client.emit(same());
+    client.flush().await.unwrap();
+    // One event: body = event + 1 + wrapper.
+    let per_event = probe.seen()[0].bytes - 12;
+    let k = (stele_core::limits::MAX_EVENT_BYTES + 16) / per_event + 1;
+    let max = k * per_event;
+    let api = FakeApi::accepting();
+    let client = builder()
+        .max_batch_bytes(max)
+        .build_with(Box::new(api.clone()))
+        .unwrap();
+    for _ in 0..2 * k {
+        client.emit(same());
+    }
+    client.flush().await.unwrap();
+    let seen = api.seen();
+    assert_eq!(seen.iter().map(|s| s.ids.len()).sum::<usize>(), 2 * k);
+    for s in &seen {
+        assert!(s.bytes <= max, "a body of {} bytes; max_batch_bytes is {max}", s.bytes);
+    }
 }
 
 #[tokio::test(start_paused = true)]

@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep_until, Instant};
 
 use crate::event::{json_with_source, validate_json, Event};
-use crate::send::{body_of, events_of, Origin, Shared};
+use crate::send::{body_of, events_of, Origin, Shared, BODY_WRAPPER_BYTES};
 use crate::spill::{AppendError, Spill, SpillConfig, Spilled};
 use crate::stats::{Counters, DropReason};
 
@@ -137,7 +137,8 @@ impl Worker {
         }
         let bytes = serde_json::to_vec(&value).unwrap_or_default();
         let over_count = self.batch.len() + 1 > self.limits.max_events;
-        let over_bytes = self.batch_bytes + bytes.len() + 1 > self.limits.max_bytes;
+        // The limit is on the body the API receives, wrapper included.
+        let over_bytes = BODY_WRAPPER_BYTES + self.batch_bytes + bytes.len() + 1 > self.limits.max_bytes;
         if !self.batch.is_empty() && (over_count || over_bytes) {
             self.send_batch().await;
         }

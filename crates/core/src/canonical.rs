@@ -21,6 +21,74 @@ pub fn to_canonical_string(value: &Value) -> String {
     String::from_utf8(to_canonical_vec(value)).unwrap_or_default()
 }
 
+/// The length of `value`'s canonical form, counted without writing it, and
+/// stopping as soon as it passes `limit` (the result is then some number above
+/// `limit`). Size checks of untrusted input run this first, so that an
+/// over-size value is refused without being copied or walked to its end.
+pub fn canonical_len_within(value: &Value, limit: usize) -> usize {
+    let mut n = 0;
+    count_value(value, limit, &mut n);
+    n
+}
+
+/// [`canonical_len_within`] of an object given as its map.
+pub fn canonical_object_len_within(map: &Map<String, Value>, limit: usize) -> usize {
+    let mut n = 0;
+    count_object(map, limit, &mut n);
+    n
+}
+
+fn count_value(value: &Value, limit: usize, n: &mut usize) {
+    if *n > limit {
+        return;
+    }
+    match value {
+        Value::Null => *n += 4,
+        Value::Bool(true) => *n += 4,
+        Value::Bool(false) => *n += 5,
+        Value::Number(num) => {
+            let mut digits = Vec::new();
+            write_number(num, &mut digits);
+            *n += digits.len();
+        }
+        Value::String(s) => *n += string_len(s),
+        Value::Array(items) => {
+            *n += 2;
+            for (i, item) in items.iter().enumerate() {
+                *n += usize::from(i > 0);
+                count_value(item, limit, n);
+                if *n > limit {
+                    return;
+                }
+            }
+        }
+        Value::Object(map) => count_object(map, limit, n),
+    }
+}
+
+fn count_object(map: &Map<String, Value>, limit: usize, n: &mut usize) {
+    *n += 2;
+    for (i, (key, value)) in map.iter().enumerate() {
+        *n += usize::from(i > 0) + string_len(key) + 1;
+        count_value(value, limit, n);
+        if *n > limit {
+            return;
+        }
+    }
+}
+
+/// Bytes of `s` as a canonical JSON string (see [`write_string`]).
+fn string_len(s: &str) -> usize {
+    2 + s
+        .bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | 0x08 | 0x0c | b'\n' | b'\r' | b'\t' => 2,
+            0x00..=0x1f => 6,
+            _ => 1,
+        })
+        .sum::<usize>()
+}
+
 fn write_value(value: &Value, out: &mut Vec<u8>) {
     match value {
         Value::Null => out.extend_from_slice(b"null"),
@@ -109,6 +177,29 @@ mod tests {
 
     fn jcs(text: &str) -> String {
         to_canonical_string(&serde_json::from_str(text).unwrap())
+    }
+
+    #[test]
+    fn counted_length_is_the_written_length_and_stops_past_the_limit() {
+        let samples = [
+            r#"{"numbers": [333333333.33333329, 1E30, 4.50, 2e-3, -0.0, 0, 7], "string": "\u20ac$\u000F\u000aA'\u0042\u0022\u005c\\\"\/\u0000\b\f\r\t", "literals": [null, true, false], "": {}, "a": [[], [{}]]}"#,
+            r#""""#,
+            r#"[]"#,
+            r#"{"é":"ü\u2028"}"#,
+        ];
+        for text in samples {
+            let v: Value = serde_json::from_str(text).unwrap();
+            let len = to_canonical_vec(&v).len();
+            assert_eq!(canonical_len_within(&v, usize::MAX), len, "{text}");
+            assert!(canonical_len_within(&v, len / 2) > len / 2, "{text}");
+            if let Value::Object(m) = &v {
+                assert_eq!(canonical_object_len_within(m, usize::MAX), len, "{text}");
+            }
+        }
+        // Stops early: a long array is not counted to its end.
+        let big = Value::Array(vec![Value::String("\0".into()); 100_000]);
+        let n = canonical_len_within(&big, 1000);
+        assert!(n > 1000 && n < 1100, "{n}");
     }
 
     /// RFC 8785 §3.2.2 example ("Sample Input"/"Output").

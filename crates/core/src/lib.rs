@@ -9,10 +9,12 @@ pub mod event;
 pub mod json;
 pub mod limits;
 pub mod settings;
+pub mod tenant;
 pub mod validate;
 
 pub use event::{
-    event_id_from_idempotency_key, Actor, ActorType, Category, Changes, Event, EventHash, Outcome, RecordError,
-    Resource, SealedEvent, Source, Trace, SCHEMA_VERSION,
+    event_id_from_idempotency_key, event_id_from_idempotency_key_in_batch, Actor, ActorType, Category, Changes, Event,
+    EventHash, Outcome, RecordError, Resource, SealedEvent, Source, Trace, SCHEMA_VERSION,
 };
-pub use validate::{validate_event, Code, Context, Problem, TimeWindow};
+pub use tenant::{check_tenant_id, TenantIdError, MAX_TENANT_ID_CHARS, TENANT_ID_RULE};
+pub use validate::{validate_event, validate_event_into, Code, Context, Problem, ProblemList, TimeWindow};

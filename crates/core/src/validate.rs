@@ -105,6 +105,86 @@ impl std::fmt::Display for Problem {
     }
 }
 
+/// The problems of one request: every one counted, the first `cap` kept.
+///
+/// A hostile body can hold hundreds of thousands of problems; keeping them all
+/// cost memory (and an answer over Lambda's 6 MB response limit). Past the cap
+/// a problem is only counted: it is not even built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProblemList {
+    listed: Vec<Problem>,
+    total: usize,
+    cap: usize,
+    events: usize,
+    last_event: Option<Option<usize>>,
+    /// Bit `code as u32` for every code noted.
+    codes: u32,
+}
+
+impl ProblemList {
+    /// An empty list keeping at most `cap` problems.
+    pub fn new(cap: usize) -> Self {
+        Self {
+            listed: Vec::new(),
+            total: 0,
+            cap,
+            events: 0,
+            last_event: None,
+            codes: 0,
+        }
+    }
+
+    /// Count a problem of event `index` (`None`: a single event or the whole
+    /// body), and keep it (built by `make`) while there is room.
+    ///
+    /// The first tenant mismatch is always listed (in place of the last problem
+    /// kept, when the list is full): it is what makes the answer a `403`.
+    pub fn note(&mut self, index: Option<usize>, code: Code, make: impl FnOnce() -> Problem) {
+        let first_mismatch = code == Code::TenantMismatch && !self.contains(code);
+        self.total += 1;
+        self.codes |= 1 << code as u32;
+        if self.last_event != Some(index) {
+            self.last_event = Some(index);
+            self.events += 1;
+        }
+        if self.listed.len() < self.cap {
+            self.listed.push(make());
+        } else if first_mismatch {
+            if let Some(last) = self.listed.last_mut() {
+                *last = make();
+            }
+        }
+    }
+
+    /// The problems kept, in the order found.
+    pub fn listed(&self) -> &[Problem] {
+        &self.listed
+    }
+
+    pub fn into_listed(self) -> Vec<Problem> {
+        self.listed
+    }
+
+    /// Every problem found, kept or not.
+    pub fn total(&self) -> usize {
+        self.total
+    }
+
+    /// Events with at least one problem (problems are noted event by event).
+    pub fn events(&self) -> usize {
+        self.events
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+
+    /// Whether any problem noted, kept or not, has `code`.
+    pub fn contains(&self, code: Code) -> bool {
+        self.codes & (1 << code as u32) != 0
+    }
+}
+
 /// How far `occurred_at` may stray from the server clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TimeWindow {
@@ -138,15 +218,34 @@ pub struct Context<'a> {
 }
 
 /// Validate one client event and build the accepted, normalised [`Event`].
+/// Every problem is found; at most [`limits::MAX_PROBLEMS_LISTED`] are returned.
 pub fn validate_event(value: &Value, ctx: &Context<'_>) -> Result<Event, Vec<Problem>> {
-    let mut w = Walker::default();
+    let mut problems = ProblemList::new(limits::MAX_PROBLEMS_LISTED);
+    validate_event_into(value, ctx, None, &mut problems).ok_or_else(|| problems.into_listed())
+}
+
+/// [`validate_event`] for event `index` of a batch (`None`: a single event),
+/// noting its problems, placed at `events[index].…`, in `problems`: one list
+/// for a whole request, so that its memory is bounded by the list's cap
+/// whatever the body holds. `None` when the event is invalid.
+pub fn validate_event_into(
+    value: &Value,
+    ctx: &Context<'_>,
+    index: Option<usize>,
+    problems: &mut ProblemList,
+) -> Option<Event> {
+    let mut w = Walker {
+        out: problems,
+        index,
+        found: 0,
+    };
     let Some(obj) = value.as_object() else {
         w.push(
             "",
             Code::InvalidType,
             format!("an event must be a JSON object, got {}", type_name(value)),
         );
-        return Err(w.problems);
+        return None;
     };
     w.unknown_fields(obj, "", TOP_LEVEL_FIELDS);
     for server_field in ["received_at", "event_hash"] {
@@ -231,7 +330,7 @@ pub fn validate_event(value: &Value, ctx: &Context<'_>) -> Result<Event, Vec<Pro
         })
     })();
     match built {
-        Some(event) if w.problems.is_empty() => {
+        Some(event) if w.found == 0 => {
             let size = event.canonical_bytes().len();
             if size > limits::MAX_EVENT_BYTES {
                 w.push(
@@ -242,11 +341,11 @@ pub fn validate_event(value: &Value, ctx: &Context<'_>) -> Result<Event, Vec<Pro
                         limits::MAX_EVENT_BYTES
                     ),
                 );
-                return Err(w.problems);
+                return None;
             }
-            Ok(event)
+            Some(event)
         }
-        _ => Err(w.problems),
+        _ => None,
     }
 }
 
@@ -305,6 +404,21 @@ fn present<'v>(obj: &'v Map<String, Value>, key: &str) -> Option<&'v Value> {
     obj.get(key).filter(|v| !v.is_null())
 }
 
+/// `join` into a path buffer.
+fn push_key(path: &mut String, key: &str) {
+    let simple = !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if simple {
+        if !path.is_empty() {
+            path.push('.');
+        }
+        path.push_str(key);
+    } else {
+        path.push('[');
+        path.push_str(&Value::String(key.to_owned()).to_string());
+        path.push(']');
+    }
+}
+
 fn join(prefix: &str, key: &str) -> String {
     let simple = !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     match (prefix.is_empty(), simple) {
@@ -359,14 +473,25 @@ fn json_depth(v: &Value) -> usize {
     }
 }
 
-#[derive(Default)]
-struct Walker {
-    problems: Vec<Problem>,
+struct Walker<'p> {
+    out: &'p mut ProblemList,
+    /// Position in a batch, for placing problems.
+    index: Option<usize>,
+    /// Problems of this event, kept or not.
+    found: usize,
 }
 
-impl Walker {
+impl Walker<'_> {
     fn push(&mut self, path: impl Into<String>, code: Code, message: impl Into<String>) {
-        self.problems.push(Problem::new(path, code, message));
+        self.found += 1;
+        let index = self.index;
+        self.out.note(index, code, || {
+            let p = Problem::new(path, code, message);
+            match index {
+                Some(i) => p.in_batch(i),
+                None => p,
+            }
+        });
     }
 
     /// Record a problem and yield "no value" for that field.
@@ -377,11 +502,21 @@ impl Walker {
 
     fn unknown_fields(&mut self, obj: &Map<String, Value>, prefix: &str, known: &[&str]) {
         for key in obj.keys().filter(|k| !known.contains(&k.as_str())) {
-            self.push(
-                join(prefix, key),
-                Code::UnknownField,
-                format!("unknown field; expected one of: {}", known.join(", ")),
-            );
+            self.found += 1;
+            let index = self.index;
+            // Built only while the list has room: a body of 100 000 unknown
+            // keys is counted, not copied.
+            self.out.note(index, Code::UnknownField, || {
+                let p = Problem::new(
+                    join(prefix, key),
+                    Code::UnknownField,
+                    format!("unknown field; expected one of: {}", known.join(", ")),
+                );
+                match index {
+                    Some(i) => p.in_batch(i),
+                    None => p,
+                }
+            });
         }
     }
 
@@ -558,43 +693,65 @@ impl Walker {
     }
 
     /// Free-form JSON is stored as `jsonb`: no NUL anywhere, integers exact.
+    /// Callers check the value's size first; the walk itself keeps one path
+    /// buffer and builds problems only while the list has room.
     fn free_json(&mut self, path: &str, v: &Value) -> bool {
-        let before = self.problems.len();
+        let before = self.found;
+        let mut buf = String::from(path);
+        self.free_json_at(&mut buf, v);
+        self.found == before
+    }
+
+    fn note_at(&mut self, path: &str, code: Code, message: &str) {
+        self.found += 1;
+        let index = self.index;
+        self.out.note(index, code, || {
+            let p = Problem::new(path, code, message);
+            match index {
+                Some(i) => p.in_batch(i),
+                None => p,
+            }
+        });
+    }
+
+    fn free_json_at(&mut self, path: &mut String, v: &Value) {
+        use std::fmt::Write;
         match v {
             Value::String(s) if s.contains('\0') => {
-                self.push(
+                self.note_at(
                     path,
                     Code::InvalidCharacter,
                     "must not contain the NUL character (U+0000)",
                 );
             }
             Value::Number(n) if integer_out_of_range(n) => {
-                self.push(
+                self.note_at(
                     path,
                     Code::NumberOutOfRange,
                     "integers must be within ±2^53 to survive canonical JSON exactly; send larger ones as strings",
                 );
             }
             Value::Array(items) => {
+                let len = path.len();
                 for (i, item) in items.iter().enumerate() {
-                    self.free_json(&format!("{path}[{i}]"), item);
+                    let _ = write!(path, "[{i}]");
+                    self.free_json_at(path, item);
+                    path.truncate(len);
                 }
             }
             Value::Object(map) => {
+                let len = path.len();
                 for (k, item) in map {
+                    push_key(path, k);
                     if k.contains('\0') {
-                        self.push(
-                            join(path, k),
-                            Code::InvalidCharacter,
-                            "keys must not contain NUL (U+0000)",
-                        );
+                        self.note_at(path, Code::InvalidCharacter, "keys must not contain NUL (U+0000)");
                     }
-                    self.free_json(&join(path, k), item);
+                    self.free_json_at(path, item);
+                    path.truncate(len);
                 }
             }
             _ => {}
         }
-        self.problems.len() == before
     }
 
     fn changes(&mut self, obj: &Map<String, Value>) -> Option<Option<Changes>> {
@@ -602,8 +759,17 @@ impl Walker {
             return Some(None);
         };
         self.unknown_fields(changes, "changes", &["before", "after"]);
-        let whole = Value::Object(changes.clone());
-        let depth = json_depth(&whole);
+        // Size first: an over-size `changes` is refused before it is walked
+        // (counting stops just past the limit).
+        let size = crate::canonical::canonical_object_len_within(changes, limits::MAX_CHANGES_BYTES);
+        if size > limits::MAX_CHANGES_BYTES {
+            return self.fail(
+                "changes",
+                Code::TooLarge,
+                format!("is over {} bytes in canonical form", limits::MAX_CHANGES_BYTES),
+            );
+        }
+        let depth = 1 + changes.values().map(json_depth).max().unwrap_or(0);
         if depth > limits::MAX_JSON_DEPTH {
             return self.fail(
                 "changes",
@@ -611,16 +777,17 @@ impl Walker {
                 format!("nests {depth} levels; the limit is {}", limits::MAX_JSON_DEPTH),
             );
         }
-        if !self.free_json("changes", &whole) {
-            return None;
+        let mut ok = true;
+        for (key, value) in changes {
+            let path = join("changes", key);
+            if key.contains('\0') {
+                self.note_at(&path, Code::InvalidCharacter, "keys must not contain NUL (U+0000)");
+                ok = false;
+            }
+            ok &= self.free_json(&path, value);
         }
-        let size = crate::canonical::to_canonical_vec(&whole).len();
-        if size > limits::MAX_CHANGES_BYTES {
-            return self.fail(
-                "changes",
-                Code::TooLarge,
-                format!("is {size} bytes; the limit is {}", limits::MAX_CHANGES_BYTES),
-            );
+        if !ok {
+            return None;
         }
         Some(Some(Changes {
             before: present(changes, "before").map(canonical_value),
@@ -632,7 +799,7 @@ impl Walker {
         let Some(metadata) = self.opt_object(obj, "metadata")? else {
             return Some(None);
         };
-        let before = self.problems.len();
+        let before = self.found;
         if metadata.len() > limits::MAX_METADATA_KEYS {
             self.push(
                 "metadata",
@@ -662,6 +829,21 @@ impl Walker {
                     ),
                 );
             }
+            // Size first: a value whose canonical form is over 4 bytes per
+            // allowed character is too long whatever it holds, and is not walked.
+            let max_bytes = 4 * limits::MAX_METADATA_VALUE_CHARS;
+            if !value.is_string() && crate::canonical::canonical_len_within(value, max_bytes) > max_bytes {
+                self.push(
+                    &path,
+                    Code::TooLong,
+                    format!(
+                        "value is over {} characters; the limit is {}",
+                        limits::MAX_METADATA_VALUE_CHARS,
+                        limits::MAX_METADATA_VALUE_CHARS
+                    ),
+                );
+                continue;
+            }
             if !self.free_json(&path, value) {
                 continue;
             }
@@ -686,8 +868,7 @@ impl Walker {
                 );
             }
         }
-        (self.problems.len() == before)
-            .then(|| Some(metadata.iter().map(|(k, v)| (k.clone(), canonical_value(v))).collect()))
+        (self.found == before).then(|| Some(metadata.iter().map(|(k, v)| (k.clone(), canonical_value(v))).collect()))
     }
 
     fn trace(&mut self, obj: &Map<String, Value>) -> Option<Option<Trace>> {
@@ -738,4 +919,28 @@ fn is_traceparent(s: &str) -> bool {
         && hex(parts[2], 16)
         && not_zero(parts[2])
         && hex(parts[3], 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_problem_list_counts_everything_keeps_the_cap_and_lists_a_late_mismatch() {
+        let mut list = ProblemList::new(3);
+        for i in 0..10 {
+            list.note(Some(i / 2), Code::Required, || {
+                Problem::new(format!("p{i}"), Code::Required, "m")
+            });
+        }
+        assert_eq!((list.total(), list.listed().len(), list.events()), (10, 3, 5));
+        assert!(!list.contains(Code::TenantMismatch));
+        list.note(Some(9), Code::TenantMismatch, || {
+            Problem::new("tenant_id", Code::TenantMismatch, "m")
+        });
+        list.note(Some(9), Code::TenantMismatch, || panic!("built past the cap"));
+        assert_eq!((list.total(), list.listed().len(), list.events()), (12, 3, 6));
+        assert!(list.contains(Code::TenantMismatch));
+        assert_eq!(list.listed()[2].code, Code::TenantMismatch);
+    }
 }

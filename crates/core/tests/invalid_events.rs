@@ -1054,6 +1054,20 @@ fn id_if_missing_is_used_only_when_the_event_has_no_id() {
     assert_ne!(stele_core::event_id_from_idempotency_key("tenant-b", "key-1"), key_id);
 }
 
+/// Issue 18: batch ids were the single-event ids of `{key}#{i}`, so the key
+/// `x#1` of one request gave the id of event 1 of batch `x`.
+#[test]
+fn batch_idempotency_ids_cannot_be_forged_by_a_key() {
+    use stele_core::{event_id_from_idempotency_key as single, event_id_from_idempotency_key_in_batch as batch};
+    assert_ne!(single(TENANT, "x#1"), batch(TENANT, "x", 1));
+    assert_ne!(single(TENANT, "x"), batch(TENANT, "x", 0));
+    // Length prefixes: moving bytes between tenant and key, or key and index, changes the input.
+    assert_ne!(batch("ab", "c", 0), batch("a", "bc", 0));
+    assert_ne!(batch(TENANT, "x1", 0), batch(TENANT, "x", 10));
+    assert_ne!(batch(TENANT, "x", 1), batch("tenant-b", "x", 1));
+    assert_eq!(batch(TENANT, "x", 7), batch(TENANT, "x", 7), "deterministic");
+}
+
 #[test]
 fn optional_nulls_mean_absent_and_limits_are_inclusive() {
     let mut v = full();

@@ -79,6 +79,7 @@ impl HotTenants {
             if tenant.is_empty() {
                 return Err(format!("`{pair}` has an empty tenant"));
             }
+            stele_core::check_tenant_id(tenant).map_err(|e| format!("`{pair}`: {e}"))?;
             per_tenant.insert(tenant.to_owned(), count(n)?);
         }
         Ok(Self {
@@ -106,7 +107,8 @@ pub struct IngestConfig {
     pub retry_after_secs: u32,
     /// `STELE_MAX_EVENTS_PER_REQUEST` (default and ceiling 500).
     pub max_events: usize,
-    /// `STELE_MAX_REQUEST_BYTES` (default and ceiling 5 MiB).
+    /// `STELE_MAX_REQUEST_BYTES` (default and ceiling 1 000 000, [`limits::MAX_REQUEST_BYTES`]:
+    /// larger bodies may not fit the Lambda payload once API Gateway escapes them).
     pub max_request_bytes: usize,
     /// `STELE_HOT_TENANT_SHARDS` (optional): see [`HotTenants::parse`].
     pub hot_tenants: HotTenants,
@@ -238,5 +240,7 @@ mod tests {
         assert!(HotTenants::parse("acme=0").is_err());
         assert!(HotTenants::parse("acme=8,=2").is_err());
         assert!(HotTenants::parse("lots").is_err());
+        let err = HotTenants::parse("a#1=2").unwrap_err();
+        assert!(err.contains("'#'"), "{err}");
     }
 }

@@ -3,22 +3,16 @@
 //! request at the API: one bad event refuses the whole request and nothing is
 //! sent.
 
-use std::collections::HashSet;
-
 use chrono::Utc;
 use lambda_http::http::{header, HeaderValue, Method, StatusCode};
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::{json, Value};
-use stele_core::{event::timestamp, EventHash, Problem};
+use stele_core::{event::timestamp, EventHash};
 use uuid::Uuid;
 
 use crate::config::IngestConfig;
 use crate::seal::{self, Refusal};
 use crate::sink::{put_with_retry, EventSink, PutResult, Record, RetryPolicy};
-
-/// Longest tenant id accepted from an authorizer: with a `#<n>` suffix it stays
-/// within Kinesis' 256-character partition key.
-pub const MAX_TENANT_CHARS: usize = 200;
 
 /// The ingest function: configuration plus a sink, shared by every request.
 #[derive(Debug)]
@@ -65,21 +59,21 @@ fn error_response(status: StatusCode, error: &str, message: impl Into<String>) -
     json_response(status, &json!({ "error": error, "message": message.into() }))
 }
 
-fn problems_response(status: StatusCode, error: &str, problems: &[Problem]) -> Response<Body> {
-    let events: HashSet<Option<usize>> = problems.iter().map(|p| p.index).collect();
+fn problems_response(refusal: &Refusal) -> Response<Body> {
     let message = format!(
         "{} problem(s) in {} event(s); nothing was accepted",
-        problems.len(),
-        events.len()
+        refusal.problems_total(),
+        refusal.problem_events()
     );
+    let problems = refusal.problems();
     let listed = &problems[..problems.len().min(stele_core::limits::MAX_PROBLEMS_LISTED)];
     json_response(
-        status,
+        refusal.status(),
         &json!({
-            "error": error,
+            "error": refusal.error(),
             "message": message,
             "problems": listed,
-            "problems_total": problems.len(),
+            "problems_total": refusal.problems_total(),
         }),
     )
 }
@@ -106,11 +100,10 @@ fn tenant_of(req: &Request, claim: &str) -> Result<String, TenantError> {
     if tenant.is_empty() {
         return Err(TenantError::Missing);
     }
-    if tenant.chars().count() > MAX_TENANT_CHARS || tenant.chars().any(char::is_control) {
-        return Err(TenantError::Unusable(format!(
-            "the tenant claim `{claim}` is not a usable tenant id (1 to {MAX_TENANT_CHARS} characters, no control characters)"
-        )));
-    }
+    // One rule for every tenant id (`stele_core::tenant`): `a#b/../c` or a
+    // look-alike must not become a tenant, a partition key or an S3 prefix.
+    stele_core::check_tenant_id(&tenant)
+        .map_err(|e| TenantError::Unusable(format!("the tenant claim `{claim}` is not a usable tenant id: {e}")))?;
     Ok(tenant)
 }
 
@@ -217,10 +210,10 @@ impl<S: EventSink> Ingest<S> {
             Refusal::UnsupportedMediaType(msg) | Refusal::TooLarge(msg) => {
                 error_response(refusal.status(), refusal.error(), msg.as_str())
             }
-            Refusal::InvalidBody(_) => problems_response(refusal.status(), refusal.error(), refusal.problems()),
+            Refusal::InvalidBody(_) => problems_response(refusal),
             Refusal::Invalid(_) | Refusal::TenantMismatch(_) => {
-                tracing::info!(%tenant, problems = refusal.problems().len(), "request refused");
-                problems_response(refusal.status(), refusal.error(), refusal.problems())
+                tracing::info!(%tenant, problems = refusal.problems_total(), "request refused");
+                problems_response(refusal)
             }
         }
     }
@@ -360,6 +353,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_tenant_outside_the_tenant_id_rule_is_403_and_puts_nothing() {
+        let ingest = ingest();
+        for tenant in [
+            "a#b/../c",
+            "acme#1",
+            "a/b",
+            "a=b",
+            "a b",
+            "acme\u{200B}",
+            "\u{0430}cme",
+            "..",
+            "-x",
+        ] {
+            let resp = ingest.handle(post(&event(), Some(tenant), &[])).await;
+            assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{tenant:?}");
+            let b = body(&resp);
+            assert_eq!(b["error"], "forbidden");
+            let message = b["message"].as_str().unwrap();
+            assert!(message.contains(stele_core::TENANT_ID_RULE), "{message}");
+        }
+        assert!(ingest.sink().records().is_empty());
+        let resp = ingest.handle(post(&event(), Some("Acme_Corp.eu-1"), &[])).await;
+        assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    }
+
+    #[tokio::test]
     async fn one_bad_event_refuses_the_whole_batch_with_every_problem() {
         let ingest = ingest();
         let mut bad = event();
@@ -459,7 +478,7 @@ mod tests {
         assert_eq!(ingest.handle(req).await.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
 
         headers.insert("content-type", HeaderValue::from_static("application/json"));
-        let huge = vec![b' '; 5 * 1024 * 1024 + 1];
+        let huge = vec![b' '; stele_core::limits::MAX_REQUEST_BYTES + 1];
         let req = gateway_request(&Method::POST, "/v1/events", &headers, &huge, Some("a"));
         assert_eq!(ingest.handle(req).await.status(), StatusCode::PAYLOAD_TOO_LARGE);
 
@@ -469,6 +488,74 @@ mod tests {
         assert_eq!(ingest.handle(req).await.status(), StatusCode::METHOD_NOT_ALLOWED);
         let req = gateway_request(&Method::GET, "/nope", &headers, b"", None);
         assert_eq!(ingest.handle(req).await.status(), StatusCode::NOT_FOUND);
+    }
+
+    /// A valid event padded with spaces to exactly `len` bytes.
+    fn padded_event(len: usize) -> Vec<u8> {
+        let mut body = event().to_string().into_bytes();
+        body.resize(len, b' ');
+        body
+    }
+
+    #[tokio::test]
+    async fn a_body_at_the_limit_is_accepted_and_one_byte_more_is_413() {
+        let ingest = ingest();
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        let limit = stele_core::limits::MAX_REQUEST_BYTES;
+        let req = gateway_request(
+            &Method::POST,
+            "/v1/events",
+            &headers,
+            &padded_event(limit),
+            Some("acme"),
+        );
+        assert_eq!(ingest.handle(req).await.status(), StatusCode::ACCEPTED);
+        let req = gateway_request(
+            &Method::POST,
+            "/v1/events",
+            &headers,
+            &padded_event(limit + 1),
+            Some("acme"),
+        );
+        let resp = ingest.handle(req).await;
+        assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(body(&resp)["error"], "too_large");
+        assert_eq!(ingest.sink().records().len(), 1);
+    }
+
+    /// Issue 18: API Gateway puts the body into the Lambda event as a JSON
+    /// string (base64 when it takes it for binary). Fully escaped (`\u00XX`
+    /// for every byte), a body one byte over the limit, with the largest
+    /// request line and headers an HTTP API passes, must still fit Lambda's
+    /// payload limit, so that the function answers `413` rather than the
+    /// platform a 5xx.
+    #[test]
+    fn a_fully_escaped_body_just_over_the_limit_fits_the_lambda_payload() {
+        use stele_core::limits::{LAMBDA_MAX_PAYLOAD_BYTES, MAX_REQUEST_BYTES};
+        let body = String::from_utf8(vec![0x01; MAX_REQUEST_BYTES + 1]).unwrap();
+        // 10 240 bytes of request line and headers, all of them escaped six-fold:
+        // a user agent (copied into requestContext) and a bearer token whose
+        // claim, the tenant, is copied into the authorizer context.
+        let filler = "\u{1}".repeat(4000);
+        let path = format!("/v1/events/{}", "\u{1}".repeat(1000));
+        let payload = json!({
+            "version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": "",
+            "headers": { "content-type": "application/json", "user-agent": filler, "authorization": filler },
+            "requestContext": {
+                "accountId": "000000000000", "apiId": "abcdefghij", "domainName": "abcdefghij.execute-api.eu-west-1.amazonaws.com",
+                "domainPrefix": "abcdefghij",
+                "http": { "method": "POST", "path": path, "protocol": "HTTP/1.1", "sourceIp": "2001:db8::1", "userAgent": filler },
+                "authorizer": { "jwt": { "claims": { "tenant_id": filler, "sub": filler }, "scopes": null } },
+                "requestId": "JKJaXmPLvHcESHA=", "routeKey": "$default", "stage": "$default",
+                "time": "25/Nov/2026:12:00:00 +0000", "timeEpoch": 1_795_000_000_000_u64,
+            },
+            "body": body, "isBase64Encoded": false,
+        });
+        let size = payload.to_string().len();
+        assert!(size <= LAMBDA_MAX_PAYLOAD_BYTES, "{size} bytes");
+        // The base64 form of the same body is smaller still.
+        assert!(4 * (MAX_REQUEST_BYTES + 1).div_ceil(3) < 6 * MAX_REQUEST_BYTES);
     }
 
     #[test]

@@ -8,7 +8,10 @@ use std::collections::HashSet;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use lambda_http::http::{HeaderMap, StatusCode};
-use stele_core::{event_id_from_idempotency_key, validate_event, Code, Context, EventHash, Problem};
+use stele_core::{
+    event_id_from_idempotency_key, event_id_from_idempotency_key_in_batch, limits, validate_event_into, Code, Context,
+    EventHash, Problem, ProblemList,
+};
 use uuid::Uuid;
 
 use crate::config::IngestConfig;
@@ -37,10 +40,11 @@ pub enum Refusal {
     /// `400 invalid_body`: not JSON, not an event or `{"events": [...]}`, or an
     /// unusable `Idempotency-Key` header.
     InvalidBody(Vec<Problem>),
-    /// `400 validation_failed`: events break the schema; every problem of every event.
-    Invalid(Vec<Problem>),
+    /// `400 validation_failed`: events break the schema; every problem of every
+    /// event counted, the first [`limits::MAX_PROBLEMS_LISTED`] kept.
+    Invalid(ProblemList),
     /// `403 tenant_mismatch`: as `Invalid`, with at least one event naming another tenant.
-    TenantMismatch(Vec<Problem>),
+    TenantMismatch(ProblemList),
 }
 
 impl Refusal {
@@ -67,8 +71,26 @@ impl Refusal {
     /// The problems listed in the answer (none for `415`/`413`, which carry a message).
     pub fn problems(&self) -> &[Problem] {
         match self {
-            Self::InvalidBody(p) | Self::Invalid(p) | Self::TenantMismatch(p) => p,
+            Self::InvalidBody(p) => p,
+            Self::Invalid(p) | Self::TenantMismatch(p) => p.listed(),
             Self::UnsupportedMediaType(_) | Self::TooLarge(_) => &[],
+        }
+    }
+
+    /// Every problem found, listed or not (`problems_total` of the answer).
+    pub fn problems_total(&self) -> usize {
+        match self {
+            Self::Invalid(p) | Self::TenantMismatch(p) => p.total(),
+            other => other.problems().len(),
+        }
+    }
+
+    /// Events with at least one problem.
+    pub fn problem_events(&self) -> usize {
+        match self {
+            Self::Invalid(p) | Self::TenantMismatch(p) => p.events(),
+            Self::InvalidBody(p) if !p.is_empty() => 1,
+            _ => 0,
         }
     }
 }
@@ -86,7 +108,8 @@ impl From<BodyError> for Refusal {
 /// Turn one `POST /v1/events` of `tenant` (already authenticated) into sealed
 /// records, all or nothing: the body is checked (media type, gzip, size, strict
 /// JSON, shape), each event validated and stamped at `now`, ids are derived from
-/// an `Idempotency-Key` (`key` for one event, `key#<index>` in a batch) where the
+/// an `Idempotency-Key` (from tenant and key for one event, from tenant, key and
+/// index in a batch: [`event_id_from_idempotency_key_in_batch`]) where the
 /// event has none, and two events with one id refuse the batch.
 pub fn ingest(
     headers: &HeaderMap,
@@ -100,14 +123,14 @@ pub fn ingest(
     let events = request::parse_events(&body, config.max_request_bytes, config.max_events)?;
     let key = idempotency_key(headers).map_err(|p| Refusal::InvalidBody(vec![p]))?;
 
-    let place = |p: Problem, i: usize| if events.batch { p.in_batch(i) } else { p };
-    let mut problems = Vec::new();
+    // One list for the request: its memory is bounded by the cap, whatever the body holds.
+    let mut problems = ProblemList::new(limits::MAX_PROBLEMS_LISTED);
     let mut accepted = Vec::with_capacity(events.values.len());
     let mut seen_ids = HashSet::with_capacity(events.values.len());
     for (i, value) in events.values.iter().enumerate() {
         let id_if_missing = key.map(|k| {
             if events.batch {
-                event_id_from_idempotency_key(tenant, &format!("{k}#{i}"))
+                event_id_from_idempotency_key_in_batch(tenant, k, i)
             } else {
                 event_id_from_idempotency_key(tenant, k)
             }
@@ -118,21 +141,25 @@ pub fn ingest(
             window: config.window,
             id_if_missing,
         };
-        match validate_event(value, &ctx) {
-            Ok(event) if !seen_ids.insert(event.event_id) => problems.push(place(
-                Problem::new(
+        let index = events.batch.then_some(i);
+        match validate_event_into(value, &ctx, index, &mut problems) {
+            Some(event) if !seen_ids.insert(event.event_id) => problems.note(index, Code::InvalidValue, || {
+                let p = Problem::new(
                     "event_id",
                     Code::InvalidValue,
                     "another event in this batch has the same event_id",
-                ),
-                i,
-            )),
-            Ok(event) => accepted.push(event),
-            Err(found) => problems.extend(found.into_iter().map(|p| place(p, i))),
+                );
+                match index {
+                    Some(i) => p.in_batch(i),
+                    None => p,
+                }
+            }),
+            Some(event) => accepted.push(event),
+            None => {}
         }
     }
     if !problems.is_empty() {
-        return Err(if problems.iter().any(|p| p.code == Code::TenantMismatch) {
+        return Err(if problems.contains(Code::TenantMismatch) {
             Refusal::TenantMismatch(problems)
         } else {
             Refusal::Invalid(problems)
@@ -235,12 +262,22 @@ mod tests {
         assert_eq!(
             ids,
             vec![
-                event_id_from_idempotency_key("acme", "order-42#0"),
-                event_id_from_idempotency_key("acme", "order-42#1"),
+                event_id_from_idempotency_key_in_batch("acme", "order-42", 0),
+                event_id_from_idempotency_key_in_batch("acme", "order-42", 1),
             ]
         );
         let single = run(&headers(Some("order-42")), &event()).unwrap();
         assert_eq!(single[0].event_id, event_id_from_idempotency_key("acme", "order-42"));
+    }
+
+    #[test]
+    fn a_single_event_key_cannot_forge_the_id_of_a_batch_item() {
+        let batch = run(&headers(Some("x")), &json!({ "events": [event(), event()] })).unwrap();
+        let forged = run(&headers(Some("x#1")), &event()).unwrap();
+        assert_ne!(forged[0].event_id, batch[1].event_id);
+        let forged = run(&headers(Some("x#0")), &json!({ "events": [event()] })).unwrap();
+        assert_ne!(forged[0].event_id, batch[0].event_id);
+        assert_ne!(forged[0].event_id, batch[1].event_id);
     }
 
     #[test]

@@ -17,7 +17,7 @@ pub fn chunks(records: &[Record]) -> Vec<std::ops::Range<usize>> {
     let mut bytes = 0;
     for (i, r) in records.iter().enumerate() {
         let size = r.data.len() + r.partition_key.len();
-        if i > start && (i - start >= limits::MAX_EVENTS_PER_REQUEST || bytes + size > limits::MAX_REQUEST_BYTES) {
+        if i > start && (i - start >= limits::MAX_EVENTS_PER_REQUEST || bytes + size > limits::MAX_PUT_RECORDS_BYTES) {
             out.push(start..i);
             start = i;
             bytes = 0;
@@ -150,7 +150,7 @@ mod tests {
         let many = vec![big; 200];
         for range in chunks(&many) {
             let bytes: usize = many[range].iter().map(|r| r.data.len() + 1).sum();
-            assert!(bytes <= limits::MAX_REQUEST_BYTES);
+            assert!(bytes <= limits::MAX_PUT_RECORDS_BYTES);
         }
         assert_eq!(chunks(&many).iter().map(|r| r.len()).sum::<usize>(), 200);
     }
