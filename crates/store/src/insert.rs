@@ -649,7 +649,10 @@ mod tests {
         let (shards, seqs, received) = shard_progress(&events);
         let mut rows: Vec<_> = shards.into_iter().zip(seqs).zip(received).collect();
         rows.sort();
-        assert_eq!(rows[0].0, ("s1".to_string(), "495900000000000000000000000100".to_string()));
+        assert_eq!(
+            rows[0].0,
+            ("s1".to_string(), "495900000000000000000000000100".to_string())
+        );
         assert_eq!(rows[0].1.timestamp(), 10, "the newest received_at of the shard");
         assert_eq!(rows[1].0, ("s2".to_string(), "7".to_string()));
     }
