@@ -33,15 +33,27 @@ ENV = {  # Terraform's environment of each function (lambda.tf), with placeholde
     "stele-archiver": {"DATABASE_URL": "postgres://stele@127.0.0.1:9/stele", "STELE_DB_TLS": "disable",
                        "STELE_ARCHIVE_BUCKET": "stele-archive", "STELE_ARCHIVE_PREFIX": "audit",
                        "STELE_RETENTION_DAYS": "30", "STELE_MAX_LATENESS_SECS": "259200",
-                       "STELE_DROP_AFTER_ARCHIVE": "true", "RUST_LOG": "info"},
+                       "STELE_DROP_AFTER_ARCHIVE": "true",
+                       # kinesis_retention_hours (168) + ceil(max_lateness_secs / 3600) (72)
+                       "STELE_DEDUP_WINDOW_HOURS": "240", "STELE_STREAM_NAME": "stele-events",
+                       "RUST_LOG": "info"},
 }
 
 
+# The zips' bootstrap is a dynamic glibc executable (interpreter /lib/ld-linux-aarch64.so.1, as on
+# provided.al2023): qemu-user looks for it and libc under Debian's aarch64 cross sysroot.
+SYSROOT = "/usr/aarch64-linux-gnu"
+
+
 def qemu():
+    """The qemu-aarch64 command line that runs an arm64 glibc executable on this host."""
+    if not os.path.exists(os.path.join(SYSROOT, "lib", "ld-linux-aarch64.so.1")):
+        sys.exit(f"cold_start: no aarch64 glibc under {SYSROOT} "
+                 "(apt-get install libc6-arm64-cross)")
     for name in ("qemu-aarch64-static", "qemu-aarch64"):
         path = shutil.which(name)
         if path:
-            return path
+            return [path, "-L", SYSROOT]
     sys.exit("cold_start: qemu-aarch64 not found (apt-get install qemu-user-static)")
 
 
@@ -53,6 +65,7 @@ def main():
     cargo_lambda = shutil.which("cargo-lambda") or sys.exit("cold_start: cargo-lambda not on PATH")
     work = tempfile.mkdtemp(prefix="stele-cold-")
     rows = []
+    health = "not run"
     for pkg in PACKAGES:
         zpath = os.path.join(ROOT, "target", "lambda", pkg, "bootstrap.zip")
         with zipfile.ZipFile(zpath) as z:
@@ -62,7 +75,7 @@ def main():
         os.chmod(arm, 0o755)
         native = os.path.join(args.target_dir, "release", pkg)
         times = {}
-        for label, cmd in (("x86-64 native", [native]), ("arm64 qemu", [qemu(), arm])):
+        for label, cmd in (("x86-64 native", [native]), ("arm64 qemu", [*qemu(), arm])):
             if not os.path.exists(cmd[-1]):
                 print(f"cold_start: {cmd[-1]} missing (cargo build --release -p {pkg}); skipped", file=sys.stderr)
                 continue
@@ -77,6 +90,7 @@ def main():
                     if pkg == "stele-ingest" and label.startswith("arm64") and i == 0:
                         status, body = f.invoke(payloads.api_gateway_v2("GET", "/v1/health"))
                         assert status == 200 and body.get("statusCode") == 200, (status, body)
+                        health = f"HTTP {status}, statusCode {body['statusCode']}, body {body.get('body')}"
                         print(f"arm64 ingest under qemu answered GET /v1/health: {body}", file=sys.stderr)
                 finally:
                     f.stop()
@@ -90,6 +104,8 @@ def main():
             s = times.get(label)
             return "%.0f ms (%.0f–%.0f)" % (statistics.median(s) * 1e3, min(s) * 1e3, max(s) * 1e3) if s else "n/a"
         print(f"| {pkg} | {size:,} | {unpacked:,} | {fmt('x86-64 native')} | {fmt('arm64 qemu')} |")
+    print()
+    print(f"arm64 stele-ingest under qemu, API Gateway v2 GET /v1/health: {health}")
     shutil.rmtree(work, ignore_errors=True)
 
 
