@@ -35,7 +35,7 @@ ENV = {  # Terraform's environment of each function (lambda.tf), with placeholde
                        "STELE_RETENTION_DAYS": "30", "STELE_MAX_LATENESS_SECS": "259200",
                        "STELE_DROP_AFTER_ARCHIVE": "true",
                        # kinesis_retention_hours (168) + ceil(max_lateness_secs / 3600) (72)
-                       "STELE_DEDUP_WINDOW_HOURS": "240", "STELE_STREAM_NAME": "stele-events",
+                       "STELE_DEDUP_WINDOW_HOURS": "336", "STELE_STREAM_NAME": "stele-events",
                        "RUST_LOG": "info"},
 }
 
