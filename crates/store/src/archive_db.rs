@@ -32,7 +32,6 @@ pub trait ExportRow: Send {
 /// A stream of rows, owned (it borrows nothing from the store).
 pub type RowStream<T> = BoxStream<'static, Result<T>>;
 
-/// What the archiver needs from PostgreSQL.
 /// How far the batch-writer has consumed one Kinesis shard: the last sequence
 /// number committed, and the newest `received_at` among the rows committed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +41,7 @@ pub struct ShardProgress {
     pub received_at: DateTime<Utc>,
 }
 
+/// What the archiver needs from PostgreSQL.
 pub trait ArchiveDb: Send + Sync {
     type Row: ExportRow;
 

@@ -167,10 +167,10 @@ const CONFLICTS_SQL: &str = "SELECT k.tenant_id, k.event_id, k.sent, e.event_has
 
 /// Each shard's newest position in the batch: (shard, sequence number, newest
 /// received_at), sequence numbers compared as the decimal numbers they are.
-type ShardProgress = (Vec<String>, Vec<String>, Vec<DateTime<Utc>>);
+type ProgressArrays = (Vec<String>, Vec<String>, Vec<DateTime<Utc>>);
 
-fn shard_progress(events: &[StoredEvent]) -> ShardProgress {
-    let mut newest: HashMap<&str, (&str, DateTime<Utc>)> = HashMap::new();
+fn shard_progress<'a>(events: &'a [StoredEvent]) -> ProgressArrays {
+    let mut newest: HashMap<&'a str, (&'a str, DateTime<Utc>)> = HashMap::new();
     for s in events {
         let (Some(shard), Some(seq)) = (s.kinesis_shard.as_deref(), s.kinesis_seq.as_deref()) else {
             continue;
@@ -179,13 +179,16 @@ fn shard_progress(events: &[StoredEvent]) -> ShardProgress {
             continue;
         }
         let entry = newest.entry(shard).or_insert((seq, s.event.received_at));
-        let numeric = |v: &str| (v.trim_start_matches('0').len(), v.trim_start_matches('0').to_string());
+        let numeric = |v: &'a str| {
+            let digits = v.trim_start_matches('0');
+            (digits.len(), digits)
+        };
         if numeric(seq) > numeric(entry.0) {
             entry.0 = seq;
         }
         entry.1 = entry.1.max(s.event.received_at);
     }
-    let mut out: ShardProgress = Default::default();
+    let mut out: ProgressArrays = Default::default();
     for (shard, (seq, received)) in newest {
         out.0.push(shard.to_string());
         out.1.push(seq.to_string());
@@ -211,34 +214,35 @@ async fn find_conflicts(
         .query(CONFLICTS_SQL, &[&tenants, &ids, &hashes])
         .await
         .map_err(Error::query("looking for event ids stored with other content"))?;
-    let mut stored: HashMap<(String, Uuid, Vec<u8>), Vec<u8>> = HashMap::new();
+    // (tenant, id, hash) → positions in `events` (a record may repeat).
+    let mut positions: HashMap<(&str, Uuid, &[u8]), Vec<usize>> = HashMap::new();
+    for (position, s) in events.iter().enumerate() {
+        positions
+            .entry((s.event.tenant_id.as_str(), s.event.event_id, &s.hash.0[..]))
+            .or_default()
+            .push(position);
+    }
+    let mut conflicts = Vec::new();
     for r in &rows {
-        let key: (String, Uuid, Vec<u8>) = (r.get(0), r.get(1), r.get(2));
-        match r.get::<_, Option<Vec<u8>>>(3) {
-            Some(hash) => {
-                stored.insert(key, hash);
-            }
-            // No claim at all although the insert made none: pruned meanwhile.
-            // Fail the batch (it is redelivered) rather than guess.
-            None => {
-                return Err(Error::ClaimUnreadable {
-                    tenant: key.0,
-                    event_id: key.1,
-                })
-            }
+        let (tenant, event_id, sent): (&str, Uuid, &[u8]) = (r.get(0), r.get(1), r.get(2));
+        // No claim at all although the insert made none: pruned meanwhile.
+        // Fail the batch (it is redelivered) rather than guess.
+        let stored = r
+            .get::<_, Option<&[u8]>>(3)
+            .and_then(|h| <[u8; 32]>::try_from(h).ok())
+            .ok_or_else(|| Error::ClaimUnreadable {
+                tenant: tenant.to_string(),
+                event_id,
+            })?;
+        for &position in positions.get(&(tenant, event_id, sent)).into_iter().flatten() {
+            conflicts.push(IdConflict {
+                position,
+                stored_hash: EventHash(stored),
+            });
         }
     }
-    Ok(events
-        .iter()
-        .enumerate()
-        .filter_map(|(position, s)| {
-            let hash = stored.get(&(s.event.tenant_id.clone(), s.event.event_id, s.hash.0.to_vec()))?;
-            Some(IdConflict {
-                position,
-                stored_hash: EventHash(<[u8; 32]>::try_from(hash.as_slice()).ok()?),
-            })
-        })
-        .collect())
+    conflicts.sort_by_key(|c| c.position);
+    Ok(conflicts)
 }
 
 /// The UTC day of a row (its partition).

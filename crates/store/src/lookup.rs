@@ -12,8 +12,8 @@ use crate::error::{Error, Result};
 /// The `event_hash` stored under each of the `(tenant_id, event_id)` keys, as
 /// the insert decides it: the id's claim in `event_ids` (one per key, for the
 /// deduplication window), whichever table holds the row.
-pub async fn stored_hashes(client: &Client, keys: &[(String, Uuid)]) -> Result<HashMap<(String, Uuid), Vec<[u8; 32]>>> {
-    let mut found: HashMap<(String, Uuid), Vec<[u8; 32]>> = HashMap::new();
+pub async fn stored_hashes(client: &Client, keys: &[(String, Uuid)]) -> Result<HashMap<(String, Uuid), [u8; 32]>> {
+    let mut found: HashMap<(String, Uuid), [u8; 32]> = HashMap::new();
     if keys.is_empty() {
         return Ok(found);
     }
@@ -32,7 +32,7 @@ pub async fn stored_hashes(client: &Client, keys: &[(String, Uuid)]) -> Result<H
         let Ok(hash) = <[u8; 32]>::try_from(hash.as_slice()) else {
             continue; // the column's CHECK makes this impossible
         };
-        found.entry((row.get(0), row.get(1))).or_default().push(hash);
+        found.insert((row.get(0), row.get(1)), hash);
     }
     Ok(found)
 }

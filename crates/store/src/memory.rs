@@ -212,13 +212,6 @@ impl MemoryArchiveDb {
         }
     }
 
-    /// Record how far a shard is consumed, as the batch-writer does.
-    pub fn set_progress(&self, progress: ShardProgress) {
-        let mut s = self.lock();
-        s.progress.retain(|p| p.shard_id != progress.shard_id);
-        s.progress.push(progress);
-    }
-
     /// Claim an event id, as the batch-writer does with every row it stores.
     pub fn claim_event_id(&self, tenant: &str, event_id: Uuid, received_at: DateTime<Utc>) {
         self.lock().event_ids.push((tenant.to_string(), event_id, received_at));

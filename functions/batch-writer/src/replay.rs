@@ -332,7 +332,7 @@ pub async fn preview(store: &PgEventStore, records: &[KinesisEventRecord]) -> st
         .iter()
         .filter_map(|o| o.as_ref().ok().map(|(t, id, _)| (t.clone(), *id)))
         .collect();
-    let stored: HashMap<(String, uuid::Uuid), Vec<[u8; 32]>> = if keys.is_empty() {
+    let stored: HashMap<(String, uuid::Uuid), [u8; 32]> = if keys.is_empty() {
         HashMap::new()
     } else {
         let client = store
@@ -348,7 +348,7 @@ pub async fn preview(store: &PgEventStore, records: &[KinesisEventRecord]) -> st
             Err(code) => Preview::Poison(code),
             Ok((tenant, id, hash)) => match stored.get(&(tenant, id)) {
                 None => Preview::WouldStore,
-                Some(hashes) if hashes.contains(&hash) => Preview::AlreadyStored,
+                Some(stored) if *stored == hash => Preview::AlreadyStored,
                 Some(_) => Preview::Conflict,
             },
         })
