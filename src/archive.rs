@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use stele::local::aws;
-use stele_archiver::backlog::KinesisBacklog;
 use stele_archiver::{Archiver, ArchiverConfig, PgArchiver, S3Store};
 use stele_store::StoreConfig;
 
@@ -76,14 +75,8 @@ pub fn build(db: StoreConfig, sdk: &aws_config::SdkConfig, settings: &ArchiveSet
     config.drop_after_archive = settings.drop_after_archive;
     config.dedup_window = chrono::Duration::hours(settings.dedup_window_hours);
     let store = Arc::new(S3Store::new(aws::s3_client(sdk), settings.bucket.clone()));
-    let archiver = Archiver::with_postgres(store, db, config);
-    match &settings.stream {
-        Some(stream) => archiver.with_backlog(Arc::new(KinesisBacklog::new(
-            aws_sdk_kinesis::Client::new(sdk),
-            stream.clone(),
-        ))),
-        None => archiver,
-    }
+    Archiver::with_postgres(store, db, config)
+        .with_stream_backlog(aws_sdk_kinesis::Client::new(sdk), settings.stream.as_deref())
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -102,18 +95,16 @@ pub async fn run(args: ArchiveArgs) -> Result<(), BoxError> {
         stream: args.stream.clone(),
         dedup_window_hours: args.dedup_window_hours,
     };
-    if settings.dedup_window_hours < settings.max_lateness_hours {
-        return Err(format!(
-            "--dedup-window-hours ({}) must be at least --max-lateness-hours ({}): a re-sent id must be caught as long as it can arrive",
-            settings.dedup_window_hours, settings.max_lateness_hours
-        )
-        .into());
-    }
+
     let db = match &args.database_url {
         Some(url) => StoreConfig::new(url.clone()),
         None => StoreConfig::from_env(&aws_sdk_secretsmanager::Client::new(&sdk)).await?,
     };
     let archiver = build(db, &sdk, &settings);
+    archiver
+        .config()
+        .check_dedup_window()
+        .map_err(|e| format!("--dedup-window-hours and --max-lateness-hours: {e}"))?;
     let deadline = Instant::now() + Duration::from_secs(args.budget_secs);
     let now = Utc::now();
     let report = match &args.partition {

@@ -103,15 +103,23 @@ impl ArchiverConfig {
         c.statement_timeout = Duration::from_secs(num("STELE_ARCHIVE_STATEMENT_TIMEOUT_SECS", 840, 1)?);
         c.partitions_ahead_days = num("STELE_PARTITIONS_AHEAD_DAYS", 3, 0)? as u32;
         c.dedup_window = chrono::Duration::hours(num("STELE_DEDUP_WINDOW_HOURS", 336, 1)? as i64);
-        if c.dedup_window < c.max_lateness {
-            return Err(Error::Config(format!(
-                "STELE_DEDUP_WINDOW_HOURS ({} h) must be at least the lateness STELE_MAX_LATENESS_SECS ({} h): \
-                 a re-sent event id must be caught for as long as it can arrive",
-                c.dedup_window.num_hours(),
-                c.max_lateness.num_hours()
-            )));
-        }
+        c.check_dedup_window()
+            .map_err(|e| Error::Config(format!("STELE_DEDUP_WINDOW_HOURS and STELE_MAX_LATENESS_SECS: {e}")))?;
         Ok(c)
+    }
+
+    /// The deduplication window must cover the lateness: a re-sent event id
+    /// must be caught for as long as it can arrive.
+    pub fn check_dedup_window(&self) -> Result<(), String> {
+        if self.dedup_window < self.max_lateness {
+            return Err(format!(
+                "the deduplication window ({} h) must be at least the lateness ({} h): \
+                 a re-sent event id must be caught for as long as it can arrive",
+                self.dedup_window.num_hours(),
+                self.max_lateness.num_hours()
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use stele_store::{SecretReader, StoreSettings};
 
-use crate::backlog::KinesisBacklog;
 use crate::config::ArchiverConfig;
 use crate::error::Error;
 use crate::runner::{Archiver, PgArchiver};
@@ -29,14 +28,6 @@ pub async fn archiver(
         .await
         .map_err(|e| Error::Config(e.to_string()))?;
     let store = Arc::new(S3Store::new(s3, config.bucket.clone()));
-    let archiver = Archiver::with_postgres(store, db, config);
-    Ok(
-        match get("STELE_STREAM_NAME")
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-        {
-            Some(stream) => archiver.with_backlog(Arc::new(KinesisBacklog::new(kinesis, stream))),
-            None => archiver,
-        },
-    )
+    let stream = get("STELE_STREAM_NAME");
+    Ok(Archiver::with_postgres(store, db, config).with_stream_backlog(kinesis, stream.as_deref()))
 }

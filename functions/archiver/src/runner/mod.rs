@@ -28,7 +28,7 @@ use serde::Serialize;
 use stele_store::archive_jobs::{ArchiveJob, JobState, TableStatus};
 use stele_store::{partitions, ArchiveDb, PgArchiveDb, StoreConfig};
 
-use crate::backlog::{StreamBacklog, RECEIVED_TO_ARRIVAL_SLACK};
+use crate::backlog::{KinesisBacklog, StreamBacklog, RECEIVED_TO_ARRIVAL_SLACK};
 use crate::config::ArchiverConfig;
 use crate::error::{Error, Step};
 use crate::export;
@@ -153,6 +153,16 @@ impl<S: ArchiveStore + 'static, D: ArchiveDb> Archiver<S, D> {
     pub fn with_backlog(mut self, backlog: Arc<dyn StreamBacklog>) -> Self {
         self.backlog = Some(backlog);
         self
+    }
+
+    /// [`Archiver::with_backlog`] on the Kinesis stream named `stream`, if one
+    /// is named (blank is none): the Lambda's `STELE_STREAM_NAME`, `stele
+    /// archive --stream`, `stele dev`'s stream.
+    pub fn with_stream_backlog(self, kinesis: aws_sdk_kinesis::Client, stream: Option<&str>) -> Self {
+        match stream.map(str::trim).filter(|s| !s.is_empty()) {
+            Some(stream) => self.with_backlog(Arc::new(KinesisBacklog::new(kinesis, stream))),
+            None => self,
+        }
     }
 
     /// Crash injection for tests.
