@@ -36,6 +36,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "stream_progress",
         sql: include_str!("../migrations/0004_stream_progress.sql"),
     },
+    Migration {
+        version: 5,
+        name: "tlog",
+        sql: include_str!("../migrations/0005_tlog.sql"),
+    },
 ];
 
 /// Arbitrary constant key for `pg_advisory_xact_lock`: "stele" in ASCII.
