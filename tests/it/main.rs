@@ -18,3 +18,4 @@ mod ingest;
 mod localstack;
 mod replay;
 mod store;
+mod tlog;

@@ -27,6 +27,7 @@ pub trait ExportRow: Send {
     fn text(&self, column: usize) -> Result<Option<&str>>;
     fn micros(&self, column: usize) -> Result<Option<i64>>;
     fn int32(&self, column: usize) -> Result<Option<i32>>;
+    fn int64(&self, column: usize) -> Result<Option<i64>>;
 }
 
 /// A stream of rows, owned (it borrows nothing from the store).
@@ -142,6 +143,9 @@ impl ExportRow for BinaryCopyOutRow {
             .map(|t| t.timestamp_micros()))
     }
     fn int32(&self, column: usize) -> Result<Option<i32>> {
+        self.try_get(column + 1).map_err(read_error)
+    }
+    fn int64(&self, column: usize) -> Result<Option<i64>> {
         self.try_get(column + 1).map_err(read_error)
     }
 }

@@ -9,6 +9,7 @@ pub mod config;
 pub mod connect;
 pub mod error;
 pub mod insert;
+pub mod log;
 pub mod lookup;
 #[cfg(any(test, feature = "testing"))]
 pub mod memory;
@@ -20,4 +21,5 @@ pub use config::{conninfo_from_secret, DbSource, SecretReader, StoreConfig, Stor
 pub use connect::{connect, pool};
 pub use error::{pg_message, Error, Result};
 pub use insert::{EventStore, IdConflict, InsertMethod, InsertOutcome, PgEventStore, StoredEvent};
+pub use log::{LogHead, LoggedEvent, PgLog};
 pub use migrate::{migrate, MIGRATIONS};

@@ -22,6 +22,7 @@ pub enum Cell {
     Text(Option<String>),
     Micros(Option<i64>),
     Int32(Option<i32>),
+    Int64(Option<i64>),
 }
 
 /// One row of `audit_events` in its archived form.
@@ -47,6 +48,7 @@ impl MemoryRow {
                 (name, ArchivedAs::Text) if !c.nullable => Cell::Text(Some(format!("{name}-1"))),
                 (_, ArchivedAs::Text) => Cell::Text(None),
                 (_, ArchivedAs::Int32) => Cell::Int32(Some(1)),
+                (_, ArchivedAs::Int64) => Cell::Int64(None),
                 (_, ArchivedAs::TimestampMicros) => Cell::Micros(None),
             })
             .collect();
@@ -117,6 +119,12 @@ impl ExportRow for MemoryRow {
     fn int32(&self, column: usize) -> Result<Option<i32>> {
         match self.cells.get(column) {
             Some(Cell::Int32(v)) => Ok(*v),
+            _ => Err(wrong_kind(column)),
+        }
+    }
+    fn int64(&self, column: usize) -> Result<Option<i64>> {
+        match self.cells.get(column) {
+            Some(Cell::Int64(v)) => Ok(*v),
             _ => Err(wrong_kind(column)),
         }
     }

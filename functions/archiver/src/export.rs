@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use arrow::array::{ArrayRef, Int32Builder, StringBuilder, TimestampMicrosecondBuilder};
+use arrow::array::{ArrayRef, Int32Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder};
 use arrow::record_batch::RecordBatch;
 use chrono::NaiveDate;
 use futures_util::StreamExt;
@@ -34,6 +34,7 @@ enum ColBuilder {
     Str(StringBuilder),
     Ts(TimestampMicrosecondBuilder),
     I32(Int32Builder),
+    I64(Int64Builder),
 }
 
 /// Column builders for one record batch.
@@ -52,6 +53,7 @@ impl BatchBuilder {
                     ColBuilder::Ts(TimestampMicrosecondBuilder::with_capacity(capacity).with_timezone("UTC"))
                 }
                 arrow::datatypes::DataType::Int32 => ColBuilder::I32(Int32Builder::with_capacity(capacity)),
+                arrow::datatypes::DataType::Int64 => ColBuilder::I64(Int64Builder::with_capacity(capacity)),
                 _ => ColBuilder::Str(StringBuilder::with_capacity(capacity, capacity * 32)),
             })
             .collect();
@@ -65,6 +67,7 @@ impl BatchBuilder {
                 ColBuilder::Str(b) => b.append_option(row.text(i)?),
                 ColBuilder::Ts(b) => b.append_option(row.micros(i)?),
                 ColBuilder::I32(b) => b.append_option(row.int32(i)?),
+                ColBuilder::I64(b) => b.append_option(row.int64(i)?),
             }
         }
         self.rows += 1;
@@ -79,6 +82,7 @@ impl BatchBuilder {
                 ColBuilder::Str(b) => Arc::new(b.finish()) as ArrayRef,
                 ColBuilder::Ts(b) => Arc::new(b.finish()) as ArrayRef,
                 ColBuilder::I32(b) => Arc::new(b.finish()) as ArrayRef,
+                ColBuilder::I64(b) => Arc::new(b.finish()) as ArrayRef,
             })
             .collect();
         self.rows = 0;

@@ -32,6 +32,7 @@ pub fn arrow_type(kind: ArchivedAs) -> DataType {
         ArchivedAs::Text => DataType::Utf8,
         ArchivedAs::TimestampMicros => utc_micros(),
         ArchivedAs::Int32 => DataType::Int32,
+        ArchivedAs::Int64 => DataType::Int64,
     }
 }
 
