@@ -64,7 +64,11 @@ async fn assert_log_matches_rows(client: &Client) -> BTreeMap<String, (u64, Hash
         let hashes: Vec<Hash> = rows.iter().map(|r| r.1).collect();
         let head = log.head(&tenant).await.unwrap().unwrap();
         assert_eq!(head.size, rows.len() as u64, "{tenant}");
-        assert_eq!(head.root, root_of(&hashes), "{tenant}: the head's root is the rows' root");
+        assert_eq!(
+            head.root,
+            root_of(&hashes),
+            "{tenant}: the head's root is the rows' root"
+        );
         for i in (0..head.size).step_by(7) {
             let proof = log.inclusion_proof(&tenant, i, head.size).await.unwrap();
             verify_inclusion(i, head.size, &hashes[i as usize], &proof, &head.root).unwrap();
@@ -101,7 +105,11 @@ async fn stored_events_are_the_leaves_of_their_tenants_logs_and_only_they() {
         events.push(stored(&late));
         events.push(stored(&batch[0])); // repeated within the batch: a duplicate
         let outcome = store.insert_batch(&events, &[archived_day]).await.unwrap();
-        assert_eq!((outcome.inserted, outcome.late, outcome.duplicates), (301, 1, 1), "{method:?}");
+        assert_eq!(
+            (outcome.inserted, outcome.late, outcome.duplicates),
+            (301, 1, 1),
+            "{method:?}"
+        );
 
         // A redelivery and a conflict append nothing.
         let again: Vec<StoredEvent> = vec![stored(&batch[1]), stored(&conflicting)];
@@ -132,7 +140,11 @@ async fn concurrent_writers_of_the_same_tenants_append_one_after_the_other() {
         tasks.push(tokio::spawn(async move {
             for _round in 0..10usize {
                 // Tenants in a different order per writer: locks are taken sorted anyway.
-                let tenants = if w % 2 == 0 { ["hot", "warm", "cold"] } else { ["cold", "warm", "hot"] };
+                let tenants = if w % 2 == 0 {
+                    ["hot", "warm", "cold"]
+                } else {
+                    ["cold", "warm", "hot"]
+                };
                 let events: Vec<StoredEvent> = (0..30)
                     .map(|i| {
                         let e = sealed(tenants[i % 3], Uuid::new_v4(), "2026-03-01T11:00:00Z", "user.login");

@@ -83,11 +83,7 @@ impl LogAppend {
 
 /// Appends the events at the `fresh` positions to their tenants' logs, in batch
 /// order. `heads` are the locked heads ([`lock_heads`]) of every tenant in `events`.
-pub fn plan_append(
-    events: &[StoredEvent],
-    fresh: &[bool],
-    mut heads: HashMap<String, Frontier>,
-) -> Result<LogAppend> {
+pub fn plan_append(events: &[StoredEvent], fresh: &[bool], mut heads: HashMap<String, Frontier>) -> Result<LogAppend> {
     let mut out = LogAppend {
         leaf_index: vec![None; events.len()],
         ..Default::default()
