@@ -9,6 +9,7 @@ mod support;
 mod archiver;
 mod batch_writer;
 mod batch_writer_restart;
+mod checkpoints;
 mod client;
 mod dev_e2e;
 mod faults;

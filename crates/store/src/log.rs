@@ -326,3 +326,150 @@ impl<'a> PgLog<'a> {
         .transpose()
     }
 }
+
+/// A signed checkpoint as recorded in `tlog_checkpoints`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    pub tenant_id: String,
+    pub size: u64,
+    pub root: Hash,
+    /// The signed note, as published.
+    pub note: String,
+    pub published: bool,
+}
+
+/// What recording a signed checkpoint found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckpointInsert {
+    /// Recorded.
+    Inserted,
+    /// A checkpoint of that size was already recorded (by a concurrent or earlier run).
+    Exists(StoredCheckpoint),
+}
+
+fn stored_checkpoint(r: &tokio_postgres::Row) -> Result<StoredCheckpoint> {
+    Ok(StoredCheckpoint {
+        tenant_id: r.get(0),
+        size: r.get::<_, i64>(1) as u64,
+        root: to_hash(r.get(2))?,
+        note: r.get(3),
+        published: r.get::<_, Option<chrono::DateTime<chrono::Utc>>>(4).is_some(),
+    })
+}
+
+const CHECKPOINT_COLUMNS: &str = "tenant_id, size, root, note, published_at";
+
+/// The checkpointer's queries on `tlog_checkpoints`.
+impl PgLog<'_> {
+    /// Each tenant's largest signed checkpoint, in tenant order.
+    pub async fn latest_checkpoints(&self) -> Result<Vec<StoredCheckpoint>> {
+        let rows = self
+            .client
+            .query(
+                &format!(
+                    "SELECT DISTINCT ON (tenant_id) {CHECKPOINT_COLUMNS} FROM tlog_checkpoints
+                      ORDER BY tenant_id, size DESC"
+                ),
+                &[],
+            )
+            .await
+            .map_err(Error::query("reading the latest checkpoints"))?;
+        rows.iter().map(stored_checkpoint).collect()
+    }
+
+    /// Signed checkpoints not yet published, by tenant and size.
+    pub async fn unpublished_checkpoints(&self) -> Result<Vec<StoredCheckpoint>> {
+        let rows = self
+            .client
+            .query(
+                &format!(
+                    "SELECT {CHECKPOINT_COLUMNS} FROM tlog_checkpoints WHERE published_at IS NULL
+                      ORDER BY tenant_id, size"
+                ),
+                &[],
+            )
+            .await
+            .map_err(Error::query("reading the unpublished checkpoints"))?;
+        rows.iter().map(stored_checkpoint).collect()
+    }
+
+    /// The largest checkpoint of `tenant_id` smaller than `size`.
+    pub async fn checkpoint_before(&self, tenant_id: &str, size: u64) -> Result<Option<StoredCheckpoint>> {
+        let row = self
+            .client
+            .query_opt(
+                &format!(
+                    "SELECT {CHECKPOINT_COLUMNS} FROM tlog_checkpoints WHERE tenant_id = $1 AND size < $2
+                      ORDER BY size DESC LIMIT 1"
+                ),
+                &[&tenant_id, &(size as i64)],
+            )
+            .await
+            .map_err(Error::query("reading the previous checkpoint"))?;
+        row.as_ref().map(stored_checkpoint).transpose()
+    }
+
+    /// Records a signed checkpoint. The primary key (tenant, size) makes a second root
+    /// for a size impossible: if one is recorded, it is returned instead.
+    pub async fn insert_checkpoint(
+        &self,
+        tenant_id: &str,
+        size: u64,
+        root: &Hash,
+        note: &str,
+    ) -> Result<CheckpointInsert> {
+        let inserted = self
+            .client
+            .execute(
+                "INSERT INTO tlog_checkpoints (tenant_id, size, root, note) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (tenant_id, size) DO NOTHING",
+                &[&tenant_id, &(size as i64), &root.0.as_slice(), &note],
+            )
+            .await
+            .map_err(Error::query("recording a checkpoint"))?;
+        if inserted == 1 {
+            return Ok(CheckpointInsert::Inserted);
+        }
+        let row = self
+            .client
+            .query_one(
+                &format!("SELECT {CHECKPOINT_COLUMNS} FROM tlog_checkpoints WHERE tenant_id = $1 AND size = $2"),
+                &[&tenant_id, &(size as i64)],
+            )
+            .await
+            .map_err(Error::query("reading a recorded checkpoint"))?;
+        Ok(CheckpointInsert::Exists(stored_checkpoint(&row)?))
+    }
+
+    /// Records that a checkpoint is in the bucket.
+    pub async fn mark_published(&self, tenant_id: &str, size: u64) -> Result<()> {
+        self.client
+            .execute(
+                "UPDATE tlog_checkpoints SET published_at = now()
+                  WHERE tenant_id = $1 AND size = $2 AND published_at IS NULL",
+                &[&tenant_id, &(size as i64)],
+            )
+            .await
+            .map_err(Error::query("marking a checkpoint published"))?;
+        Ok(())
+    }
+
+    /// Takes the checkpointer's session-level advisory lock, if free: one run at a time.
+    pub async fn try_lock_checkpointer(&self) -> Result<bool> {
+        let row = self
+            .client
+            .query_one("SELECT pg_try_advisory_lock(hashtext('stele.checkpointer'))", &[])
+            .await
+            .map_err(Error::query("taking the checkpointer lock"))?;
+        Ok(row.get(0))
+    }
+
+    /// Releases [`PgLog::try_lock_checkpointer`]'s lock.
+    pub async fn unlock_checkpointer(&self) -> Result<()> {
+        self.client
+            .execute("SELECT pg_advisory_unlock(hashtext('stele.checkpointer'))", &[])
+            .await
+            .map_err(Error::query("releasing the checkpointer lock"))?;
+        Ok(())
+    }
+}
