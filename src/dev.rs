@@ -64,6 +64,16 @@ pub struct DevArgs {
     /// the dead-letter queue rather than written — fine for a demo, not production.
     #[arg(long)]
     archive_lateness_hours: Option<i64>,
+    /// Sign and publish each tenant's log checkpoint every this many seconds (0: off).
+    #[arg(long, value_name = "SECS", default_value_t = 5)]
+    checkpoint_every: u64,
+    /// The log's signing key (a C2SP note private key); generated if absent, the
+    /// public key is written next to it (`.vkey`).
+    #[arg(long, value_name = "FILE", default_value = ".stele/dev/log.skey")]
+    log_key_file: std::path::PathBuf,
+    /// The deployment's log origin (each tenant's is `<origin>/tenant/<tenant>`).
+    #[arg(long, default_value = "stele.dev/local")]
+    log_origin: String,
     /// Send realistic traffic from a few tenants and show progress.
     #[arg(long)]
     demo: bool,
@@ -258,12 +268,26 @@ async fn serve(args: &DevArgs, pg_url: &str, aws_endpoint: &str) -> Result<(), B
             },
         )
     });
+    let checkpoints = Arc::new(demo::CheckpointTotals::default());
+    let checkpoint_timer = if args.checkpoint_every > 0 {
+        let checkpointer = checkpointer(args, &sdk).await?;
+        Some(tokio::spawn(demo::checkpoint_periodically(
+            checkpointer,
+            stele_store::StoreConfig::new(pg_url),
+            Duration::from_secs(args.checkpoint_every),
+            checkpoints.clone(),
+            stop_rx.clone(),
+        )))
+    } else {
+        None
+    };
     println!("ready: send events to http://{addr}/v1/events (Ctrl-C stops cleanly)");
     let progress = tokio::spawn(demo::report_progress(
         sent.clone(),
         written.clone(),
         mapping_stats.clone(),
         archived.clone(),
+        checkpoints.clone(),
         stop_rx.clone(),
     ));
 
@@ -282,6 +306,9 @@ async fn serve(args: &DevArgs, pg_url: &str, aws_endpoint: &str) -> Result<(), B
     if let Some(timer) = archive_timer {
         let _ = tokio::task::spawn_blocking(move || timer.join()).await;
     }
+    if let Some(timer) = checkpoint_timer {
+        let _ = timer.await;
+    }
     let _ = progress.await;
     eprintln!(
         "stele dev: done. written {} (duplicates {}, dead letters {}), acknowledged {}",
@@ -291,6 +318,62 @@ async fn serve(args: &DevArgs, pg_url: &str, aws_endpoint: &str) -> Result<(), B
         mapping_stats.acknowledged.load(Ordering::Relaxed),
     );
     Ok(())
+}
+
+/// The dev checkpointer: its key file (generated on first use, with the vkey next to
+/// it) and the archive bucket the archiver uses.
+async fn checkpointer(
+    args: &DevArgs,
+    sdk: &aws_config::SdkConfig,
+) -> Result<stele_checkpointer::Checkpointer<stele_archiver::S3Store>, BoxError> {
+    stele_checkpointer::config::check_origin(&args.log_origin)?;
+    let path = &args.log_key_file;
+    if !path.exists() {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let skey = stele_checkpointer::signer::generate_key_file(&args.log_origin)?;
+        write_secret(path, &format!("{skey}\n"))?;
+    }
+    let signer = stele_checkpointer::LogSigner::load(
+        &stele_checkpointer::SignerSource::KeyFile(path.clone()),
+        &args.log_origin,
+        || aws_sdk_kms::Client::new(sdk),
+    )
+    .await?;
+    let vkey = signer.vkey();
+    let vkey_path = path.with_extension("vkey");
+    std::fs::write(&vkey_path, format!("{vkey}\n"))?;
+    println!(
+        "checkpointer   every {} s → s3://{}/{}/_log/<tenant>/checkpoint",
+        args.checkpoint_every,
+        args.bucket,
+        deployed::ARCHIVE_PREFIX
+    );
+    println!("  signing key  {}", path.display());
+    println!("  public key   {}  ({vkey})", vkey_path.display());
+    println!(
+        "               also s3://{}/{}",
+        args.bucket,
+        stele_tlog::publish::vkey_key(deployed::ARCHIVE_PREFIX)
+    );
+    let store = stele_archiver::S3Store::new(aws::s3_client(sdk), args.bucket.clone());
+    Ok(stele_checkpointer::Checkpointer::new(
+        store,
+        signer,
+        deployed::ARCHIVE_PREFIX,
+        args.log_origin.clone(),
+    ))
+}
+
+/// Writes a secret file readable by its owner only.
+fn write_secret(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(text.as_bytes())
 }
 
 #[cfg(test)]

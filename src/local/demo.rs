@@ -90,6 +90,53 @@ pub async fn archive_periodically(
     }
 }
 
+/// What the checkpointer timer did.
+#[derive(Debug, Default)]
+pub struct CheckpointTotals {
+    pub signed: AtomicU64,
+    pub published: AtomicU64,
+    pub refused: AtomicU64,
+}
+
+/// Run the checkpointer every `every` until stopped (its schedule's stand-in).
+pub async fn checkpoint_periodically(
+    checkpointer: stele_checkpointer::Checkpointer<stele_archiver::S3Store>,
+    store: stele_store::StoreConfig,
+    every: Duration,
+    totals: Arc<CheckpointTotals>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut client: Option<tokio_postgres::Client> = None;
+    loop {
+        if tokio::time::timeout(every, stop.changed()).await.is_ok() || *stop.borrow() {
+            return;
+        }
+        if client.as_ref().is_none_or(|c| c.is_closed()) {
+            match stele_store::connect(&store).await {
+                Ok(c) => client = Some(c),
+                Err(e) => {
+                    eprintln!("checkpointer: {e} (retried next run)");
+                    continue;
+                }
+            }
+        }
+        let Some(c) = client.as_ref() else { continue };
+        let report = checkpointer.run(c).await;
+        totals.signed.fetch_add(report.signed, Ordering::Relaxed);
+        totals.published.fetch_add(report.published, Ordering::Relaxed);
+        totals.refused.fetch_add(report.refused.len() as u64, Ordering::Relaxed);
+        for r in &report.refused {
+            eprintln!(
+                "checkpointer: REFUSED tenant {} at size {}: {}",
+                r.tenant_id, r.size, r.reason
+            );
+        }
+        if let Some(error) = report.error {
+            eprintln!("checkpointer: {error} (retried next run)");
+        }
+    }
+}
+
 const ACTIONS: [(&str, &str, &str); 8] = [
     ("security", "user.login", "success"),
     ("security", "user.login", "failure"),
@@ -157,6 +204,7 @@ pub async fn report_progress(
     written: Arc<WriterTotals>,
     mapping: Arc<MappingStats>,
     archived: Arc<ArchiveTotals>,
+    checkpoints: Arc<CheckpointTotals>,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
@@ -164,7 +212,7 @@ pub async fn report_progress(
             .await
             .is_ok();
         eprintln!(
-            "progress: demo accepted {} | written {} | duplicates {} | dead letters {} | redeliveries {} | lag {} ms | archived {} rows in {} partitions, {} late rows in {} supplements",
+            "progress: demo accepted {} | written {} | duplicates {} | dead letters {} | redeliveries {} | lag {} ms | archived {} rows in {} partitions, {} late rows in {} supplements | checkpoints signed {}",
             sent.accepted.load(Ordering::Relaxed),
             written.inserted.load(Ordering::Relaxed),
             written.duplicates.load(Ordering::Relaxed),
@@ -175,6 +223,7 @@ pub async fn report_progress(
             archived.partitions.load(Ordering::Relaxed),
             archived.supplement_rows.load(Ordering::Relaxed),
             archived.supplements.load(Ordering::Relaxed),
+            checkpoints.signed.load(Ordering::Relaxed),
         );
         if stopping || *stop.borrow() {
             return;
