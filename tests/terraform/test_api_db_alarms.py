@@ -84,7 +84,7 @@ def test_network_paths_are_least_privilege(module):
     assert is_ref(ingress["proxy_from_lambda"]["referenced_security_group_id"], "aws_security_group.lambda.id")
     endpoints = module.resource("aws_vpc_endpoint", "interface")
     assert "local.endpoint_access" in refs(endpoints["for_each"]) and "var.create_vpc_endpoints" in refs(endpoints["for_each"])
-    assert set(module.locals["endpoint_access"]) == {"kinesis-streams", "secretsmanager", "sqs"}
+    assert set(module.locals["endpoint_access"]) == {"kinesis-streams", "kms", "secretsmanager", "sqs"}
     assert module.resource("aws_vpc_endpoint", "s3")["vpc_endpoint_type"] == "Gateway"
 
 

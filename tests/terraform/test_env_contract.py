@@ -14,6 +14,7 @@ SOURCES = {
     "ingest": ["functions/ingest/src"],
     "batch_writer": ["functions/batch-writer/src", "crates/store/src/config.rs"],
     "archiver": ["functions/archiver/src", "crates/store/src/config.rs"],
+    "checkpointer": ["functions/checkpointer/src", "crates/store/src/config.rs"],
 }
 # Read by the process but set by the Lambda service itself (runtime contract, role credentials).
 LAMBDA_SETS = re.compile(r"^(AWS_|_HANDLER$|LAMBDA_)")

@@ -31,9 +31,16 @@ ROLES = {
          "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts", "s3:ListBucket", "s3:ListBucketMultipartUploads", "sqs:SendMessage",
          "secretsmanager:GetSecretValue", "kms:Decrypt", "kms:GenerateDataKey"},
     ),
+    "checkpointer": (
+        "lambda.amazonaws.com",
+        {"aws_cloudwatch_log_group.checkpointer", "aws_s3_bucket.archive", "var.archive_prefix",
+         "aws_kms_key.log", "local.db_secret_arn", "local.db_secret_kms_key_arns", "local.kms_via"},
+        {"logs:CreateLogStream", "logs:PutLogEvents", "s3:PutObject", "s3:GetObject", "kms:Sign",
+         "kms:GetPublicKey", "secretsmanager:GetSecretValue", "kms:Decrypt", "kms:GenerateDataKey"},
+    ),
     "scheduler": (
         "scheduler.amazonaws.com",
-        {"aws_lambda_function.archiver", "aws_sqs_queue.archiver_dlq", "local.kms_key_arn", "local.kms_via"},
+        {"aws_lambda_function.archiver", "aws_lambda_function.checkpointer", "aws_sqs_queue.archiver_dlq", "local.kms_key_arn", "local.kms_via"},
         {"lambda:InvokeFunction", "sqs:SendMessage", "kms:Decrypt", "kms:GenerateDataKey"},
     ),
     "rds_proxy": (
@@ -86,6 +93,18 @@ def test_no_role_may_destroy_versions_or_rewrite_retention_of_archive_objects(mo
                                               "s3:BypassGovernanceRetention", "s3:PutBucket")), (role, action)
 
 
+def test_checkpointer_writes_only_the_log_and_signs_only_with_the_log_key(module):
+    for st in statements(module, "checkpointer"):
+        for action in as_list(st["actions"]):
+            if action == "s3:PutObject":
+                assert all(r.endswith("/${var.archive_prefix}/_log/*") for r in as_list(st["resources"])), st
+            if action in ("kms:Sign", "kms:GetPublicKey"):
+                assert as_list(st["resources"]) == ["${aws_kms_key.log.arn}"], st
+    key = module.resource("aws_kms_key", "log")
+    assert key["customer_master_key_spec"] == "ECC_NIST_EDWARDS25519"
+    assert key["key_usage"] == "SIGN_VERIFY"
+
+
 def test_archiver_writes_only_under_the_archive_prefix(module):
     for st in statements(module, "archiver"):
         for action in as_list(st["actions"]):
@@ -119,8 +138,8 @@ def test_trust_policy_is_the_one_service_in_this_account(module, role):
 def test_only_the_unscopable_managed_policies_are_attached(module):
     assert set(as_list(module.locals["lambda_managed_policy_arns"])) == LAMBDA_MANAGED
     attachments = module.of_type("aws_iam_role_policy_attachment")
-    assert set(attachments) == {"ingest", "batch_writer", "archiver", "rds_monitoring"}
-    for fn in ("ingest", "batch_writer", "archiver"):
+    assert set(attachments) == {"ingest", "batch_writer", "archiver", "checkpointer", "rds_monitoring"}
+    for fn in ("ingest", "batch_writer", "archiver", "checkpointer"):
         a = attachments[fn]
         assert is_ref(a["for_each"], "toset(local.lambda_managed_policy_arns)")
         assert is_ref(a["role"], f"aws_iam_role.{fn}.name")

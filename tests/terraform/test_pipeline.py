@@ -1,8 +1,9 @@
 """Kinesis, the event source mapping, the DLQ and the three functions."""
 from conftest import REPO, as_list, block, blocks, is_ref, refs
 
-FUNCTIONS = ("ingest", "batch_writer", "archiver")
-PACKAGES = {"ingest": "stele-ingest", "batch_writer": "stele-batch-writer", "archiver": "stele-archiver"}
+FUNCTIONS = ("ingest", "batch_writer", "archiver", "checkpointer")
+PACKAGES = {"ingest": "stele-ingest", "batch_writer": "stele-batch-writer", "archiver": "stele-archiver",
+            "checkpointer": "stele-checkpointer"}
 
 # The environment contract of each function (docs/ARCHITECTURE.md, the functions' config).
 ENV = {
@@ -31,6 +32,15 @@ ENV = {
         "STELE_DROP_AFTER_ARCHIVE",
         "STELE_DEDUP_WINDOW_HOURS",
         "STELE_STREAM_NAME",
+        "RUST_LOG",
+    },
+    "checkpointer": {
+        "STELE_DB_SECRET_ARN",
+        "STELE_DB_TLS",
+        "STELE_ARCHIVE_BUCKET",
+        "STELE_ARCHIVE_PREFIX",
+        "STELE_LOG_ORIGIN",
+        "STELE_LOG_KMS_KEY_ID",
         "RUST_LOG",
     },
 }
@@ -156,11 +166,12 @@ def test_functions_are_al2023_arm64_bootstrap_zips_with_own_role_and_log_group(m
         assert is_ref(group["retention_in_days"], "var.log_retention_days"), fn
         assert is_ref(group["kms_key_id"], "local.kms_key_arn"), fn
         assert "reserved_concurrent_executions" in f, fn
-    assert len(roles) == 3
+    assert len(roles) == 4
     assert module.locals["function_names"] == {
         "ingest": "${var.name}-ingest",
         "batch_writer": "${var.name}-batch-writer",
         "archiver": "${var.name}-archiver",
+        "checkpointer": "${var.name}-checkpointer",
     }
     assert module.default("log_retention_days") > 0
 

@@ -108,6 +108,7 @@ module "stele" {
   ingest_zip       = "${var.lambda_dir}/stele-ingest/bootstrap.zip"
   batch_writer_zip = "${var.lambda_dir}/stele-batch-writer/bootstrap.zip"
   archiver_zip     = "${var.lambda_dir}/stele-archiver/bootstrap.zip"
+  checkpointer_zip = "${var.lambda_dir}/stele-checkpointer/bootstrap.zip"
 
   jwt_issuer               = local.jwt_issuer
   jwt_audience             = local.jwt_audience

@@ -67,6 +67,7 @@ resource "aws_cloudwatch_metric_alarm" "function_errors" {
     ingest       = aws_lambda_function.ingest.function_name
     batch-writer = aws_lambda_function.batch_writer.function_name
     archiver     = aws_lambda_function.archiver.function_name
+    checkpointer = aws_lambda_function.checkpointer.function_name
   }
 
   alarm_name          = "${var.name}-${each.key}-errors"

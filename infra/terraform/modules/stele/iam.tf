@@ -255,7 +255,74 @@ resource "aws_iam_role_policy_attachment" "archiver" {
   policy_arn = each.value
 }
 
-# --- EventBridge Scheduler: invoke the archiver, nothing else --------------------------------
+# --- checkpointer: read the log, sign with the log key, write under <prefix>/_log/ only ------
+
+resource "aws_iam_role" "checkpointer" {
+  name               = "${local.function_names.checkpointer}-role"
+  assume_role_policy = data.aws_iam_policy_document.lambda_assume.json
+  tags               = local.tags
+}
+
+data "aws_iam_policy_document" "checkpointer" {
+  statement {
+    sid       = "Logs"
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
+    resources = ["${aws_cloudwatch_log_group.checkpointer.arn}:*"]
+  }
+
+  # Tiles, checkpoints and the vkey; never a delete (Object Lock keeps every version anyway).
+  statement {
+    sid       = "PublishLog"
+    actions   = ["s3:PutObject"]
+    resources = ["${aws_s3_bucket.archive.arn}/${var.archive_prefix}/_log/*"]
+  }
+
+  # The published vkey is read once per start, to check it is this key's.
+  statement {
+    sid       = "ReadPublishedKey"
+    actions   = ["s3:GetObject"]
+    resources = ["${aws_s3_bucket.archive.arn}/${var.archive_prefix}/_log/log.vkey"]
+  }
+
+  statement {
+    sid       = "SignWithTheLogKey"
+    actions   = ["kms:Sign", "kms:GetPublicKey"]
+    resources = [aws_kms_key.log.arn]
+  }
+
+  statement {
+    sid       = "DatabaseSecret"
+    actions   = ["secretsmanager:GetSecretValue"]
+    resources = [local.db_secret_arn]
+  }
+
+  # Log objects (SSE-KMS with the stack key) and the secret: only through those services.
+  statement {
+    sid       = "EncryptArchiveDecryptSecret"
+    actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+    resources = local.db_secret_kms_key_arns
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = [local.kms_via.secretsmanager, local.kms_via.s3]
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "checkpointer" {
+  name   = "least-privilege"
+  role   = aws_iam_role.checkpointer.id
+  policy = data.aws_iam_policy_document.checkpointer.json
+}
+
+resource "aws_iam_role_policy_attachment" "checkpointer" {
+  for_each = toset(local.lambda_managed_policy_arns)
+
+  role       = aws_iam_role.checkpointer.name
+  policy_arn = each.value
+}
+
+# --- EventBridge Scheduler: invoke the archiver and the checkpointer, nothing else --------------------------------
 
 data "aws_iam_policy_document" "scheduler_assume" {
   statement {
@@ -280,9 +347,9 @@ resource "aws_iam_role" "scheduler" {
 
 data "aws_iam_policy_document" "scheduler" {
   statement {
-    sid       = "InvokeArchiver"
+    sid       = "InvokeArchiverAndCheckpointer"
     actions   = ["lambda:InvokeFunction"]
-    resources = [aws_lambda_function.archiver.arn]
+    resources = [aws_lambda_function.archiver.arn, aws_lambda_function.checkpointer.arn]
   }
 
   statement {

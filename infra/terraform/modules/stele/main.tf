@@ -31,7 +31,12 @@ locals {
     ingest       = "${var.name}-ingest"
     batch_writer = "${var.name}-batch-writer"
     archiver     = "${var.name}-archiver"
+    checkpointer = "${var.name}-checkpointer"
   }
+
+  # The deployment's log origin: the first line of every checkpoint (per tenant:
+  # <origin>/tenant/<tenant>) and the log key's note name.
+  log_origin = coalesce(var.log_origin, "${var.name}.${local.account_id}.${local.region}/stele")
 }
 
 check "inputs" {

@@ -90,6 +90,10 @@ locals {
       actions   = ["secretsmanager:GetSecretValue"]
       resources = [local.db_secret_arn]
     }
+    kms = {
+      actions   = ["kms:Sign", "kms:GetPublicKey"]
+      resources = [aws_kms_key.log.arn]
+    }
     sqs = {
       actions   = ["sqs:SendMessage", "sqs:GetQueueAttributes"]
       resources = [aws_sqs_queue.dlq.arn, aws_sqs_queue.archiver_dlq.arn]

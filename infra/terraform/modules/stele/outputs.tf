@@ -79,6 +79,7 @@ output "function_names" {
     ingest       = aws_lambda_function.ingest.function_name
     batch_writer = aws_lambda_function.batch_writer.function_name
     archiver     = aws_lambda_function.archiver.function_name
+    checkpointer = aws_lambda_function.checkpointer.function_name
   }
 }
 
@@ -90,4 +91,19 @@ output "jwt_write_scopes" {
 output "jwt_read_scopes" {
   description = "Scopes the read API will require."
   value       = var.jwt_read_scopes
+}
+
+output "log_origin" {
+  description = "The deployment's log origin (STELE_LOG_ORIGIN); tenant logs are <origin>/tenant/<tenant>."
+  value       = local.log_origin
+}
+
+output "log_key_arn" {
+  description = "ARN of the KMS key (ECC_NIST_EDWARDS25519) that signs the log's checkpoints."
+  value       = aws_kms_key.log.arn
+}
+
+output "log_public_key" {
+  description = "The log key's public key (PEM, SubjectPublicKeyInfo); the note vkey built from it is published as <archive_prefix>/_log/log.vkey."
+  value       = data.aws_kms_public_key.log.public_key_pem
 }

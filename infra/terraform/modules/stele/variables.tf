@@ -44,8 +44,29 @@ variable "archiver_zip" {
   type        = string
 }
 
+variable "checkpointer_zip" {
+  description = "Path of the checkpointer bootstrap.zip (target/lambda/stele-checkpointer/bootstrap.zip)."
+  type        = string
+}
+
+variable "log_origin" {
+  description = "STELE_LOG_ORIGIN: the log origin of this deployment (e.g. audit.example.com/prod), unique among the deployments a verifier trusts; no spaces or '+'. Null: <name>.<account>.<region>/stele."
+  type        = string
+  default     = null
+  validation {
+    condition     = var.log_origin == null || can(regex("^[^\\s+]+$", var.log_origin))
+    error_message = "log_origin must be non-empty, without spaces or '+'."
+  }
+}
+
+variable "checkpoint_schedule_expression" {
+  description = "EventBridge Scheduler expression of the checkpointer: how often grown logs get a signed, published checkpoint."
+  type        = string
+  default     = "rate(1 minute)"
+}
+
 variable "rust_log" {
-  description = "RUST_LOG of the three functions."
+  description = "RUST_LOG of the functions."
   type        = string
   default     = "info"
 }
