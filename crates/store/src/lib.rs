@@ -15,6 +15,7 @@ pub mod lookup;
 pub mod memory;
 pub mod migrate;
 pub mod partitions;
+pub mod rows;
 
 pub use archive_db::{ArchiveDb, ExportRow, PgArchiveDb, RowStream, ShardProgress};
 pub use config::{conninfo_from_secret, DbSource, SecretReader, StoreConfig, StoreSettings, TlsMode};
@@ -23,3 +24,4 @@ pub use error::{pg_message, Error, Result};
 pub use insert::{EventStore, IdConflict, InsertMethod, InsertOutcome, PgEventStore, StoredEvent};
 pub use log::{CheckpointInsert, LogHead, LoggedEvent, PgLog, StoredCheckpoint};
 pub use migrate::{migrate, MIGRATIONS};
+pub use rows::{check_row, event_of, CheckedRow, RowEvent, RowProblem};

@@ -174,6 +174,37 @@ impl LogAppend {
     }
 }
 
+/// The leaf hashes at `indices` of `tenant`'s log, from its level-0 tiles (one query);
+/// `None` where the log has no such leaf.
+pub async fn leaf_hashes(
+    client: &tokio_postgres::Client,
+    tenant_id: &str,
+    indices: &[u64],
+) -> Result<Vec<Option<Hash>>> {
+    let mut tiles: Vec<i64> = indices.iter().map(|i| (i >> 8) as i64).collect();
+    tiles.sort_unstable();
+    tiles.dedup();
+    let rows = client
+        .query(
+            "SELECT idx, hashes FROM tlog_tiles WHERE tenant_id = $1 AND level = 0 AND idx = ANY($2)",
+            &[&tenant_id, &tiles],
+        )
+        .await
+        .map_err(Error::query("reading the log's leaf tiles"))?;
+    let by_idx: HashMap<i64, Vec<u8>> = rows.into_iter().map(|r| (r.get(0), r.get(1))).collect();
+    indices
+        .iter()
+        .map(|i| {
+            let entry = ((i & 0xff) * 32) as usize;
+            by_idx
+                .get(&((i >> 8) as i64))
+                .and_then(|t| t.get(entry..entry + 32))
+                .map(to_hash)
+                .transpose()
+        })
+        .collect()
+}
+
 /// Where one stored event sits in its tenant's log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoggedEvent {
