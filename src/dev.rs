@@ -333,7 +333,18 @@ async fn checkpointer(
             std::fs::create_dir_all(dir)?;
         }
         let skey = stele_checkpointer::signer::generate_key_file(&args.log_origin)?;
-        write_secret(path, &format!("{skey}\n"))?;
+        // Written aside, then linked into place: two `stele dev` starting together never
+        // read a half-written key, and the second keeps the first one's.
+        let tmp = path.with_extension(format!("skey.{}.tmp", std::process::id()));
+        write_secret(&tmp, &format!("{skey}\n"))?;
+        let linked = std::fs::hard_link(&tmp, path);
+        let _ = std::fs::remove_file(&tmp);
+        if let Err(e) = linked.or_else(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => Ok(()),
+            _ => Err(e),
+        }) {
+            return Err(e.into());
+        }
     }
     let signer = stele_checkpointer::LogSigner::load(
         &stele_checkpointer::SignerSource::KeyFile(path.clone()),
@@ -343,7 +354,9 @@ async fn checkpointer(
     .await?;
     let vkey = signer.vkey();
     let vkey_path = path.with_extension("vkey");
-    std::fs::write(&vkey_path, format!("{vkey}\n"))?;
+    let vkey_tmp = path.with_extension(format!("vkey.{}.tmp", std::process::id()));
+    std::fs::write(&vkey_tmp, format!("{vkey}\n"))?;
+    std::fs::rename(&vkey_tmp, &vkey_path)?;
     println!(
         "checkpointer   every {} s → s3://{}/{}/_log/<tenant>/checkpoint",
         args.checkpoint_every,

@@ -17,7 +17,8 @@ tf = importlib.util.module_from_spec(_spec)
 os.environ.setdefault("STELE_TF_CHECK", "1")
 _spec.loader.exec_module(tf)
 
-FUNCTIONS = {"ingest": "stele-ingest", "batch_writer": "stele-batch-writer", "archiver": "stele-archiver"}
+FUNCTIONS = {"ingest": "stele-ingest", "batch_writer": "stele-batch-writer", "archiver": "stele-archiver",
+             "checkpointer": "stele-checkpointer"}
 
 
 class Unrenderable(Exception):
@@ -72,7 +73,8 @@ class Renderer:
     def _eval(self, t):
         t = t.strip()
         if m := re.fullmatch(r'"([^"]*)"', t):
-            return m.group(1)
+            # A template: each ${…} rendered (a literal has none).
+            return re.sub(r"\$\{([^}]*)\}", lambda x: str(self._eval(x.group(1))), m.group(1))
         if m := re.fullmatch(r"tostring\((.*)\)", t, re.S):
             v = self._eval(m.group(1))
             return str(v).lower() if isinstance(v, bool) else str(v)
@@ -126,8 +128,8 @@ class Renderer:
         """aws_lambda_function.<fn>.timeout, seconds."""
         return int(self.expr(self.module.resource("aws_lambda_function", fn)["timeout"]))
 
-    def scheduler_input(self):
-        target = tf.block(self.module.resource("aws_scheduler_schedule", "archiver"), "target")
+    def scheduler_input(self, fn="archiver"):
+        target = tf.block(self.module.resource("aws_scheduler_schedule", fn), "target")
         return json.loads(self.expr(target["input"]))
 
 

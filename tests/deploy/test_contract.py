@@ -7,7 +7,7 @@ not set fails the function at start, and so this test.
 
 Run by scripts/test (after PostgreSQL and LocalStack are up): tests/deploy/run.sh.
 Env: STELE_TEST_PG_URL, STELE_TEST_AWS_ENDPOINT (required); STELE_FUNCTION_DIR, the directory
-holding the stele-ingest, stele-batch-writer and stele-archiver binaries (default
+holding the stele-ingest, stele-batch-writer, stele-archiver and stele-checkpointer binaries (default
 target/release); STELE_DEPLOY_LOGS, where the functions' output goes.
 
 One deliberate difference from AWS: STELE_DB_TLS is rendered (`verify-full` with Aurora) and
@@ -78,13 +78,23 @@ def stack():
         if kinesis.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE":
             break
         time.sleep(0.2)
+    # The log key (checkpointer.tf): Ed25519 as in AWS if LocalStack has it (4.9 does not:
+    # it refuses ECC_NIST_EDWARDS25519), else a P-256 signing key the checkpointer must refuse.
+    kms = aws("kms")
+    try:
+        log_key = kms.create_key(KeySpec="ECC_NIST_EDWARDS25519", KeyUsage="SIGN_VERIFY")["KeyMetadata"]
+    except kms.exceptions.ClientError:
+        log_key = kms.create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")["KeyMetadata"]
     renderer = render.Renderer({
         "aws_kinesis_stream.events.name": stream,
         "aws_sqs_queue.dlq.url": queue,
         "aws_s3_bucket.archive.id": bucket,
+        "aws_kms_key.log.arn": log_key["Arn"],
         "db_secret_arn": secret,
+        "account_id": "000000000000",
+        "region": REGION,
     })
-    yield {"renderer": renderer, "db_url": db_url, "stream": stream, "bucket": bucket,
+    yield {"renderer": renderer, "db_url": db_url, "stream": stream, "bucket": bucket, "log_key": log_key,
            "stream_arn": kinesis.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"]["StreamARN"]}
 
 
@@ -199,3 +209,27 @@ def test_archiver_run_by_the_schedule_archives_an_old_day_to_s3(stack):
     assert parts, keys
     manifest = json.loads(aws("s3").get_object(Bucket=stack["bucket"], Key=f"{prefix}/_manifests/dt={day}.json")["Body"].read())
     assert sum(t["rows"] for t in manifest["tenants"]) == 50, manifest
+
+
+def test_checkpointer_starts_with_terraforms_environment_and_its_log_key(stack):
+    env = stack["renderer"].environment("checkpointer")
+    assert env["STELE_LOG_KMS_KEY_ID"] == stack["log_key"]["Arn"]
+    assert env["STELE_LOG_ORIGIN"] and "${" not in env["STELE_LOG_ORIGIN"], env
+    if psql(stack["db_url"], "SELECT to_regclass('tlog_checkpoints') IS NOT NULL") != "t":
+        writer = start(stack, "batch_writer")
+        writer.stop()
+    if stack["log_key"]["KeySpec"] != "ECC_NIST_EDWARDS25519":
+        # LocalStack has no Ed25519 keys: everything Terraform gives the function is read
+        # (database secret, bucket, origin), and KMS is asked for the key, which is refused
+        # at start with the reason.
+        with pytest.raises(RuntimeError) as failed:
+            start(stack, "checkpointer")
+        assert "ECC_NIST_EDWARDS25519" in str(failed.value), failed.value
+        assert stack["log_key"]["KeySpec"] in str(failed.value), failed.value
+        return
+    checkpointer = start(stack, "checkpointer")
+    try:
+        status, report = checkpointer.invoke(stack["renderer"].scheduler_input("checkpointer"), timeout=60)
+    finally:
+        checkpointer.stop()
+    assert status == 200 and report["refused"] == [] and report["error"] is None, (status, report, checkpointer.output())
