@@ -35,7 +35,7 @@ ROLES = {
         "lambda.amazonaws.com",
         {"aws_cloudwatch_log_group.checkpointer", "aws_s3_bucket.archive", "var.archive_prefix",
          "aws_kms_key.log", "local.db_secret_arn", "local.db_secret_kms_key_arns", "local.kms_via"},
-        {"logs:CreateLogStream", "logs:PutLogEvents", "s3:PutObject", "s3:GetObject", "kms:Sign",
+        {"logs:CreateLogStream", "logs:PutLogEvents", "s3:PutObject", "s3:GetObject", "s3:ListBucket", "kms:Sign",
          "kms:GetPublicKey", "secretsmanager:GetSecretValue", "kms:Decrypt", "kms:GenerateDataKey"},
     ),
     "scheduler": (

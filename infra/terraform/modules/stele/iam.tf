@@ -277,11 +277,23 @@ data "aws_iam_policy_document" "checkpointer" {
     resources = ["${aws_s3_bucket.archive.arn}/${var.archive_prefix}/_log/*"]
   }
 
-  # The published vkey is read once per start, to check it is this key's.
+  # The published vkey is read once per start, to check it is this key's. Listing (under
+  # _log/ only) makes a missing vkey a 404 rather than a 403.
   statement {
     sid       = "ReadPublishedKey"
     actions   = ["s3:GetObject"]
     resources = ["${aws_s3_bucket.archive.arn}/${var.archive_prefix}/_log/log.vkey"]
+  }
+
+  statement {
+    sid       = "ListLogPrefix"
+    actions   = ["s3:ListBucket"]
+    resources = [aws_s3_bucket.archive.arn]
+    condition {
+      test     = "StringLike"
+      variable = "s3:prefix"
+      values   = ["${var.archive_prefix}/_log/*"]
+    }
   }
 
   statement {
