@@ -34,6 +34,10 @@ enum Command {
     /// batch-writer once their cause is fixed (idempotent). `--dry-run`
     /// changes nothing. Exit status 2 when records are still failing.
     Replay(replay::ReplayArgs),
+    /// Prove the archive (and with `--database` the hot store) against the signed
+    /// log: signatures, consistency, every file's and row's hash, every leaf.
+    /// Exit status 1 on any failure, each printed with tenant, day, file and event.
+    Verify(stele::verify::cli::VerifyArgs),
     /// Print the archive's Parquet columns, Hive partition keys and layout as
     /// JSON (the Glue table must match it).
     ArchiveSchema,
@@ -69,6 +73,11 @@ async fn main() -> std::process::ExitCode {
             Ok(summary) if summary.still_failing() > 0 => return std::process::ExitCode::from(2),
             Ok(_) => Ok(()),
             Err(e) => Err(e),
+        },
+        Command::Verify(args) => match stele::verify::cli::run(args).await {
+            Ok(true) => Ok(()),
+            Ok(false) => return std::process::ExitCode::FAILURE,
+            Err(e) => Err(e.into()),
         },
         Command::ArchiveSchema => {
             println!("{:#}", stele_archiver::schema::describe());
