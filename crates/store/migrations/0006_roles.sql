@@ -103,7 +103,7 @@ GRANT SELECT ON archive_jobs TO stele_partition_owner;
 DO $$
 BEGIN
     EXECUTE format($f$
-        CREATE FUNCTION stele_create_day_partition(p_day date) RETURNS boolean
+        CREATE OR REPLACE FUNCTION stele_create_day_partition(p_day date) RETURNS boolean
         LANGUAGE plpgsql SECURITY DEFINER
         SET search_path = %I, pg_temp
         AS $body$
