@@ -350,7 +350,9 @@ async fn the_archiver_detaches_drops_and_keeps_job_state_but_cannot_insert_event
     allowed(&c, &stele_store::archive_db::export_sql(&next)).await;
     allowed(
         &c,
-        &format!("SELECT tenant_id, event_hash FROM ONLY {next} ORDER BY tenant_id COLLATE \"C\", occurred_at, event_id"),
+        &format!(
+            "SELECT tenant_id, event_hash FROM ONLY {next} ORDER BY tenant_id COLLATE \"C\", occurred_at, event_id"
+        ),
     )
     .await;
     allowed(
