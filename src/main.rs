@@ -69,7 +69,7 @@ async fn main() -> std::process::ExitCode {
         Command::Dev(args) => dev::run(args).await,
         Command::Send(args) => send::run(args).await,
         Command::Archive(args) => archive::run(args).await,
-        Command::Db(args) => db::run(args).await.map_err(Into::into),
+        Command::Db(args) => db::run(args).await,
         Command::Replay(args) => match replay::run(args).await {
             // Still failing is a result, not an error: a distinct status for scripts.
             Ok(summary) if summary.still_failing() > 0 => return std::process::ExitCode::from(2),

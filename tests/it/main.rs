@@ -19,3 +19,4 @@ mod ingest;
 mod localstack;
 mod replay;
 mod store;
+mod tlog;
