@@ -82,7 +82,10 @@ def stack():
         "aws_kinesis_stream.events.name": stream,
         "aws_sqs_queue.dlq.url": queue,
         "aws_s3_bucket.archive.id": bucket,
-        "db_secret_arn": secret,
+        # One secret for both here (the test cluster's superuser); deployed, each function has
+        # its own login user's (tests/it/db_roles.rs checks what each role may do).
+        "db_writer_secret_arn": secret,
+        "db_archiver_secret_arn": secret,
     })
     yield {"renderer": renderer, "db_url": db_url, "stream": stream, "bucket": bucket,
            "stream_arn": kinesis.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"]["StreamARN"]}

@@ -10,6 +10,7 @@ mod archiver;
 mod batch_writer;
 mod batch_writer_restart;
 mod client;
+mod db_roles;
 mod dev_e2e;
 mod faults;
 mod hostile;

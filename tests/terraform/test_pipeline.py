@@ -183,7 +183,10 @@ def test_function_environments_follow_the_contract(module):
     assert "local.dedup_window_hours" in window, window
     rule = module.locals["dedup_window_hours"]
     assert all(v in rule for v in ("var.kinesis_retention_hours", "var.max_lateness_secs", "var.dlq_retention_secs")), rule
-    assert is_ref(module.locals["db_environment"]["STELE_DB_SECRET_ARN"], "local.db_secret_arn")
+    # Each data-path function connects as its own login user (migration 0006_roles.sql).
+    assert "STELE_DB_SECRET_ARN" not in module.locals["db_environment"]
+    assert "local.db_writer_secret_arn" in writer["STELE_DB_SECRET_ARN"]
+    assert "local.db_archiver_secret_arn" in archiver["STELE_DB_SECRET_ARN"]
     assert is_ref(module.locals["db_environment"]["STELE_DB_TLS"], "local.db_tls")
     # Contract defaults.
     assert module.default("tenant_claim") == "tenant_id"

@@ -132,9 +132,9 @@ data "aws_iam_policy_document" "batch_writer" {
   }
 
   statement {
-    sid       = "DatabaseSecret"
+    sid       = "OwnDatabaseSecret"
     actions   = ["secretsmanager:GetSecretValue"]
-    resources = [local.db_secret_arn]
+    resources = [local.db_writer_secret_arn]
   }
 
   # Decrypt: the stream's records (read by its event source mapping with this role) and the
@@ -208,9 +208,9 @@ data "aws_iam_policy_document" "archiver" {
   }
 
   statement {
-    sid       = "DatabaseSecret"
+    sid       = "OwnDatabaseSecret"
     actions   = ["secretsmanager:GetSecretValue"]
-    resources = [local.db_secret_arn]
+    resources = [local.db_archiver_secret_arn]
   }
 
   # The stream's backlog: one read per shard and run after the batch-writer's position, so no
@@ -350,9 +350,9 @@ data "aws_iam_policy_document" "rds_proxy" {
   count = local.create_db ? 1 : 0
 
   statement {
-    sid       = "DatabaseSecret"
+    sid       = "DatabaseSecrets"
     actions   = ["secretsmanager:GetSecretValue"]
-    resources = [aws_secretsmanager_secret.db[0].arn]
+    resources = concat([for s in aws_secretsmanager_secret.db_login : s.arn], [aws_rds_cluster.this[0].master_user_secret[0].secret_arn])
   }
 
   statement {

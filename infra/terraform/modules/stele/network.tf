@@ -88,7 +88,7 @@ locals {
     }
     secretsmanager = {
       actions   = ["secretsmanager:GetSecretValue"]
-      resources = [local.db_secret_arn]
+      resources = [local.db_writer_secret_arn, local.db_archiver_secret_arn]
     }
     sqs = {
       actions   = ["sqs:SendMessage", "sqs:GetQueueAttributes"]

@@ -325,8 +325,20 @@ variable "existing_db_secret_arn" {
   default     = null
 }
 
+variable "existing_db_writer_secret_arn" {
+  description = "existing mode: the batch-writer's secret (a login user in the stele_writer role); null: existing_db_secret_arn."
+  type        = string
+  default     = null
+}
+
+variable "existing_db_archiver_secret_arn" {
+  description = "existing mode: the archiver's secret (a login user in the stele_archiver role); null: existing_db_secret_arn."
+  type        = string
+  default     = null
+}
+
 variable "existing_db_secret_kms_key_arn" {
-  description = "existing mode: KMS key of that secret, when it is a customer managed key."
+  description = "existing mode: KMS key of those secrets, when it is a customer managed key."
   type        = string
   default     = null
 }
