@@ -17,7 +17,7 @@ use crate::Error;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QuotaSettings {
     /// `STELE_TENANT_QUOTA_EVENTS_PER_SEC` (absent or 0: no quotas) and
-    /// `STELE_TENANT_QUOTA_BURST` (default: the rate): the quota of every tenant
+    /// `STELE_TENANT_QUOTA_BURST` (absent or 0: the rate): the quota of every tenant
     /// without an override in the table.
     pub default: Option<Quota>,
     /// `STELE_TENANT_QUOTA_TABLE` (required when a rate is set): the DynamoDB
@@ -213,7 +213,7 @@ impl IngestConfig {
             cfg.hot_tenants = HotTenants::parse(&raw).map_err(|e| bad("STELE_HOT_TENANT_SHARDS", e))?;
         }
         let rate = number("STELE_TENANT_QUOTA_EVENTS_PER_SEC", 0, Quota::MAX)?.unwrap_or(0);
-        let burst = number("STELE_TENANT_QUOTA_BURST", 1, Quota::MAX)?;
+        let burst = number("STELE_TENANT_QUOTA_BURST", 0, Quota::MAX)?.filter(|&b| b > 0);
         if let Some(n) = number("STELE_TENANT_QUOTA_TIMEOUT_MS", 10, 5000)? {
             cfg.quota.timeout = Duration::from_millis(n);
         }

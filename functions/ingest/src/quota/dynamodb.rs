@@ -122,6 +122,11 @@ impl DynamoDbQuota {
         }
     }
 
+    /// The table's name or ARN.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
     /// The quota of `tenant` (`None`: no quota): its override if it has one,
     /// else the default. A failed lookup uses the default.
     async fn quota_of(&self, tenant: &str) -> Option<Quota> {
