@@ -16,5 +16,6 @@ mod hostile;
 mod hostile_dev;
 mod ingest;
 mod localstack;
+mod quota;
 mod replay;
 mod store;
