@@ -50,6 +50,36 @@ async fn fill(client: &Client, day: NaiveDate, n: i32, tenants: i32) {
         )
         .await
         .expect("insert rows");
+    rehash(client, &partitions::partition_name(day)).await;
+}
+
+/// Gives every row of `partition` the hash of its content, as the batch-writer would
+/// have (the SQL above cannot canonicalise JSON): the archiver re-hashes every row.
+async fn rehash(client: &Client, partition: &str) {
+    use futures_util::TryStreamExt;
+    let sql = format!(
+        "COPY ({}) TO STDOUT (FORMAT binary)",
+        stele_store::archive_db::export_sql(partition)
+    );
+    let copy = client.copy_out(&sql).await.expect("export rows");
+    let rows: Vec<_> =
+        tokio_postgres::binary_copy::BinaryCopyOutStream::new(copy, stele_store::columns::export_copy_types())
+            .try_collect()
+            .await
+            .expect("read rows");
+    let (mut ids, mut hashes) = (Vec::new(), Vec::new());
+    for row in &rows {
+        let event = stele_store::event_of(row).expect("readable").expect("an event").event;
+        ids.push(event.event_id);
+        hashes.push(event.compute_hash().0.to_vec());
+    }
+    client
+        .execute(
+            &format!("UPDATE {partition} SET event_hash = u.h FROM unnest($1::uuid[], $2::bytea[]) AS u(id, h) WHERE event_id = u.id"),
+            &[&ids, &hashes],
+        )
+        .await
+        .expect("rehash");
 }
 
 fn archiver<S: ArchiveStore + 'static>(
@@ -73,6 +103,7 @@ async fn pg_roots(db: &support::TestDb, day: NaiveDate) -> Vec<(String, u64, Str
     stele_archiver::export::postgres_roots(&pg, &partitions::partition_name(day))
         .await
         .expect("roots")
+        .roots
 }
 
 async fn pending_uploads(s3: &aws_sdk_s3::Client, bucket: &str) -> usize {

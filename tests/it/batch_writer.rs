@@ -313,7 +313,7 @@ async fn the_same_batch_delivered_twice_creates_no_duplicates() {
 
 /// An event with the given id (as a client sets it, or ingest derives it
 /// from an `Idempotency-Key`).
-fn event_with_id(tenant: &str, id: uuid::Uuid, occurred_at: &str, action: &str) -> SealedEvent {
+pub(crate) fn event_with_id(tenant: &str, id: uuid::Uuid, occurred_at: &str, action: &str) -> SealedEvent {
     let ctx = Context {
         tenant_id: tenant,
         now: now(),

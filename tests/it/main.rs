@@ -19,3 +19,4 @@ mod localstack;
 mod quota;
 mod replay;
 mod store;
+mod tlog;

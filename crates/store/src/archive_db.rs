@@ -11,7 +11,6 @@ use futures_util::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 use tokio_postgres::binary_copy::{BinaryCopyOutRow, BinaryCopyOutStream};
-use tokio_postgres::types::Type;
 use tokio_postgres::Client;
 
 use crate::archive_jobs::{self, ArchiveJob, JobState, ManifestRecord, TableStatus};
@@ -27,6 +26,7 @@ pub trait ExportRow: Send {
     fn text(&self, column: usize) -> Result<Option<&str>>;
     fn micros(&self, column: usize) -> Result<Option<i64>>;
     fn int32(&self, column: usize) -> Result<Option<i32>>;
+    fn int64(&self, column: usize) -> Result<Option<i64>>;
 }
 
 /// A stream of rows, owned (it borrows nothing from the store).
@@ -88,8 +88,6 @@ pub trait ArchiveDb: Send + Sync {
     fn tenant_counts(&self, partition: &str) -> impl Future<Output = Result<Vec<(String, u64)>>> + Send;
     /// Every row in archive order (tenant bytewise, then `occurred_at`, `event_id`).
     fn export_rows(&self, partition: &str) -> impl Future<Output = Result<RowStream<Self::Row>>> + Send;
-    /// (tenant, event hash) of every row, in archive order (verification).
-    fn event_hashes(&self, partition: &str) -> impl Future<Output = Result<RowStream<(String, [u8; 32])>>> + Send;
 
     /// Days with rows in `late_events` (accepted after their day was closed), oldest first.
     fn late_days(&self) -> impl Future<Output = Result<Vec<NaiveDate>>> + Send;
@@ -98,10 +96,16 @@ pub trait ArchiveDb: Send + Sync {
     fn claim_late(&self, day: NaiveDate) -> impl Future<Output = Result<u64>> + Send;
     /// The claimed late rows of `day`, like [`ArchiveDb::export_rows`].
     fn export_late_rows(&self, day: NaiveDate) -> impl Future<Output = Result<RowStream<Self::Row>>> + Send;
-    /// (tenant, event hash) of the claimed late rows of `day`, in archive order.
-    fn late_hashes(&self, day: NaiveDate) -> impl Future<Output = Result<RowStream<(String, [u8; 32])>>> + Send;
     /// Delete the claimed late rows of `day` (their supplement is verified).
     fn delete_claimed_late(&self, day: NaiveDate) -> impl Future<Output = Result<u64>> + Send;
+
+    /// The leaf hashes at `indices` of `tenant`'s log (`None` where the log has no
+    /// such leaf): what verification compares each row's leaf with.
+    fn log_leaves(
+        &self,
+        tenant: &str,
+        indices: &[u64],
+    ) -> impl Future<Output = Result<Vec<Option<stele_tlog::Hash>>>> + Send;
 }
 
 /// The archive order: bytewise tenant (`COLLATE "C"`), then time, then id.
@@ -142,6 +146,9 @@ impl ExportRow for BinaryCopyOutRow {
             .map(|t| t.timestamp_micros()))
     }
     fn int32(&self, column: usize) -> Result<Option<i32>> {
+        self.try_get(column + 1).map_err(read_error)
+    }
+    fn int64(&self, column: usize) -> Result<Option<i64>> {
         self.try_get(column + 1).map_err(read_error)
     }
 }
@@ -308,11 +315,6 @@ impl ArchiveDb for PgArchiveDb {
             .boxed())
     }
 
-    async fn event_hashes(&self, partition: &str) -> Result<RowStream<(String, [u8; 32])>> {
-        let name = checked(partition)?;
-        self.hashes_from(&format!("ONLY {name}")).await
-    }
-
     async fn late_days(&self) -> Result<Vec<NaiveDate>> {
         archive_jobs::late_days(&*self.client().await?).await
     }
@@ -332,35 +334,11 @@ impl ArchiveDb for PgArchiveDb {
             .boxed())
     }
 
-    async fn late_hashes(&self, day: NaiveDate) -> Result<RowStream<(String, [u8; 32])>> {
-        self.hashes_from(&archive_jobs::claimed_late_source(day)).await
-    }
-
     async fn delete_claimed_late(&self, day: NaiveDate) -> Result<u64> {
         archive_jobs::delete_claimed_late(&*self.client().await?, day).await
     }
-}
 
-impl PgArchiveDb {
-    /// (tenant, event hash) of the rows of `source`, in archive order.
-    async fn hashes_from(&self, source: &str) -> Result<RowStream<(String, [u8; 32])>> {
-        let sql = format!(
-            "COPY (SELECT tenant_id, event_hash FROM {source} ORDER BY {ARCHIVE_ORDER}) TO STDOUT (FORMAT binary)"
-        );
-        let copy = self.client().await?.copy_out(&sql).await.map_err(read_error)?;
-        Ok(BinaryCopyOutStream::new(copy, &[Type::TEXT, Type::BYTEA])
-            .map(|row| {
-                let row = row.map_err(read_error)?;
-                let tenant: String = row.try_get(0).map_err(read_error)?;
-                let hash: &[u8] = row.try_get(1).map_err(read_error)?;
-                let hash: [u8; 32] = hash.try_into().map_err(|_| {
-                    Error::Config(format!(
-                        "an event_hash of tenant {tenant} is {} bytes, not 32",
-                        hash.len()
-                    ))
-                })?;
-                Ok((tenant, hash))
-            })
-            .boxed())
+    async fn log_leaves(&self, tenant: &str, indices: &[u64]) -> Result<Vec<Option<stele_tlog::Hash>>> {
+        crate::log::leaf_hashes(&*self.client().await?, tenant, indices).await
     }
 }

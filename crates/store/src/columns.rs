@@ -14,6 +14,7 @@ pub enum PgType {
     Timestamptz,
     Jsonb,
     SmallInt,
+    BigInt,
     Bytea,
 }
 
@@ -25,6 +26,7 @@ impl PgType {
             PgType::Timestamptz => Type::TIMESTAMPTZ,
             PgType::Jsonb => Type::JSONB,
             PgType::SmallInt => Type::INT2,
+            PgType::BigInt => Type::INT8,
             PgType::Bytea => Type::BYTEA,
         }
     }
@@ -37,6 +39,7 @@ impl PgType {
         match self {
             PgType::Timestamptz => ArchivedAs::TimestampMicros,
             PgType::SmallInt => ArchivedAs::Int32,
+            PgType::BigInt => ArchivedAs::Int64,
             PgType::Text | PgType::Uuid | PgType::Jsonb | PgType::Bytea => ArchivedAs::Text,
         }
     }
@@ -48,6 +51,7 @@ pub enum ArchivedAs {
     Text,
     TimestampMicros,
     Int32,
+    Int64,
 }
 
 impl ArchivedAs {
@@ -57,6 +61,7 @@ impl ArchivedAs {
             ArchivedAs::Text => Type::TEXT,
             ArchivedAs::TimestampMicros => Type::TIMESTAMPTZ,
             ArchivedAs::Int32 => Type::INT4,
+            ArchivedAs::Int64 => Type::INT8,
         }
     }
 }
@@ -76,7 +81,7 @@ impl Column {
             PgType::Uuid | PgType::Jsonb => format!("{}::text", self.name),
             PgType::Bytea => format!("encode({}, 'hex')", self.name),
             PgType::SmallInt => format!("{}::int4", self.name),
-            PgType::Text | PgType::Timestamptz => self.name.to_string(),
+            PgType::Text | PgType::Timestamptz | PgType::BigInt => self.name.to_string(),
         }
     }
 }
@@ -85,10 +90,10 @@ const fn col(name: &'static str, pg: PgType, nullable: bool) -> Column {
     Column { name, pg, nullable }
 }
 
-use PgType::{Bytea, Jsonb, SmallInt, Text, Timestamptz, Uuid};
+use PgType::{BigInt, Bytea, Jsonb, SmallInt, Text, Timestamptz, Uuid};
 
 /// Every column of `audit_events`, in table order.
-pub const EVENT_COLUMNS: [Column; 29] = [
+pub const EVENT_COLUMNS: [Column; 30] = [
     col("tenant_id", Text, false),
     col("event_id", Uuid, false),
     col("occurred_at", Timestamptz, false),
@@ -118,6 +123,8 @@ pub const EVENT_COLUMNS: [Column; 29] = [
     col("event_hash", Bytea, false),
     col("kinesis_shard", Text, true),
     col("kinesis_seq", Text, true),
+    // The event's leaf in its tenant's verifiable log (migration 0005; NULL before it).
+    col("leaf_index", BigInt, true),
 ];
 
 /// The column that is a Hive partition key in the archive (the path, not the file).
@@ -167,7 +174,7 @@ mod tests {
         let migration = include_str!("../migrations/0001_audit_events.sql");
         let table = &migration[migration.find("CREATE TABLE audit_events").unwrap()..];
         let table = &table[..table.find("PRIMARY KEY").unwrap()];
-        let declared: Vec<(&str, &str, bool)> = table
+        let mut declared: Vec<(&str, &str, bool)> = table
             .lines()
             .skip(1)
             .filter_map(|l| {
@@ -177,6 +184,16 @@ mod tests {
                 Some((name, ty, !l.contains("NOT NULL")))
             })
             .collect();
+        // Columns added later, in migration order.
+        for later in [include_str!("../migrations/0005_tlog.sql")] {
+            for l in later.lines() {
+                if let Some(rest) = l.strip_prefix("ALTER TABLE audit_events ADD COLUMN ") {
+                    let mut words = rest.split_whitespace();
+                    let (name, ty) = (words.next().unwrap(), words.next().unwrap().trim_end_matches(';'));
+                    declared.push((name, ty, !l.contains("NOT NULL")));
+                }
+            }
+        }
         let ours: Vec<(&str, &str, bool)> = EVENT_COLUMNS
             .iter()
             .map(|c| {
@@ -186,6 +203,7 @@ mod tests {
                     Timestamptz => "timestamptz",
                     Jsonb => "jsonb",
                     SmallInt => "smallint",
+                    BigInt => "bigint",
                     Bytea => "bytea",
                 };
                 (c.name, ty, c.nullable)
@@ -196,10 +214,11 @@ mod tests {
 
     #[test]
     fn archived_columns_leave_out_the_tenant_and_keep_the_order() {
-        assert_eq!(archived_columns().count(), 28);
+        assert_eq!(archived_columns().count(), 29);
         assert_eq!(archived_index("event_id"), 0);
         assert_eq!(archived_index("event_hash"), 25);
-        assert_eq!(export_copy_types().len(), 29);
+        assert_eq!(archived_index("leaf_index"), 28);
+        assert_eq!(export_copy_types().len(), 30);
         assert_eq!(EVENT_COLUMNS[26].export_expr(), "encode(event_hash, 'hex')");
     }
 }

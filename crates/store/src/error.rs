@@ -31,6 +31,12 @@ pub enum Error {
     },
     #[error("event id {event_id} of tenant {tenant} is claimed by a concurrent batch whose claim cannot be read back; the batch is retried")]
     ClaimUnreadable { tenant: String, event_id: uuid::Uuid },
+    #[error("verifiable log: {0}")]
+    Log(String),
+    #[error("{fresh} event ids were newly claimed but {stored} rows stored: a row outlived its claim (replayed beyond the deduplication window?); the batch is not logged twice")]
+    ClaimWithoutRow { fresh: u64, stored: u64 },
+    #[error("the log append did not match the stored log ({mismatches} heads or tiles differ): the batch is retried")]
+    LogAppendMismatch { mismatches: i64 },
     #[error("{what}: {}", pg_message(.source))]
     Query {
         what: &'static str,

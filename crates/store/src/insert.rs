@@ -92,34 +92,39 @@ pub enum InsertMethod {
     CopyStage,
 }
 
-/// The one insert statement, over the rows of `source` (a FROM item named `r`:
-/// the staging table or an UNNEST of column arrays). In one snapshot it:
-/// - claims each (tenant_id, event_id) in `event_ids` (`fresh`: the claims that
-///   are new; a key repeated within the batch is skipped by ON CONFLICT after
-///   its first row, so the first in stream order wins),
-/// - stores the rows of new claims, those of the closed days in `$late`
-///   (archived or being archived) in `late_events`, the others in `audit_events`,
+/// Claims each (tenant_id, event_id) in `event_ids`, in batch order; returns the
+/// (1-based) position of each new claim. A key repeated within the batch is skipped
+/// by ON CONFLICT after its first row, so the first in stream order wins.
+const CLAIM_SQL: &str = "WITH k AS (SELECT * FROM UNNEST($1::text[], $2::uuid[], $3::bytea[], $4::timestamptz[])
+                                 WITH ORDINALITY AS k(tenant_id, event_id, event_hash, received_at, ord)),
+            c AS (INSERT INTO event_ids (tenant_id, event_id, event_hash, received_at)
+                  SELECT tenant_id, event_id, event_hash, received_at FROM k ORDER BY ord
+                  ON CONFLICT DO NOTHING
+                  RETURNING tenant_id, event_id)
+       SELECT min(k.ord) FROM c JOIN k USING (tenant_id, event_id) GROUP BY tenant_id, event_id";
+
+/// The insert statement, over the newly claimed rows of `source` (a FROM item named
+/// `r`: the staging table or an UNNEST of column arrays), each with its leaf index.
+/// In one snapshot it:
+/// - stores the rows, those of the closed days in `$late` (archived or being
+///   archived) in `late_events`, the others in `audit_events`,
 /// - moves each shard's consumed position in `stream_progress` forward (the
-///   archiver's low-water mark; `$progress` are three arrays, one entry per
-///   shard, computed by [`shard_progress`]), whatever became of the rows.
+///   archiver's low-water mark; three arrays from `$progress`, one entry per
+///   shard, computed by [`shard_progress`]), whatever became of the rows,
+/// - writes the tenants' new log heads and tile entries (nine arrays from `$log`,
+///   see [`crate::log::append_ctes`]).
 ///
-/// Returns one row: (stored, of which late, new claims). When there are fewer
-/// new claims than rows, [`find_conflicts`] tells duplicates from conflicts
-/// in a second statement (whose fresh snapshot also sees claims a concurrent
-/// transaction committed while this statement waited on them).
+/// Returns one row: (stored, of which late, log mismatches (must be 0)).
 fn insert_sql(with: &str, source: &str, late: &str, progress: usize) -> String {
     let (shards, seqs, received) = (progress, progress + 1, progress + 2);
+    let (log_ctes, log_check) = crate::log::append_ctes(progress + 3);
     format!(
         "WITH {with}
-              fresh AS (INSERT INTO event_ids (tenant_id, event_id, event_hash, received_at)
-                        SELECT tenant_id, event_id, event_hash, received_at FROM {source}
-                        ON CONFLICT DO NOTHING
-                        RETURNING tenant_id, event_id, event_hash),
               a AS (INSERT INTO audit_events ({cols})
-                    SELECT {cols} FROM {source} JOIN fresh USING (tenant_id, event_id, event_hash)
+                    SELECT {cols} FROM {source}
                      WHERE {DAY} <> ALL({late}) ON CONFLICT DO NOTHING RETURNING 1),
               l AS (INSERT INTO late_events ({cols})
-                    SELECT {cols} FROM {source} JOIN fresh USING (tenant_id, event_id, event_hash)
+                    SELECT {cols} FROM {source}
                      WHERE {DAY} = ANY({late}) ON CONFLICT DO NOTHING RETURNING 1),
               p AS (INSERT INTO stream_progress AS sp (shard_id, sequence_number, received_at)
                     SELECT * FROM UNNEST(${shards}::text[], ${seqs}::text[], ${received}::timestamptz[])
@@ -127,15 +132,16 @@ fn insert_sql(with: &str, source: &str, late: &str, progress: usize) -> String {
                        sequence_number = CASE WHEN EXCLUDED.sequence_number::numeric > sp.sequence_number::numeric
                                               THEN EXCLUDED.sequence_number ELSE sp.sequence_number END,
                        received_at = greatest(sp.received_at, EXCLUDED.received_at),
-                       updated_at = now())
+                       updated_at = now()),
+              {log_ctes}
          SELECT (SELECT count(*) FROM a) + (SELECT count(*) FROM l), (SELECT count(*) FROM l),
-                (SELECT count(*) FROM fresh)",
+                {log_check}",
         cols = column_list(),
     )
 }
 
-/// [`insert_sql`] over UNNEST of one array parameter per column; `$30` is the
-/// closed days, `$31..$33` the shard progress.
+/// [`insert_sql`] over UNNEST of one array parameter per column; `$31` is the
+/// closed days, `$32..$34` the shard progress, `$35..$43` the log append.
 fn unnest_sql() -> String {
     let casts: Vec<String> = column_types()
         .iter()
@@ -153,9 +159,30 @@ fn unnest_sql() -> String {
 }
 
 /// [`insert_sql`] over the staging table the batch was copied into; `$1` is
-/// the closed days, `$2..$4` the shard progress.
+/// the closed days, `$2..$4` the shard progress, `$5..$13` the log append.
 fn staged_sql() -> String {
     insert_sql("", &format!("{STAGE_TABLE} AS r"), "$1::date[]", 2)
+}
+
+/// Claims the batch's ids ([`CLAIM_SQL`]); returns, per position, whether it made
+/// a new claim (the first position of each new key).
+async fn claim_ids(client: &impl deadpool_postgres::GenericClient, events: &[StoredEvent]) -> Result<Vec<bool>> {
+    let tenants: Vec<&str> = events.iter().map(|s| s.event.tenant_id.as_str()).collect();
+    let ids: Vec<Uuid> = events.iter().map(|s| s.event.event_id).collect();
+    let hashes: Vec<&[u8]> = events.iter().map(|s| &s.hash.0[..]).collect();
+    let received: Vec<DateTime<Utc>> = events.iter().map(|s| s.event.received_at).collect();
+    let rows = client
+        .query(CLAIM_SQL, &[&tenants, &ids, &hashes, &received])
+        .await
+        .map_err(Error::query("claiming the batch's event ids"))?;
+    let mut fresh = vec![false; events.len()];
+    for r in &rows {
+        let ord: i64 = r.get(0);
+        if let Some(f) = usize::try_from(ord - 1).ok().and_then(|i| fresh.get_mut(i)) {
+            *f = true;
+        }
+    }
+    Ok(fresh)
 }
 
 /// The rows of a batch whose id is claimed with another hash (by an earlier
@@ -286,13 +313,16 @@ struct Columns<'a> {
     event_hash: Vec<&'a [u8]>,
     kinesis_shard: Vec<Option<&'a str>>,
     kinesis_seq: Vec<Option<&'a str>>,
+    leaf_index: Vec<i64>,
 }
 
 impl<'a> Columns<'a> {
-    fn of(events: &'a [StoredEvent]) -> Self {
+    /// The rows to store, each with its leaf index.
+    fn of(rows: &[(&'a StoredEvent, i64)]) -> Self {
         let mut c = Columns::default();
-        for s in events {
+        for &(s, leaf) in rows {
             let e = &s.event;
+            c.leaf_index.push(leaf);
             c.tenant_id.push(&e.tenant_id);
             c.event_id.push(e.event_id);
             c.occurred_at.push(e.occurred_at);
@@ -331,7 +361,7 @@ impl<'a> Columns<'a> {
         c
     }
 
-    fn params(&self) -> [&(dyn ToSql + Sync); 29] {
+    fn params(&self) -> [&(dyn ToSql + Sync); 30] {
         [
             &self.tenant_id,
             &self.event_id,
@@ -362,14 +392,16 @@ impl<'a> Columns<'a> {
             &self.event_hash,
             &self.kinesis_shard,
             &self.kinesis_seq,
+            &self.leaf_index,
         ]
     }
 }
 
 /// One row's values in column order (for COPY).
-fn row_values(s: &StoredEvent) -> RowValues<'_> {
+fn row_values(s: &StoredEvent, leaf_index: i64) -> RowValues<'_> {
     let e = &s.event;
     RowValues {
+        leaf_index,
         changes: e.changes.as_ref().map(Json),
         metadata: e.metadata.as_ref().map(Json),
         schema_version: i16::try_from(e.schema_version).unwrap_or(i16::MAX),
@@ -385,6 +417,7 @@ fn row_values(s: &StoredEvent) -> RowValues<'_> {
 
 struct RowValues<'a> {
     s: &'a StoredEvent,
+    leaf_index: i64,
     changes: ChangesJson<'a>,
     metadata: MetadataJson<'a>,
     schema_version: i16,
@@ -397,7 +430,7 @@ struct RowValues<'a> {
 }
 
 impl RowValues<'_> {
-    fn params(&self) -> [&(dyn ToSql + Sync); 29] {
+    fn params(&self) -> [&(dyn ToSql + Sync); 30] {
         let e = &self.s.event;
         [
             &e.tenant_id,
@@ -429,6 +462,7 @@ impl RowValues<'_> {
             &self.hash,
             &self.s.kinesis_shard,
             &self.s.kinesis_seq,
+            &self.leaf_index,
         ]
     }
 }
@@ -483,92 +517,112 @@ impl PgEventStore {
         self.pool.get().await.map_err(|e| Error::Pool(e.to_string()))
     }
 
-    async fn insert_unnest(&self, events: &[StoredEvent], late_days: &[NaiveDate]) -> Result<Written> {
-        let client = self.client().await?;
-        let columns = Columns::of(events);
-        let statement = client
-            .prepare_cached(&self.unnest_sql)
-            .await
-            .map_err(Error::query("preparing the batch insert"))?;
-        let late_days = late_days.to_vec();
-        let (shards, seqs, received) = shard_progress(events);
-        let mut params: Vec<&(dyn ToSql + Sync)> = columns.params().to_vec();
-        params.extend([&late_days as &(dyn ToSql + Sync), &shards, &seqs, &received]);
-        let row = client
-            .query_one(&statement, &params)
-            .await
-            .map_err(Error::query("inserting a batch of events"))?;
-        let mut written = Written::from_row(&row);
-        written.conflicts = find_conflicts(&client, events, written.fresh).await?;
-        Ok(written)
-    }
-
-    async fn insert_copy(&self, events: &[StoredEvent], late_days: &[NaiveDate]) -> Result<Written> {
+    /// The whole batch in one transaction: lock the tenants' log heads, claim the
+    /// ids, store the newly claimed rows with their leaf indices and append them to
+    /// the log (see [`crate::log`]), then tell duplicates from conflicts.
+    async fn insert_logged(&self, events: &[StoredEvent], late_days: &[NaiveDate]) -> Result<Written> {
         let mut client = self.client().await?;
         let tx = client
             .transaction()
             .await
             .map_err(Error::query("beginning the batch transaction"))?;
-        tx.batch_execute(&format!(
-            "CREATE TEMP TABLE IF NOT EXISTS {STAGE_TABLE} (LIKE audit_events) ON COMMIT DELETE ROWS"
-        ))
-        .await
-        .map_err(Error::query("creating the staging table"))?;
-        let sink = tx
-            .copy_in(&format!(
-                "COPY {STAGE_TABLE} ({}) FROM STDIN (FORMAT binary)",
-                column_list()
-            ))
-            .await
-            .map_err(Error::query("starting COPY into the staging table"))?;
-        let writer = BinaryCopyInWriter::new(sink, column_types());
-        let mut writer = std::pin::pin!(writer);
-        for event in events {
-            let row = row_values(event);
-            writer
-                .as_mut()
-                .write(&row.params())
-                .await
-                .map_err(Error::query("copying a row into the staging table"))?;
-        }
-        writer
-            .finish()
-            .await
-            .map_err(Error::query("finishing COPY into the staging table"))?;
-        let statement = tx
-            .prepare_cached(&self.staged_sql)
-            .await
-            .map_err(Error::query("preparing the staged insert"))?;
+        let mut tenants: Vec<&str> = events.iter().map(|s| s.event.tenant_id.as_str()).collect();
+        tenants.sort_unstable();
+        tenants.dedup();
+        let heads = crate::log::lock_heads(&tx, &tenants).await?;
+        let fresh = claim_ids(&tx, events).await?;
+        let append = crate::log::plan_append(events, &fresh, heads)?;
+        let rows: Vec<(&StoredEvent, i64)> = events
+            .iter()
+            .zip(&append.leaf_index)
+            .filter_map(|(s, leaf)| leaf.map(|l| (s, l)))
+            .collect();
+        let late_days = late_days.to_vec();
         let (shards, seqs, received) = shard_progress(events);
-        let row = tx
-            .query_one(&statement, &[&late_days, &shards, &seqs, &received])
-            .await
-            .map_err(Error::query("inserting the staged events"))?;
-        let mut written = Written::from_row(&row);
-        written.conflicts = find_conflicts(&tx, events, written.fresh).await?;
+        let row = match self.method {
+            InsertMethod::Unnest => {
+                let columns = Columns::of(&rows);
+                let statement = tx
+                    .prepare_cached(&self.unnest_sql)
+                    .await
+                    .map_err(Error::query("preparing the batch insert"))?;
+                let mut params: Vec<&(dyn ToSql + Sync)> = columns.params().to_vec();
+                params.extend([&late_days as &(dyn ToSql + Sync), &shards, &seqs, &received]);
+                params.extend(append.params());
+                tx.query_one(&statement, &params)
+                    .await
+                    .map_err(Error::query("inserting a batch of events"))?
+            }
+            InsertMethod::CopyStage => {
+                copy_to_stage(&tx, &rows).await?;
+                let statement = tx
+                    .prepare_cached(&self.staged_sql)
+                    .await
+                    .map_err(Error::query("preparing the staged insert"))?;
+                let mut params: Vec<&(dyn ToSql + Sync)> = vec![&late_days, &shards, &seqs, &received];
+                params.extend(append.params());
+                tx.query_one(&statement, &params)
+                    .await
+                    .map_err(Error::query("inserting the staged events"))?
+            }
+        };
+        let (stored, late, mismatches): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+        if mismatches != 0 {
+            return Err(Error::LogAppendMismatch { mismatches });
+        }
+        let fresh_count = rows.len() as u64;
+        if stored as u64 != fresh_count {
+            return Err(Error::ClaimWithoutRow {
+                fresh: fresh_count,
+                stored: stored as u64,
+            });
+        }
+        let conflicts = find_conflicts(&tx, events, fresh_count).await?;
         tx.commit().await.map_err(Error::query("committing the batch"))?;
-        Ok(written)
+        Ok(Written {
+            inserted: stored as u64,
+            late: late as u64,
+            conflicts,
+        })
     }
 }
 
-/// What the insert statement reports (see [`insert_sql`]), and the conflicts.
+/// Binary COPY of `rows` into the session's staging table (emptied at commit).
+async fn copy_to_stage(tx: &deadpool_postgres::Transaction<'_>, rows: &[(&StoredEvent, i64)]) -> Result<()> {
+    tx.batch_execute(&format!(
+        "CREATE TEMP TABLE IF NOT EXISTS {STAGE_TABLE} (LIKE audit_events) ON COMMIT DELETE ROWS"
+    ))
+    .await
+    .map_err(Error::query("creating the staging table"))?;
+    let sink = tx
+        .copy_in(&format!(
+            "COPY {STAGE_TABLE} ({}) FROM STDIN (FORMAT binary)",
+            column_list()
+        ))
+        .await
+        .map_err(Error::query("starting COPY into the staging table"))?;
+    let writer = BinaryCopyInWriter::new(sink, column_types());
+    let mut writer = std::pin::pin!(writer);
+    for &(event, leaf) in rows {
+        let row = row_values(event, leaf);
+        writer
+            .as_mut()
+            .write(&row.params())
+            .await
+            .map_err(Error::query("copying a row into the staging table"))?;
+    }
+    writer
+        .finish()
+        .await
+        .map_err(Error::query("finishing COPY into the staging table"))?;
+    Ok(())
+}
+
+/// What the insert did (see [`insert_sql`]), and the conflicts.
 struct Written {
     inserted: u64,
     late: u64,
-    /// New claims in `event_ids`.
-    fresh: u64,
     conflicts: Vec<IdConflict>,
-}
-
-impl Written {
-    fn from_row(row: &tokio_postgres::Row) -> Self {
-        Written {
-            inserted: row.get::<_, i64>(0) as u64,
-            late: row.get::<_, i64>(1) as u64,
-            fresh: row.get::<_, i64>(2) as u64,
-            conflicts: Vec::new(),
-        }
-    }
 }
 
 impl EventStore for PgEventStore {
@@ -581,10 +635,7 @@ impl EventStore for PgEventStore {
         if events.is_empty() {
             return Ok(InsertOutcome::default());
         }
-        let written = match self.method {
-            InsertMethod::Unnest => self.insert_unnest(events, late_days).await?,
-            InsertMethod::CopyStage => self.insert_copy(events, late_days).await?,
-        };
+        let written = self.insert_logged(events, late_days).await?;
         let conflicts = written.conflicts;
         Ok(InsertOutcome {
             inserted: written.inserted,
@@ -623,7 +674,12 @@ mod tests {
         assert!(sql.contains("$26::int2[]"), "{sql}");
         assert!(sql.contains("$27::bytea[]"), "{sql}");
         assert!(sql.contains("$29::text[]"), "{sql}");
-        assert!(sql.contains("$30::date[]"), "{sql}");
+        assert!(sql.contains("$30::int8[]"), "{sql}");
+        assert!(sql.contains("$31::date[]"), "{sql}");
+        assert!(sql.contains("$35::text[]"), "log heads follow the progress: {sql}");
+        assert!(sql.contains("$43::int4[]"), "the tiles' lengths are the last: {sql}");
+        assert!(!sql.contains("$44"), "{sql}");
+        assert!(staged_sql().contains("$13::int4[]"));
     }
 
     fn stored(shard: &str, seq: &str, received_s: i64) -> StoredEvent {
@@ -662,19 +718,19 @@ mod tests {
     }
 
     #[test]
-    fn both_statements_claim_the_id_before_storing_the_row() {
+    fn both_statements_store_rows_and_write_the_log_in_one_statement() {
         for sql in [unnest_sql(), staged_sql()] {
-            let claim = sql.find("INSERT INTO event_ids").expect("claims ids");
-            for table in ["INSERT INTO audit_events", "INSERT INTO late_events"] {
-                let at = sql.find(table).unwrap_or_else(|| panic!("{table} in {sql}"));
-                assert!(claim < at, "{sql}");
+            for part in [
+                "INSERT INTO audit_events",
+                "INSERT INTO late_events",
+                "INSERT INTO stream_progress",
+                "UPDATE tlog_heads",
+                "INSERT INTO tlog_tiles",
+            ] {
+                assert_eq!(sql.matches(part).count(), 1, "{part} in {sql}");
             }
-            assert_eq!(
-                sql.matches("JOIN fresh USING (tenant_id, event_id, event_hash)")
-                    .count(),
-                2
-            );
         }
         assert!(staged_sql().contains("FROM stele_insert_stage AS r"));
+        assert!(CLAIM_SQL.contains("ORDER BY ord"), "claims in batch order");
     }
 }

@@ -9,15 +9,19 @@ pub mod config;
 pub mod connect;
 pub mod error;
 pub mod insert;
+pub mod log;
 pub mod lookup;
 #[cfg(any(test, feature = "testing"))]
 pub mod memory;
 pub mod migrate;
 pub mod partitions;
+pub mod rows;
 
 pub use archive_db::{ArchiveDb, ExportRow, PgArchiveDb, RowStream, ShardProgress};
 pub use config::{conninfo_from_secret, DbSource, SecretReader, StoreConfig, StoreSettings, TlsMode};
 pub use connect::{connect, pool};
 pub use error::{pg_message, Error, Result};
 pub use insert::{EventStore, IdConflict, InsertMethod, InsertOutcome, PgEventStore, StoredEvent};
+pub use log::{LogHead, LoggedEvent, PgLog};
 pub use migrate::{migrate, MIGRATIONS};
+pub use rows::{check_row, event_of, CheckedRow, RowEvent, RowProblem};

@@ -22,6 +22,7 @@ pub enum Cell {
     Text(Option<String>),
     Micros(Option<i64>),
     Int32(Option<i32>),
+    Int64(Option<i64>),
 }
 
 /// One row of `audit_events` in its archived form.
@@ -32,28 +33,36 @@ pub struct MemoryRow {
 }
 
 impl MemoryRow {
-    /// A valid row: the given identity, time and hash, the other required
-    /// columns filled with plausible values, the optional ones empty.
-    pub fn event(tenant: &str, event_id: Uuid, occurred_at: DateTime<Utc>, hash: [u8; 32]) -> Self {
+    /// A valid row: the given identity and time, the other required columns
+    /// filled with plausible values, the optional ones empty, and the hash of
+    /// that content (so the row passes [`crate::rows::check_row`]).
+    pub fn event(tenant: &str, event_id: Uuid, occurred_at: DateTime<Utc>) -> Self {
         let cells = archived_columns()
             .map(|c| match (c.name, c.pg.archived_as()) {
                 ("event_id", _) => Cell::Text(Some(event_id.to_string())),
                 ("occurred_at", _) => Cell::Micros(Some(occurred_at.timestamp_micros())),
                 ("received_at", _) => Cell::Micros(Some(occurred_at.timestamp_micros() + 1_000)),
-                ("event_hash", _) => Cell::Text(Some(hex::encode(hash))),
+                ("event_hash", _) => Cell::Text(None),
                 ("category", _) => Cell::Text(Some("audit".into())),
                 ("outcome", _) => Cell::Text(Some("success".into())),
                 ("actor_type", _) => Cell::Text(Some("user".into())),
                 (name, ArchivedAs::Text) if !c.nullable => Cell::Text(Some(format!("{name}-1"))),
                 (_, ArchivedAs::Text) => Cell::Text(None),
                 (_, ArchivedAs::Int32) => Cell::Int32(Some(1)),
+                (_, ArchivedAs::Int64) => Cell::Int64(None),
                 (_, ArchivedAs::TimestampMicros) => Cell::Micros(None),
             })
             .collect();
-        Self {
+        let mut row = Self {
             tenant: tenant.to_string(),
             cells,
-        }
+        };
+        let hash = crate::rows::event_of(&row)
+            .ok()
+            .and_then(|r| r.ok())
+            .map(|r| r.event.compute_hash().to_hex());
+        row.cells[archived_index("event_hash")] = Cell::Text(hash);
+        row
     }
 
     fn text_at(&self, name: &str) -> &str {
@@ -85,13 +94,6 @@ impl MemoryRow {
             self.text_at("event_id").to_string(),
         )
     }
-
-    fn hash(&self) -> Result<[u8; 32]> {
-        let mut out = [0u8; 32];
-        hex::decode_to_slice(self.text_at("event_hash"), &mut out)
-            .map_err(|e| Error::Config(format!("event_hash is not 32 bytes of hex: {e}")))?;
-        Ok(out)
-    }
 }
 
 fn wrong_kind(column: usize) -> Error {
@@ -117,6 +119,12 @@ impl ExportRow for MemoryRow {
     fn int32(&self, column: usize) -> Result<Option<i32>> {
         match self.cells.get(column) {
             Some(Cell::Int32(v)) => Ok(*v),
+            _ => Err(wrong_kind(column)),
+        }
+    }
+    fn int64(&self, column: usize) -> Result<Option<i64>> {
+        match self.cells.get(column) {
+            Some(Cell::Int64(v)) => Ok(*v),
             _ => Err(wrong_kind(column)),
         }
     }
@@ -471,20 +479,6 @@ impl ArchiveDb for MemoryArchiveDb {
         Ok(futures_util::stream::iter(rows.into_iter().map(Ok)).boxed())
     }
 
-    async fn event_hashes(&self, partition: &str) -> Result<RowStream<(String, [u8; 32])>> {
-        self.check("event_hashes")?;
-        let mut rows = self
-            .lock()
-            .tables
-            .get(partition)
-            .map(|t| t.rows.clone())
-            .unwrap_or_default();
-        rows.sort_by_key(MemoryRow::order_key);
-        let hashes: Vec<Result<(String, [u8; 32])>> =
-            rows.into_iter().map(|r| Ok((r.tenant.clone(), r.hash()?))).collect();
-        Ok(futures_util::stream::iter(hashes).boxed())
-    }
-
     async fn late_days(&self) -> Result<Vec<NaiveDate>> {
         self.check("late_days")?;
         let mut days: Vec<NaiveDate> = self.lock().late.iter().filter_map(|(r, _)| r.day().ok()).collect();
@@ -511,14 +505,10 @@ impl ArchiveDb for MemoryArchiveDb {
         Ok(futures_util::stream::iter(self.claimed_late(day).into_iter().map(Ok)).boxed())
     }
 
-    async fn late_hashes(&self, day: NaiveDate) -> Result<RowStream<(String, [u8; 32])>> {
-        self.check("late_hashes")?;
-        let hashes: Vec<Result<(String, [u8; 32])>> = self
-            .claimed_late(day)
-            .into_iter()
-            .map(|r| Ok((r.tenant.clone(), r.hash()?)))
-            .collect();
-        Ok(futures_util::stream::iter(hashes).boxed())
+    async fn log_leaves(&self, _tenant: &str, indices: &[u64]) -> Result<Vec<Option<stele_tlog::Hash>>> {
+        // Memory rows have no leaves (leaf_index is NULL), so this is never asked.
+        self.check("log_leaves")?;
+        Ok(vec![None; indices.len()])
     }
 
     async fn delete_claimed_late(&self, day: NaiveDate) -> Result<u64> {

@@ -37,6 +37,7 @@ pub mod leaf;
 pub mod node;
 pub mod note;
 pub mod proof;
+pub mod publish;
 pub mod store;
 pub mod tile;
 pub mod tlog_proof;

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use arrow::array::{ArrayRef, Int32Builder, StringBuilder, TimestampMicrosecondBuilder};
+use arrow::array::{ArrayRef, Int32Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder};
 use arrow::record_batch::RecordBatch;
 use chrono::NaiveDate;
 use futures_util::StreamExt;
@@ -34,6 +34,7 @@ enum ColBuilder {
     Str(StringBuilder),
     Ts(TimestampMicrosecondBuilder),
     I32(Int32Builder),
+    I64(Int64Builder),
 }
 
 /// Column builders for one record batch.
@@ -52,6 +53,7 @@ impl BatchBuilder {
                     ColBuilder::Ts(TimestampMicrosecondBuilder::with_capacity(capacity).with_timezone("UTC"))
                 }
                 arrow::datatypes::DataType::Int32 => ColBuilder::I32(Int32Builder::with_capacity(capacity)),
+                arrow::datatypes::DataType::Int64 => ColBuilder::I64(Int64Builder::with_capacity(capacity)),
                 _ => ColBuilder::Str(StringBuilder::with_capacity(capacity, capacity * 32)),
             })
             .collect();
@@ -65,6 +67,7 @@ impl BatchBuilder {
                 ColBuilder::Str(b) => b.append_option(row.text(i)?),
                 ColBuilder::Ts(b) => b.append_option(row.micros(i)?),
                 ColBuilder::I32(b) => b.append_option(row.int32(i)?),
+                ColBuilder::I64(b) => b.append_option(row.int64(i)?),
             }
         }
         self.rows += 1;
@@ -79,6 +82,7 @@ impl BatchBuilder {
                 ColBuilder::Str(b) => Arc::new(b.finish()) as ArrayRef,
                 ColBuilder::Ts(b) => Arc::new(b.finish()) as ArrayRef,
                 ColBuilder::I32(b) => Arc::new(b.finish()) as ArrayRef,
+                ColBuilder::I64(b) => Arc::new(b.finish()) as ArrayRef,
             })
             .collect();
         self.rows = 0;
@@ -271,50 +275,119 @@ async fn close_tenant<S: ArchiveStore>(mut t: OpenTenant<'_, S>) -> Result<Tenan
     })
 }
 
-/// Per-tenant row counts and Merkle roots as Postgres holds them now, read as
-/// a stream of (tenant, hash) in archive order.
-pub async fn postgres_roots<D: ArchiveDb>(db: &D, partition: &str) -> Result<Vec<(String, u64, String)>, Error> {
+/// Per-tenant row counts and Merkle roots (of the stored `event_hash`es, in archive
+/// order), and the leaves the rows claim in their tenants' logs.
+#[derive(Debug, Default)]
+pub struct CheckedRoots {
+    pub roots: Vec<(String, u64, String)>,
+    /// Every row that has a leaf: where it says it is in its tenant's log.
+    pub leaves: Vec<LeafClaim>,
+}
+
+/// A row's claim to be a leaf of its tenant's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeafClaim {
+    pub tenant_id: String,
+    pub event_id: uuid::Uuid,
+    pub index: u64,
+    /// The leaf hash rebuilt from the row (tenant, event_hash, received_at).
+    pub hash: stele_tlog::Hash,
+}
+
+impl LeafClaim {
+    pub fn of(row: &stele_store::CheckedRow) -> Result<Option<Self>, stele_store::Error> {
+        let Some(index) = row.leaf_index else {
+            return Ok(None);
+        };
+        Ok(Some(LeafClaim {
+            tenant_id: row.tenant_id.clone(),
+            event_id: row.event_id,
+            index,
+            hash: row.leaf_hash()?,
+        }))
+    }
+}
+
+/// [`CheckedRoots`] of the partition as Postgres holds it now. Every row is read
+/// whole and its content re-hashed: a row whose fields no longer hash to its
+/// `event_hash` fails verification, whatever its hash column says.
+pub async fn postgres_roots<D: ArchiveDb>(db: &D, partition: &str) -> Result<CheckedRoots, Error> {
     let rows = db
-        .event_hashes(partition)
+        .export_rows(partition)
         .await
         .map_err(Error::store(partition, Step::Verify))?;
-    roots_of(rows, partition).await
+    checked_roots(rows, partition, "PostgreSQL").await
 }
 
 /// [`postgres_roots`] of the claimed late rows of `day` (what a supplement covers).
-pub async fn late_roots<D: ArchiveDb>(
-    db: &D,
-    partition: &str,
-    day: NaiveDate,
-) -> Result<Vec<(String, u64, String)>, Error> {
+pub async fn late_roots<D: ArchiveDb>(db: &D, partition: &str, day: NaiveDate) -> Result<CheckedRoots, Error> {
     let rows = db
-        .late_hashes(day)
+        .export_late_rows(day)
         .await
         .map_err(Error::store(partition, Step::Verify))?;
-    roots_of(rows, partition).await
+    checked_roots(rows, partition, "PostgreSQL (late rows)").await
 }
 
-async fn roots_of(
-    mut rows: stele_store::RowStream<(String, [u8; 32])>,
-    partition: &str,
-) -> Result<Vec<(String, u64, String)>, Error> {
-    let read_err = Error::store(partition, Step::Verify);
-    let mut out: Vec<(String, u64, String)> = Vec::new();
-    let mut cur: Option<(String, MerkleBuilder)> = None;
-    while let Some(row) = rows.next().await {
-        let (tenant, hash) = row.map_err(read_err)?;
-        if cur.as_ref().is_none_or(|(t, _)| *t != tenant) {
-            if let Some((t, m)) = cur.take() {
-                out.push((t, m.leaves(), m.root_hex()));
+/// Feeds checked rows into per-tenant roots; `rows` come in archive order.
+pub struct RootsBuilder {
+    out: CheckedRoots,
+    cur: Option<(String, MerkleBuilder)>,
+}
+
+impl RootsBuilder {
+    pub fn new() -> Self {
+        RootsBuilder {
+            out: CheckedRoots::default(),
+            cur: None,
+        }
+    }
+
+    pub fn push(&mut self, row: &stele_store::CheckedRow) -> Result<(), stele_store::Error> {
+        if self.cur.as_ref().is_none_or(|(t, _)| *t != row.tenant_id) {
+            if let Some((t, m)) = self.cur.take() {
+                self.out.roots.push((t, m.leaves(), m.root_hex()));
             }
-            cur = Some((tenant, MerkleBuilder::new()));
+            self.cur = Some((row.tenant_id.clone(), MerkleBuilder::new()));
         }
-        if let Some((_, m)) = cur.as_mut() {
-            m.push(&hash);
+        if let Some((_, m)) = self.cur.as_mut() {
+            m.push(&row.event_hash.0);
+        }
+        self.out.leaves.extend(LeafClaim::of(row)?);
+        Ok(())
+    }
+
+    pub fn finish(mut self) -> CheckedRoots {
+        if let Some((t, m)) = self.cur.take() {
+            self.out.roots.push((t, m.leaves(), m.root_hex()));
+        }
+        self.out
+    }
+}
+
+impl Default for RootsBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+async fn checked_roots<R: ExportRow>(
+    mut rows: stele_store::RowStream<R>,
+    partition: &str,
+    side: &str,
+) -> Result<CheckedRoots, Error> {
+    let read_err = Error::store(partition, Step::Verify);
+    let mut roots = RootsBuilder::new();
+    while let Some(row) = rows.next().await {
+        let row = row.map_err(read_err)?;
+        match stele_store::check_row(&row).map_err(Error::store(partition, Step::Verify))? {
+            Ok(checked) => roots.push(&checked).map_err(Error::store(partition, Step::Verify))?,
+            Err(problem) => {
+                return Err(Error::Mismatch {
+                    partition: partition.to_string(),
+                    detail: format!("{side}, tenant {}: {problem}", row.tenant().unwrap_or("?")),
+                })
+            }
         }
     }
-    if let Some((t, m)) = cur.take() {
-        out.push((t, m.leaves(), m.root_hex()));
-    }
-    Ok(out)
+    Ok(roots.finish())
 }

@@ -16,6 +16,7 @@ pub mod handler;
 pub mod layout;
 pub mod manifest;
 pub mod merkle;
+pub mod readback;
 pub mod runner;
 pub mod s3;
 pub mod schema;

@@ -32,6 +32,7 @@ pub fn arrow_type(kind: ArchivedAs) -> DataType {
         ArchivedAs::Text => DataType::Utf8,
         ArchivedAs::TimestampMicros => utc_micros(),
         ArchivedAs::Int32 => DataType::Int32,
+        ArchivedAs::Int64 => DataType::Int64,
     }
 }
 
@@ -123,11 +124,13 @@ mod tests {
             .iter()
             .map(|c| c["name"].as_str().unwrap())
             .collect();
-        assert_eq!(names.len(), 28);
+        assert_eq!(names.len(), 29);
         assert_eq!(names[0], "event_id");
         assert_eq!(names[col::occurred_at()], "occurred_at");
         assert_eq!(names[col::event_hash()], "event_hash");
         assert_eq!(names[27], "kinesis_seq");
+        assert_eq!(names[28], "leaf_index");
+        assert_eq!(d["columns"][28]["glue_type"], "bigint");
         assert_eq!(d["columns"][1]["glue_type"], "timestamp");
         assert_eq!(d["columns"][24]["glue_type"], "int");
         assert_eq!(d["layout"], "tenant_id=${tenant_id}/dt=${dt}");

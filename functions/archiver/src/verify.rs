@@ -1,65 +1,26 @@
 //! Verification from S3, before Postgres is touched: the manifest is the one
 //! recorded, every tenant's objects are exactly the manifest's files, each
-//! file's footer row count matches, and the Merkle roots recomputed from the
-//! files' `event_hash` column equal the ones Postgres gives now. A supplement
-//! is held to the same, against the late rows it covers, and must keep the
-//! version it supersedes intact.
+//! file's SHA-256 and footer row count match the manifest, every row's content
+//! (on both sides: the rows Postgres holds now and the rows read back from the
+//! files) re-hashes to its `event_hash`, the Merkle roots of those hashes agree,
+//! and every row that has a leaf in its tenant's verifiable log is that leaf
+//! (tenant, event_hash and received_at, as the log holds them). A supplement is
+//! held to the same, against the late rows it covers, and must keep the version
+//! it supersedes intact.
 
 use std::collections::BTreeMap;
-use std::ops::Range;
 use std::sync::Arc;
 
-use arrow::array::{Array, StringArray};
-use bytes::Bytes;
 use chrono::NaiveDate;
-use futures_util::future::BoxFuture;
-use futures_util::{FutureExt, StreamExt};
-use parquet::arrow::arrow_reader::ArrowReaderOptions;
-use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuilder};
-use parquet::arrow::ProjectionMask;
-use parquet::errors::ParquetError;
-use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 use stele_store::ArchiveDb;
 
 use crate::error::{Error, Step};
-use crate::export::{late_roots, postgres_roots, TenantArchive};
+use crate::export::{late_roots, postgres_roots, CheckedRoots, LeafClaim, TenantArchive};
 use crate::layout;
 use crate::manifest::{Manifest, Supplement};
 use crate::merkle::MerkleBuilder;
-use crate::schema;
 use crate::store::ArchiveStore;
 use crate::writer::PartManifest;
-
-/// Parquet reads through ranged gets on the archive store.
-pub struct StoreFileReader<S> {
-    store: Arc<S>,
-    key: String,
-    size: u64,
-}
-
-impl<S: ArchiveStore + 'static> AsyncFileReader for StoreFileReader<S> {
-    fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
-        async move {
-            self.store
-                .get_range(&self.key, range)
-                .await
-                .map_err(|e| ParquetError::External(Box::new(e)))
-        }
-        .boxed()
-    }
-
-    fn get_metadata<'a>(
-        &'a mut self,
-        _options: Option<&'a ArrowReaderOptions>,
-    ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
-        async move {
-            let size = self.size;
-            let meta = ParquetMetaDataReader::new().load_and_finish(&mut *self, size).await?;
-            Ok(Arc::new(meta))
-        }
-        .boxed()
-    }
-}
 
 fn mismatch(partition: &str, detail: String) -> Error {
     Error::Mismatch {
@@ -107,7 +68,7 @@ pub async fn verify<S: ArchiveStore + 'static, D: ArchiveDb>(
     let manifest = read_manifest(&**store, partition, manifest_key, manifest_sha256).await?;
 
     // Postgres, now: the partition, or the late rows a supplement covers.
-    let (pg, archived): (Vec<(String, u64, String)>, &[TenantArchive]) = match &manifest.supplement {
+    let (pg, archived): (CheckedRoots, &[TenantArchive]) = match &manifest.supplement {
         None => (postgres_roots(db, partition).await?, &manifest.tenants),
         Some(supplement) => {
             check_supplement_layout(&**store, partition, &manifest, supplement).await?;
@@ -118,6 +79,8 @@ pub async fn verify<S: ArchiveStore + 'static, D: ArchiveDb>(
         .iter()
         .map(|t| (t.tenant_id.clone(), t.rows, t.merkle_root.clone()))
         .collect();
+    check_leaves(db, partition, "PostgreSQL", &pg.leaves).await?;
+    let pg = pg.roots;
     if pg != archived_roots {
         let pg_rows: u64 = pg.iter().map(|t| t.1).sum();
         let rows: u64 = archived.iter().map(|t| t.rows).sum();
@@ -158,16 +121,24 @@ pub async fn verify<S: ArchiveStore + 'static, D: ArchiveDb>(
             .and_then(|s| s.tenants.iter().find(|t| t.tenant_id == tenant.tenant_id));
         let mut merkle = MerkleBuilder::new();
         let mut added_merkle = MerkleBuilder::new();
+        let mut leaves = Vec::new();
         for file in &tenant.files {
             let is_added = added.is_some_and(|a| a.files.iter().any(|f| f.key == file.key));
-            file_hashes(store, partition, file, |h| {
-                merkle.push(h);
+            check_archived_file(store, partition, &tenant.tenant_id, file, |row| {
+                merkle.push(&row.event_hash.0);
                 if is_added {
-                    added_merkle.push(h);
+                    added_merkle.push(&row.event_hash.0);
                 }
+                leaves.push(LeafClaim::of(row));
             })
             .await?;
         }
+        let leaves: Vec<LeafClaim> = leaves
+            .into_iter()
+            .filter_map(|l| l.transpose())
+            .collect::<Result<_, _>>()
+            .map_err(Error::store(partition, Step::Verify))?;
+        check_leaves(db, partition, "S3", &leaves).await?;
         check_root(partition, tenant, &merkle)?;
         if let Some(added) = added {
             check_root(partition, added, &added_merkle)?;
@@ -258,54 +229,53 @@ async fn check_supplement_layout<S: ArchiveStore>(
     Ok(())
 }
 
-/// The `event_hash` column of one archived file, in file order, after checking
-/// its footer row count against the manifest.
-pub async fn file_hashes<S: ArchiveStore + 'static>(
+/// Fetches one archived file whole and checks it ([`crate::readback::check_file`]):
+/// its SHA-256 and row count against the manifest, then every row's content against
+/// its `event_hash`. Each checked row goes to `push`, in file order.
+pub async fn check_archived_file<S: ArchiveStore>(
     store: &Arc<S>,
     partition: &str,
+    tenant: &str,
     file: &PartManifest,
-    mut push: impl FnMut(&[u8; 32]),
+    push: impl FnMut(&stele_store::CheckedRow),
 ) -> Result<(), Error> {
-    let reader = StoreFileReader {
-        store: store.clone(),
-        key: file.key.clone(),
-        size: file.bytes,
-    };
-    let pq = |source| Error::Parquet {
-        partition: partition.to_string(),
-        step: Step::Verify,
-        source,
-    };
-    let builder = ParquetRecordBatchStreamBuilder::new(reader).await.map_err(pq)?;
-    let footer_rows: i64 = builder.metadata().file_metadata().num_rows();
-    if footer_rows != file.rows as i64 {
-        return Err(mismatch(
-            partition,
-            format!("{}: footer says {footer_rows} rows, manifest {}", file.key, file.rows),
-        ));
+    let bytes = store
+        .get(&file.key)
+        .await
+        .map_err(|e| e.at(partition, Step::Verify))?
+        .ok_or_else(|| mismatch(partition, format!("{} is missing", file.key)))?;
+    crate::readback::check_file(bytes, tenant, &file.sha256, file.rows, push)
+        .map_err(|e| mismatch(partition, format!("S3, tenant {tenant}, {}: {e}", file.key)))
+}
+
+/// Every claimed leaf is in its tenant's log with exactly the row's leaf hash.
+pub async fn check_leaves<D: ArchiveDb>(
+    db: &D,
+    partition: &str,
+    side: &str,
+    leaves: &[LeafClaim],
+) -> Result<(), Error> {
+    let mut by_tenant: BTreeMap<&str, Vec<&LeafClaim>> = BTreeMap::new();
+    for l in leaves {
+        by_tenant.entry(&l.tenant_id).or_default().push(l);
     }
-    let mask = ProjectionMask::leaves(builder.parquet_schema(), [schema::col::event_hash()]);
-    let mut stream = builder
-        .with_projection(mask)
-        .with_batch_size(8192)
-        .build()
-        .map_err(pq)?;
-    let mut hash = [0u8; 32];
-    while let Some(batch) = stream.next().await {
-        let batch = batch.map_err(pq)?;
-        let col = batch
-            .column(0)
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .ok_or_else(|| mismatch(partition, format!("{}: event_hash is not a string column", file.key)))?;
-        for i in 0..col.len() {
-            if col.is_null(i) || hex::decode_to_slice(col.value(i), &mut hash).is_err() {
+    for (tenant, claims) in by_tenant {
+        let indices: Vec<u64> = claims.iter().map(|c| c.index).collect();
+        let logged = db
+            .log_leaves(tenant, &indices)
+            .await
+            .map_err(Error::store(partition, Step::Verify))?;
+        for (claim, logged) in claims.iter().zip(logged) {
+            if logged != Some(claim.hash) {
+                let held = logged.map_or("no such leaf".to_string(), |h| format!("leaf hash {h}"));
                 return Err(mismatch(
                     partition,
-                    format!("{}: row {i} has no valid event_hash", file.key),
+                    format!(
+                        "{side}, tenant {tenant}, event {}: the row is leaf {} with leaf hash {}, the log holds {held}",
+                        claim.event_id, claim.index, claim.hash
+                    ),
                 ));
             }
-            push(&hash);
         }
     }
     Ok(())

@@ -230,7 +230,7 @@ impl<'a, S: ArchiveStore> ParquetPartWriter<'a, S> {
 mod tests {
     use std::sync::Arc;
 
-    use arrow::array::{ArrayRef, Int32Array, StringArray, TimestampMicrosecondArray};
+    use arrow::array::{ArrayRef, Int32Array, Int64Array, StringArray, TimestampMicrosecondArray};
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
     use super::*;
@@ -248,6 +248,7 @@ mod tests {
                             .with_timezone("UTC"),
                     ),
                     arrow::datatypes::DataType::Int32 => Arc::new(Int32Array::from(vec![1; n])),
+                    arrow::datatypes::DataType::Int64 => Arc::new(Int64Array::from(vec![1; n])),
                     _ => Arc::new(StringArray::from_iter_values((0..n as i64).map(|k| {
                         format!("{i}-{:x}", ((from + k) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
                     }))),

@@ -96,7 +96,10 @@ impl<S: ArchiveStore + 'static, D: ArchiveDb> Archiver<S, D> {
             entry.files.extend(a.files.iter().cloned());
             let mut merkle = MerkleBuilder::new();
             for file in &entry.files {
-                verify::file_hashes(&self.store, partition, file, |h| merkle.push(h)).await?;
+                verify::check_archived_file(&self.store, partition, &entry.tenant_id, file, |row| {
+                    merkle.push(&row.event_hash.0)
+                })
+                .await?;
             }
             entry.merkle_root = merkle.root_hex();
         }
