@@ -33,7 +33,15 @@ fn post(events: usize, tenant: &str) -> Request {
     let mut headers = HeaderMap::new();
     headers.insert("content-type", HeaderValue::from_static("application/json"));
     let body = json!({ "events": events }).to_string();
-    api_gateway_request(&Method::POST, "/v1/events", &headers, body.as_bytes(), "tenant_id", Some(tenant)).unwrap()
+    api_gateway_request(
+        &Method::POST,
+        "/v1/events",
+        &headers,
+        body.as_bytes(),
+        "tenant_id",
+        Some(tenant),
+    )
+    .unwrap()
 }
 
 fn accepted_ids(resp: &Response<Body>) -> Vec<String> {
@@ -48,7 +56,9 @@ fn accepted_ids(resp: &Response<Body>) -> Vec<String> {
 async fn gate(env: &TestEnv, quota: Quota) -> DynamoDbQuota {
     let table = unique_name("quota");
     let client = aws_sdk_dynamodb::Client::new(&env.aws_config().await);
-    aws::create_quota_table(&client, &table).await.expect("create quota table");
+    aws::create_quota_table(&client, &table)
+        .await
+        .expect("create quota table");
     DynamoDbQuota::new(client, table, quota, Duration::from_secs(5))
 }
 
@@ -109,8 +119,14 @@ async fn a_tenant_over_quota_gets_429_others_do_not_and_the_next_window_admits_a
     assert_eq!(a3.status(), StatusCode::ACCEPTED);
     on_stream_expected.extend(accepted_ids(&a3));
     // ... and one more event is refused by either instance.
-    assert_eq!(first.handle(post(1, "acme")).await.status(), StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(second.handle(post(1, "acme")).await.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        first.handle(post(1, "acme")).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        second.handle(post(1, "acme")).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
     assert_eq!(
         quota.window(chrono::Utc::now()),
         window,
@@ -153,7 +169,12 @@ async fn a_failing_quota_table_admits_requests() {
     let env = TestEnv::get().await;
     let stream = Stream::new(env, 1).await;
     let client = aws_sdk_dynamodb::Client::new(&env.aws_config().await);
-    let gate = DynamoDbQuota::new(client, unique_name("no-such-table"), Quota::new(1, None).unwrap(), Duration::from_secs(5));
+    let gate = DynamoDbQuota::new(
+        client,
+        unique_name("no-such-table"),
+        Quota::new(1, None).unwrap(),
+        Duration::from_secs(5),
+    );
     let ingest = instance(&stream, gate);
     for _ in 0..3 {
         assert_eq!(ingest.handle(post(1, "acme")).await.status(), StatusCode::ACCEPTED);
@@ -173,7 +194,10 @@ async fn cost_of_the_quota_gate_per_request() {
     use stele_ingest::QuotaGate;
     let env = TestEnv::get().await;
     let stream = Stream::new(env, 1).await;
-    let rounds: usize = std::env::var("STELE_QUOTA_BENCH_ROUNDS").ok().and_then(|n| n.parse().ok()).unwrap_or(300);
+    let rounds: usize = std::env::var("STELE_QUOTA_BENCH_ROUNDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(300);
     let quota = Quota::new(1_000_000, None).unwrap();
     let plain = Ingest::new(IngestConfig::new(&stream.name), stream.sink());
     let gated = instance(&stream, gate(env, quota).await);
@@ -187,7 +211,10 @@ async fn cost_of_the_quota_gate_per_request() {
         assert_eq!(gated.handle(post(1, "acme")).await.status(), StatusCode::ACCEPTED);
         let b = t.elapsed();
         let t = Instant::now();
-        assert_eq!(alone.charge("acme", 1, chrono::Utc::now()).await, stele_ingest::Verdict::Admitted);
+        assert_eq!(
+            alone.charge("acme", 1, chrono::Utc::now()).await,
+            stele_ingest::Verdict::Admitted
+        );
         let c = t.elapsed();
         if i >= 20 {
             // the first rounds warm the connections
@@ -199,7 +226,11 @@ async fn cost_of_the_quota_gate_per_request() {
     let stats = |v: &mut Vec<Duration>| {
         v.sort();
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-        (ms(v[v.len() / 2]), ms(v[v.len() * 95 / 100]), ms(v.iter().sum::<Duration>()) / v.len() as f64)
+        (
+            ms(v[v.len() / 2]),
+            ms(v[v.len() * 95 / 100]),
+            ms(v.iter().sum::<Duration>()) / v.len() as f64,
+        )
     };
     let (w, g, c) = (stats(&mut without), stats(&mut with), stats(&mut charge));
     println!("quota cost, {rounds} single-event requests each, LocalStack (Kinesis: kinesis-local; DynamoDB: moto)");
@@ -208,6 +239,10 @@ async fn cost_of_the_quota_gate_per_request() {
     println!("| handler, no gate | {:.2} | {:.2} | {:.2} |", w.0, w.1, w.2);
     println!("| handler, DynamoDB gate | {:.2} | {:.2} | {:.2} |", g.0, g.1, g.2);
     println!("| gate alone (UpdateItem) | {:.2} | {:.2} | {:.2} |", c.0, c.1, c.2);
-    println!("ratio with/without (median): {:.2}; (mean): {:.2}", g.0 / w.0, g.2 / w.2);
+    println!(
+        "ratio with/without (median): {:.2}; (mean): {:.2}",
+        g.0 / w.0,
+        g.2 / w.2
+    );
     stream.delete().await;
 }
