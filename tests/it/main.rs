@@ -17,6 +17,7 @@ mod hostile;
 mod hostile_dev;
 mod ingest;
 mod localstack;
+mod quota;
 mod replay;
 mod store;
 mod tlog;

@@ -7,10 +7,12 @@ from conftest import as_list, block, blocks, is_ref, refs
 ROLES = {
     "ingest": (
         "lambda.amazonaws.com",
-        {"aws_cloudwatch_log_group.ingest", "aws_kinesis_stream.events", "local.kms_key_arn", "local.kms_via"},
+        {"aws_cloudwatch_log_group.ingest", "aws_kinesis_stream.events", "local.kms_key_arn", "local.kms_via",
+         "aws_dynamodb_table.tenant_quotas"},
         # A producer needs no kms:Decrypt: it cannot read the stream or anything else under the key.
+        # The quota table: one conditional UpdateItem per request, GetItem for overrides.
         {"logs:CreateLogStream", "logs:PutLogEvents", "kinesis:PutRecords", "kinesis:PutRecord",
-         "kinesis:DescribeStreamSummary", "kms:GenerateDataKey"},
+         "kinesis:DescribeStreamSummary", "kms:GenerateDataKey", "dynamodb:UpdateItem", "dynamodb:GetItem"},
     ),
     "batch_writer": (
         "lambda.amazonaws.com",

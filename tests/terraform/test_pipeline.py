@@ -13,6 +13,9 @@ ENV = {
         "STELE_MAX_SKEW_SECS",
         "STELE_PUT_DEADLINE_MS",
         "RUST_LOG",
+        "STELE_TENANT_QUOTA_EVENTS_PER_SEC",
+        "STELE_TENANT_QUOTA_BURST",
+        "STELE_TENANT_QUOTA_TABLE",
     },
     "batch_writer": {
         "STELE_DB_SECRET_ARN",
@@ -172,6 +175,8 @@ def test_function_environments_follow_the_contract(module):
     _, ingest = env_of(module, "ingest")
     assert is_ref(ingest["STELE_STREAM_NAME"], "aws_kinesis_stream.events.name")
     assert is_ref(ingest["STELE_TENANT_CLAIM"], "var.tenant_claim")
+    assert is_ref(ingest["STELE_TENANT_QUOTA_TABLE"], "aws_dynamodb_table.tenant_quotas.name")
+    assert "var.tenant_quota_events_per_sec" in refs(ingest["STELE_TENANT_QUOTA_EVENTS_PER_SEC"])
     _, writer = env_of(module, "batch_writer")
     assert "aws_sqs_queue.dlq.url" in writer["STELE_DLQ_URL"]
     _, archiver = env_of(module, "archiver")

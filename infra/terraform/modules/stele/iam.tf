@@ -50,6 +50,13 @@ data "aws_iam_policy_document" "ingest" {
     resources = [aws_kinesis_stream.events.arn]
   }
 
+  # The per-tenant quota: one conditional UpdateItem per request, GetItem for a tenant's override.
+  statement {
+    sid       = "TenantQuotas"
+    actions   = ["dynamodb:UpdateItem", "dynamodb:GetItem"]
+    resources = [aws_dynamodb_table.tenant_quotas.arn]
+  }
+
   # A producer on a KMS-encrypted stream needs kms:GenerateDataKey only (Kinesis Data Streams
   # developer guide, "Permissions to use user-generated KMS keys"): no kms:Decrypt, so this role
   # cannot read the stream's records, nor anything else the stack key encrypts. Kinesis passes the

@@ -57,6 +57,10 @@ resource "aws_lambda_function" "ingest" {
       STELE_MAX_SKEW_SECS     = tostring(var.max_skew_secs)
       STELE_PUT_DEADLINE_MS   = tostring(var.put_deadline_ms)
       RUST_LOG                = var.rust_log
+
+      STELE_TENANT_QUOTA_EVENTS_PER_SEC = tostring(var.tenant_quota_events_per_sec)
+      STELE_TENANT_QUOTA_BURST          = tostring(max(coalesce(var.tenant_quota_burst, 0), var.tenant_quota_events_per_sec))
+      STELE_TENANT_QUOTA_TABLE          = aws_dynamodb_table.tenant_quotas.name
     }
   }
 
