@@ -175,6 +175,11 @@ resource "aws_glue_catalog_table" "audit_events" {
       name = "kinesis_seq"
       type = "string"
     }
+    columns {
+      name    = "leaf_index"
+      type    = "bigint"
+      comment = "the event's leaf in its tenant's verifiable log (stele verify); null before the log"
+    }
   }
 }
 
