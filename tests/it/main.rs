@@ -21,3 +21,4 @@ mod quota;
 mod replay;
 mod store;
 mod tlog;
+mod verify;
