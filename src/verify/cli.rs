@@ -39,6 +39,13 @@ pub struct VerifyArgs {
     /// Only archived days up to this one (YYYY-MM-DD).
     #[arg(long)]
     to: Option<NaiveDate>,
+    /// Only this event: its row (archived or hot) is checked and proven in the log.
+    #[arg(long)]
+    event: Option<uuid::Uuid>,
+    /// Accept rows without a leaf: rows stored before the verifiable log existed
+    /// (migration 0005). Without it, such a row fails (it could be forged).
+    #[arg(long)]
+    allow_unlogged: bool,
 }
 
 /// Runs `stele verify`; `Ok(false)` when something failed verification.
@@ -72,7 +79,8 @@ pub async fn run(args: VerifyArgs) -> Result<bool, String> {
         tenant: args.tenant.clone(),
         from: args.from,
         to: args.to,
-        event: None,
+        event: args.event,
+        allow_unlogged: args.allow_unlogged,
     };
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let progress = |what: &str| {

@@ -38,6 +38,8 @@ pub struct Scope {
     pub from: Option<NaiveDate>,
     pub to: Option<NaiveDate>,
     pub event: Option<uuid::Uuid>,
+    /// Accept rows without a leaf (stored before the log existed) instead of failing them.
+    pub allow_unlogged: bool,
 }
 
 impl Scope {
@@ -88,6 +90,18 @@ pub async fn verify<S: ArchiveStore>(
     }
     progress("log");
     log::check_logs(store, prefix, trust, scope, db, &leaves, &mut report).await?;
+    if let Some(event) = scope.event {
+        if !leaves
+            .values()
+            .flat_map(|l| l.values().flatten())
+            .any(|r| r.event_id == event)
+        {
+            report.fail(
+                Finding::new("no stored row (archived, or hot with --database) has this event id")
+                    .event(event.to_string()),
+            );
+        }
+    }
     Ok(report)
 }
 
@@ -235,7 +249,7 @@ async fn check_day<S: ArchiveStore>(
             for r in &rows {
                 merkle.push(&r.event_hash.0);
                 report.archived_rows += 1;
-                claim_leaf(leaves, r, &file.key, report);
+                claim_leaf(leaves, r, &file.key, scope, report);
             }
         }
         if merkle.leaves() != tenant.rows || merkle.root_hex() != tenant.merkle_root {
@@ -259,10 +273,22 @@ pub(crate) fn claim_leaf(
     leaves: &mut BTreeMap<String, BTreeMap<u64, Vec<RowSeen>>>,
     r: &CheckedRow,
     place: &str,
+    scope: &Scope,
     report: &mut Report,
 ) {
+    if scope.event.is_some_and(|e| e != r.event_id) {
+        return;
+    }
     let Some(index) = r.leaf_index else {
         report.rows_without_leaf += 1;
+        if !scope.allow_unlogged {
+            report.fail(
+                Finding::new("the row has no leaf in the log: forged, or stored before the log existed (--allow-unlogged accepts those)")
+                    .tenant(&r.tenant_id)
+                    .file(place)
+                    .event(r.event_id.to_string()),
+            );
+        }
         return;
     };
     match r.leaf_hash() {
@@ -314,7 +340,7 @@ async fn hot_rows(
         }
         report.hot_rows += 1;
         match stele_store::check_row(&row).map_err(|e| e.to_string())? {
-            Ok(r) => claim_leaf(leaves, &r, "PostgreSQL", report),
+            Ok(r) => claim_leaf(leaves, &r, "PostgreSQL", scope, report),
             Err(problem) => report.fail(
                 Finding::new(format!("PostgreSQL: {problem}"))
                     .tenant(tenant)

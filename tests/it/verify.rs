@@ -227,10 +227,236 @@ async fn verify_passes_on_what_the_pipeline_wrote_and_finds_each_tampering() {
         .unwrap();
     assert_finds(&run(&store, &signer, Some(&client)).await, "rows were deleted");
 
-    // A whole archived file deleted.
+    // The archive, rewritten by someone who can write to the bucket (not sign): each
+    // time the file and the manifest are made consistent again, so only the log can tell.
     let files = support::archive::list_keys(&env.s3().await, &bucket, &format!("{PREFIX}/tenant_id=acme/")).await;
-    store.delete(&files[0]).await.unwrap();
+    let file = files[0].clone();
+    let manifest_key = format!("{PREFIX}/_manifests/dt={old_day}.json");
+    let (file_bytes, manifest_bytes) = (
+        store.get(&file).await.unwrap().unwrap(),
+        store.get(&manifest_key).await.unwrap().unwrap(),
+    );
+    let restore = || async {
+        store.put(&file, file_bytes.clone()).await.unwrap();
+        store.put(&manifest_key, manifest_bytes.clone()).await.unwrap();
+    };
+
+    // A field changed in a Parquet file, its event_hash recomputed.
+    tamper::rewrite(&store, &file, &manifest_key, true, |rows| {
+        rows[0].event.action = "user.logout".into();
+    })
+    .await;
+    assert_finds(&run(&store, &signer, None).await, "the row is not leaf");
+    restore().await;
+
+    // A forged row with a valid self-hash: with a leaf it is not, and without one.
+    tamper::rewrite(&store, &file, &manifest_key, true, |rows| {
+        let mut forged = rows[0].clone();
+        forged.event.event_id = Uuid::new_v4();
+        rows.push(forged.clone());
+        forged.event.event_id = Uuid::new_v4();
+        forged.leaf_index = None;
+        rows.push(forged);
+    })
+    .await;
+    let found = run(&store, &signer, None).await;
+    assert_finds(&found, "is claimed by more than one row");
+    assert_finds(&found, "has no leaf in the log");
+    restore().await;
+
+    // Two rows reordered (the manifest's hashes and sizes updated, its root kept).
+    tamper::rewrite(&store, &file, &manifest_key, false, |rows| rows.swap(0, 1)).await;
+    assert_finds(
+        &run(&store, &signer, None).await,
+        "rows were removed, added or reordered",
+    );
+    restore().await;
+
+    // An archived row deleted, the file and manifest rewritten to match.
+    tamper::rewrite(&store, &file, &manifest_key, true, |rows| {
+        rows.remove(0);
+    })
+    .await;
+    let offline = run(&store, &signer, None).await;
+    assert!(
+        offline.ok(),
+        "offline, a missing archived row looks like a hot one: {:#?}",
+        offline.findings
+    );
+    assert!(offline.leaves_unread > ok.hot_rows, "{}", offline.summary());
+    assert_finds(&run(&store, &signer, Some(&client)).await, "rows were deleted");
+    restore().await;
+
+    // The manifest replaced.
+    let mut m: serde_json::Value = serde_json::from_slice(&manifest_bytes).unwrap();
+    m["tenants"][0]["rows"] = serde_json::json!(1);
+    store
+        .put(&manifest_key, serde_json::to_vec(&m).unwrap().into())
+        .await
+        .unwrap();
+    assert_finds(&run(&store, &signer, None).await, "the manifest says 1 rows");
+    restore().await;
+    assert!(run(&store, &signer, Some(&client))
+        .await
+        .findings
+        .iter()
+        .all(|f| f.what.contains("rows were deleted")));
+
+    // A forked checkpoint: a validly signed one whose root is not the log's.
+    let cp20 = checkpoint_key(PREFIX, "acme", 20);
+    let genuine20 = store.get(&cp20).await.unwrap().unwrap();
+    let fork = Checkpoint::new(&tenant_origin(ORIGIN, "acme"), 20, stele_tlog::leaf_hash(b"fork"))
+        .sign(&signer)
+        .await
+        .unwrap();
+    store.put(&cp20, fork.into_bytes().into()).await.unwrap();
+    assert_finds(
+        &run(&store, &signer, None).await,
+        "the log was forked or its tiles rewritten",
+    );
+    store.put(&cp20, genuine20).await.unwrap();
+
+    // The newest events removed from the tail of the database's log.
+    client
+        .execute(
+            "DELETE FROM audit_events WHERE tenant_id = 'acme' AND leaf_index >= 55",
+            &[],
+        )
+        .await
+        .unwrap();
+    client
+        .execute("UPDATE tlog_heads SET size = 55 WHERE tenant_id = 'acme'", &[])
+        .await
+        .unwrap();
+    assert_finds(
+        &run(&store, &signer, Some(&client)).await,
+        "the newest events were removed from the tail",
+    );
+
+    // A whole archived file deleted.
+    store.delete(&file).await.unwrap();
     let found = run(&store, &signer, None).await;
     assert_finds(&found, "a file the manifest lists is missing from the bucket");
     assert_finds(&found, "Merkle root");
+}
+
+/// Rewriting archive files as an attacker with write access to the bucket would.
+mod tamper {
+    use std::sync::Arc;
+
+    use arrow::array::{ArrayRef, Int64Array, StringArray};
+    use arrow::record_batch::RecordBatch;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use parquet::arrow::ArrowWriter;
+    use sha2::{Digest, Sha256};
+    use stele_archiver::merkle::MerkleBuilder;
+    use stele_archiver::{ArchiveStore, S3Store};
+    use stele_store::RowEvent;
+
+    /// Reads `key`'s rows, lets `change` edit them (each row's event_hash is recomputed
+    /// from its content), writes the file back and updates the manifest's size and
+    /// SHA-256 of it, and (with `fix_root`) the tenant's row count and root.
+    pub async fn rewrite(
+        store: &S3Store,
+        key: &str,
+        manifest_key: &str,
+        fix_root: bool,
+        change: impl FnOnce(&mut Vec<RowEvent>),
+    ) {
+        let bytes = store.get(key).await.unwrap().unwrap();
+        let mut rows = stele_archiver::readback::read_events(bytes.clone(), "acme").unwrap();
+        change(&mut rows);
+        let template = ParquetRecordBatchReaderBuilder::try_new(bytes)
+            .unwrap()
+            .build()
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
+        let schema = template.schema();
+        // Every column from the rows' events, as the archiver lays them out.
+        let mut columns: Vec<ArrayRef> = Vec::new();
+        for field in schema.fields() {
+            let name = field.name().as_str();
+            let array: ArrayRef = match name {
+                "leaf_index" => Arc::new(Int64Array::from(
+                    rows.iter().map(|r| r.leaf_index.map(|i| i as i64)).collect::<Vec<_>>(),
+                )),
+                "event_hash" => Arc::new(StringArray::from(
+                    rows.iter()
+                        .map(|r| Some(r.event.compute_hash().to_hex()))
+                        .collect::<Vec<_>>(),
+                )),
+                "action" => Arc::new(StringArray::from(
+                    rows.iter().map(|r| Some(r.event.action.clone())).collect::<Vec<_>>(),
+                )),
+                "event_id" => Arc::new(StringArray::from(
+                    rows.iter()
+                        .map(|r| Some(r.event.event_id.to_string()))
+                        .collect::<Vec<_>>(),
+                )),
+                _ => {
+                    // Other columns: the original row's value (rows keep their originals'
+                    // values by taking them from the row they were copied from, by event time).
+                    let col = template.column(template.schema().index_of(name).unwrap()).clone();
+                    let idx: Vec<u32> = rows.iter().map(|r| original_position(&template, r) as u32).collect();
+                    arrow::compute::take(&col, &arrow::array::UInt32Array::from(idx), None).unwrap()
+                }
+            };
+            columns.push(array);
+        }
+        let batch = RecordBatch::try_new(schema.clone(), columns).unwrap();
+        let mut out = Vec::new();
+        let mut writer = ArrowWriter::try_new(&mut out, schema, None).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        let sha = hex::encode(Sha256::digest(&out));
+        let size = out.len() as u64;
+        store.put(key, out.into()).await.unwrap();
+
+        let mut m: serde_json::Value =
+            serde_json::from_slice(&store.get(manifest_key).await.unwrap().unwrap()).unwrap();
+        for t in m["tenants"].as_array_mut().unwrap() {
+            let mut mine = false;
+            for f in t["files"].as_array_mut().unwrap() {
+                if f["key"] == key {
+                    f["sha256"] = sha.clone().into();
+                    f["bytes"] = size.into();
+                    f["rows"] = (rows.len() as u64).into();
+                    mine = true;
+                }
+            }
+            if mine && fix_root {
+                let mut merkle = MerkleBuilder::new();
+                for r in &rows {
+                    merkle.push(&r.event.compute_hash().0);
+                }
+                t["rows"] = merkle.leaves().into();
+                t["merkle_root"] = merkle.root_hex().into();
+            }
+        }
+        store
+            .put(manifest_key, serde_json::to_vec(&m).unwrap().into())
+            .await
+            .unwrap();
+    }
+
+    /// The row of `template` with the same occurred_at as `r` (the copied-from row).
+    fn original_position(template: &RecordBatch, r: &RowEvent) -> usize {
+        let times = template
+            .column(template.schema().index_of("occurred_at").unwrap())
+            .as_any()
+            .downcast_ref::<arrow::array::TimestampMicrosecondArray>()
+            .unwrap();
+        let ids = template
+            .column(template.schema().index_of("event_id").unwrap())
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
+        let id = r.event.event_id.to_string();
+        (0..template.num_rows())
+            .find(|&i| ids.value(i) == id)
+            .or_else(|| (0..template.num_rows()).find(|&i| times.value(i) == r.event.occurred_at.timestamp_micros()))
+            .unwrap()
+    }
 }
