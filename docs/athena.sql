@@ -43,7 +43,8 @@ CREATE EXTERNAL TABLE IF NOT EXISTS stele_audit.audit_events (
   schema_version    int,
   event_hash        string,      -- hex SHA-256 of the RFC 8785 canonical event
   kinesis_shard     string,
-  kinesis_seq       string
+  kinesis_seq       string,
+  leaf_index        bigint       -- the event's leaf in its tenant's verifiable log (stele verify)
 )
 PARTITIONED BY (tenant_id string, dt string)
 STORED AS PARQUET

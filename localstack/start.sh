@@ -84,6 +84,8 @@ launch() {
       DNS_ADDRESS=0 DISABLE_EVENTS=1 SKIP_SSL_CERT_DOWNLOAD=1 KINESIS_LATENCY=0 \
       KINESIS_PERSISTENCE=0 SQS_ENDPOINT_STRATEGY=path LOCALSTACK_HOST="127.0.0.1:$1" \
       KINESIS_MOCK_VERSION="$KINESIS_MOCK_VERSION" \
+      PYTHONPATH="$STELE_ROOT/localstack/ext${PYTHONPATH:+:$PYTHONPATH}" \
+      PROVIDER_OVERRIDE_DYNAMODB=stele_moto \
       setsid "$LS_VENV/bin/python" -m localstack.runtime.main
   ) </dev/null >>"$log" 2>&1 &
   pid=$!

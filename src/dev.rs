@@ -13,7 +13,7 @@ use std::time::Duration;
 use chrono::{Days, Utc};
 use stele::local::{api_gateway, aws, demo, deployed, esm, services};
 use stele_batch_writer::{BatchWriter, SqsDeadLetters};
-use stele_ingest::{Ingest, IngestConfig, KinesisSink};
+use stele_ingest::{DynamoDbQuota, Ingest, IngestConfig, KinesisSink, Quota};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -74,6 +74,17 @@ pub struct DevArgs {
     /// The deployment's log origin (each tenant's is `<origin>/tenant/<tenant>`).
     #[arg(long, default_value = "stele.dev/local")]
     log_origin: String,
+    /// Per-tenant quota in events per second (off when absent or 0), kept in a
+    /// DynamoDB table on LocalStack as the deployed function keeps it. A tenant
+    /// over it gets 429 with Retry-After.
+    #[arg(long, value_name = "EVENTS_PER_SEC")]
+    tenant_quota: Option<u64>,
+    /// Burst of the per-tenant quota, in events (default: the rate).
+    #[arg(long, value_name = "EVENTS", requires = "tenant_quota")]
+    tenant_quota_burst: Option<u64>,
+    /// DynamoDB table of the per-tenant quota (counters and per-tenant overrides).
+    #[arg(long, default_value = "stele-tenant-quotas")]
+    quota_table: String,
     /// Send realistic traffic from a few tenants and show progress.
     #[arg(long)]
     demo: bool,
@@ -92,8 +103,9 @@ const DEMO_TOKENS: [(&str, &str); 3] = [
 ];
 
 pub async fn run(args: DevArgs) -> Result<(), BoxError> {
-    // Refuse a bad `--token` before starting anything.
+    // Refuse a bad `--token` or quota before starting anything.
     tenants(&args)?;
+    tenant_quota(&args)?;
     eprintln!("stele dev: starting PostgreSQL (installs Debian postgresql if missing)…");
     let pg = services::start_postgres(false)?;
     eprintln!("stele dev: starting LocalStack in host mode (the first run installs it, about a minute)…");
@@ -126,6 +138,10 @@ async fn provision(args: &DevArgs, pg_url: &str, sdk: &aws_config::SdkConfig) ->
     aws::create_stream(&aws_sdk_kinesis::Client::new(sdk), &args.stream, args.shards).await?;
     let dlq_url = aws::create_queue(&aws_sdk_sqs::Client::new(sdk), &args.dlq).await?;
     aws::create_bucket(&aws::s3_client(sdk), &args.bucket).await?;
+    let quota = tenant_quota(args)?;
+    if quota.is_some() {
+        aws::create_quota_table(&aws_sdk_dynamodb::Client::new(sdk), &args.quota_table).await?;
+    }
 
     println!("PostgreSQL     {pg_url}");
     println!("  migrations   {} applied", applied.len());
@@ -133,7 +149,23 @@ async fn provision(args: &DevArgs, pg_url: &str, sdk: &aws_config::SdkConfig) ->
     println!("  stream       {} ({} shards)", args.stream, args.shards);
     println!("  dead letters {dlq_url}");
     println!("  archive      s3://{}", args.bucket);
+    if let Some(q) = quota {
+        println!(
+            "  quota        {} events/s per tenant (burst {}) in DynamoDB table {}",
+            q.events_per_sec, q.burst, args.quota_table
+        );
+    }
     Ok(Provisioned { dlq_url })
+}
+
+/// `--tenant-quota` and `--tenant-quota-burst` (`None`: no quota).
+fn tenant_quota(args: &DevArgs) -> Result<Option<Quota>, BoxError> {
+    match args.tenant_quota {
+        None | Some(0) => Ok(None),
+        Some(rate) => Quota::new(rate, args.tenant_quota_burst)
+            .map(Some)
+            .map_err(|e| format!("--tenant-quota: {e}").into()),
+    }
 }
 
 fn tenants(args: &DevArgs) -> Result<HashMap<String, String>, BoxError> {
@@ -175,10 +207,18 @@ async fn serve(args: &DevArgs, pg_url: &str, aws_endpoint: &str) -> Result<(), B
     // Ingest: the Lambda's handler behind a local HTTP front.
     let mut ingest_config = IngestConfig::new(&args.stream);
     ingest_config.window.max_lateness = chrono::TimeDelta::hours(args.max_lateness_hours);
-    let ingest = Arc::new(Ingest::new(
-        ingest_config,
-        KinesisSink::new(kinesis.clone(), &args.stream),
-    ));
+    let quota = tenant_quota(args)?.map(|default| {
+        ingest_config.quota.default = Some(default);
+        ingest_config.quota.table = Some(args.quota_table.clone());
+        DynamoDbQuota::new(
+            aws_sdk_dynamodb::Client::new(&sdk),
+            &args.quota_table,
+            default,
+            ingest_config.quota.timeout,
+        )
+    });
+    let ingest =
+        Arc::new(Ingest::new(ingest_config, KinesisSink::new(kinesis.clone(), &args.stream)).with_quota(quota));
     let tenants = Arc::new(tenants(args)?);
     let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], args.port))).await?;
     let addr = listener.local_addr()?;

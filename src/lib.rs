@@ -2,3 +2,4 @@
 //! pipeline itself lives in `crates/` (shared logic) and `functions/` (Lambdas).
 
 pub mod local;
+pub mod verify;

@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 
 mod archive;
+mod db;
 mod dev;
 mod replay;
 mod send;
@@ -34,6 +35,14 @@ enum Command {
     /// batch-writer once their cause is fixed (idempotent). `--dry-run`
     /// changes nothing. Exit status 2 when records are still failing.
     Replay(replay::ReplayArgs),
+    /// Prove the archive (and with `--database` the hot store) against the signed
+    /// log: signatures, consistency, every file's and row's hash, every leaf.
+    /// Exit status 1 on any failure, each printed with tenant, day, file and event.
+    Verify(stele::verify::cli::VerifyArgs),
+    /// The owner's database steps: `migrate` (apply pending migrations) and
+    /// `create-login` (a function's login user in its database role, its
+    /// password written into the function's secret). Run as the master user.
+    Db(db::DbArgs),
     /// Print the archive's Parquet columns, Hive partition keys and layout as
     /// JSON (the Glue table must match it).
     ArchiveSchema,
@@ -64,11 +73,17 @@ async fn main() -> std::process::ExitCode {
         Command::Dev(args) => dev::run(args).await,
         Command::Send(args) => send::run(args).await,
         Command::Archive(args) => archive::run(args).await,
+        Command::Db(args) => db::run(args).await,
         Command::Replay(args) => match replay::run(args).await {
             // Still failing is a result, not an error: a distinct status for scripts.
             Ok(summary) if summary.still_failing() > 0 => return std::process::ExitCode::from(2),
             Ok(_) => Ok(()),
             Err(e) => Err(e),
+        },
+        Command::Verify(args) => match stele::verify::cli::run(args).await {
+            Ok(true) => Ok(()),
+            Ok(false) => return std::process::ExitCode::FAILURE,
+            Err(e) => Err(e.into()),
         },
         Command::ArchiveSchema => {
             println!("{:#}", stele_archiver::schema::describe());

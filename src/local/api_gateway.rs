@@ -28,7 +28,7 @@ use serde_json::{json, Map, Value};
 use tokio::net::TcpListener;
 
 use stele_ingest::lambda_http;
-use stele_ingest::{EventSink, Ingest};
+use stele_ingest::{EventSink, Ingest, QuotaGate};
 
 /// Why the stand-in could not build a request or serve.
 #[derive(Debug, thiserror::Error)]
@@ -150,9 +150,9 @@ fn to_hyper(resp: Response<Body>) -> hyper::Response<Full<Bytes>> {
     hyper::Response::from_parts(parts, Full::new(bytes))
 }
 
-async fn answer<S: EventSink>(
+async fn answer<S: EventSink, Q: QuotaGate>(
     req: hyper::Request<Incoming>,
-    ingest: &Ingest<S>,
+    ingest: &Ingest<S, Q>,
     tenants: &Tenants,
 ) -> hyper::Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
@@ -189,9 +189,9 @@ async fn answer<S: EventSink>(
 /// Serve the handler on `listener` until `shutdown` completes. Each connection
 /// runs on its own task; errors of one connection are logged and do not stop
 /// the server.
-pub async fn serve<S: EventSink + 'static>(
+pub async fn serve<S: EventSink + 'static, Q: QuotaGate + 'static>(
     listener: TcpListener,
-    ingest: Arc<Ingest<S>>,
+    ingest: Arc<Ingest<S, Q>>,
     tenants: Arc<Tenants>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {

@@ -1,5 +1,6 @@
 //! AWS SDK clients for a local endpoint (LocalStack) and the resources a local
-//! pipeline needs: the stream, the dead-letter queue and the archive bucket.
+//! pipeline needs: the stream, the dead-letter queue, the archive bucket and
+//! the per-tenant quota table.
 
 use std::time::Duration;
 
@@ -89,4 +90,65 @@ pub async fn create_queue(sqs: &aws_sdk_sqs::Client, name: &str) -> Result<Strin
     out.queue_url()
         .map(str::to_owned)
         .ok_or_else(|| failed(format!("creating queue {name}"))("no queue URL in the answer".into()))
+}
+
+/// Create the per-tenant quota table as Terraform does (hash key `pk`, on
+/// demand, TTL on `expires_at`) unless it exists, and wait until it is ACTIVE.
+pub async fn create_quota_table(dynamodb: &aws_sdk_dynamodb::Client, name: &str) -> Result<(), ProvisionError> {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TableStatus,
+        TimeToLiveSpecification,
+    };
+    use stele_ingest::quota::dynamodb::{KEY, TTL_ATTRIBUTE};
+    let what = || format!("creating quota table {name}");
+    let show = |e: &dyn std::fmt::Display| e.to_string();
+    let exists = dynamodb.describe_table().table_name(name).send().await.is_ok();
+    if !exists {
+        let key = KeySchemaElement::builder()
+            .attribute_name(KEY)
+            .key_type(KeyType::Hash)
+            .build()
+            .map_err(|e| failed(what())(show(&e)))?;
+        let attribute = AttributeDefinition::builder()
+            .attribute_name(KEY)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .map_err(|e| failed(what())(show(&e)))?;
+        dynamodb
+            .create_table()
+            .table_name(name)
+            .key_schema(key)
+            .attribute_definitions(attribute)
+            .billing_mode(BillingMode::PayPerRequest)
+            .send()
+            .await
+            .map_err(|e| failed(what())(show(&aws_sdk_dynamodb::error::DisplayErrorContext(e))))?;
+    }
+    for _ in 0..600 {
+        let described = dynamodb
+            .describe_table()
+            .table_name(name)
+            .send()
+            .await
+            .map_err(|e| failed(what())(show(&aws_sdk_dynamodb::error::DisplayErrorContext(e))))?;
+        if described.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
+            let ttl = TimeToLiveSpecification::builder()
+                .attribute_name(TTL_ATTRIBUTE)
+                .enabled(true)
+                .build()
+                .map_err(|e| failed(what())(show(&e)))?;
+            // Already enabled is an error in DynamoDB; either way TTL is on.
+            let _ = dynamodb
+                .update_time_to_live()
+                .table_name(name)
+                .time_to_live_specification(ttl)
+                .send()
+                .await;
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(failed(format!("quota table {name}"))(
+        "did not become ACTIVE within 30 s".into(),
+    ))
 }

@@ -26,7 +26,9 @@ CREDS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_SESS
 ENV = {  # Terraform's environment of each function (lambda.tf), with placeholder resources
     "stele-ingest": {"STELE_STREAM_NAME": "stele-events", "STELE_TENANT_CLAIM": "tenant_id",
                      "STELE_MAX_LATENESS_SECS": "259200", "STELE_MAX_SKEW_SECS": "300",
-                     "STELE_PUT_DEADLINE_MS": "5000", "RUST_LOG": "info"},
+                     "STELE_PUT_DEADLINE_MS": "5000", "RUST_LOG": "info",
+                     "STELE_TENANT_QUOTA_EVENTS_PER_SEC": "1000", "STELE_TENANT_QUOTA_BURST": "2000",
+                     "STELE_TENANT_QUOTA_TABLE": "stele-tenant-quotas"},
     "stele-batch-writer": {"DATABASE_URL": "postgres://stele@127.0.0.1:9/stele", "STELE_DB_TLS": "disable",
                            "STELE_DLQ_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/stele-batch-writer-dlq",
                            "STELE_PARTITION_DAYS_AHEAD": "7", "RUST_LOG": "info"},

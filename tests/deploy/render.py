@@ -28,7 +28,7 @@ class Unrenderable(Exception):
 class Renderer:
     def __init__(self, resources, module=None, example=None, tfvars=None):
         """resources: {"aws_kinesis_stream.events.name": "…", …} for the stack's resources, and
-        locals that stand for one ({"db_secret_arn": "arn:…"})."""
+        locals that stand for one ({"db_writer_secret_arn": "arn:…"})."""
         self.module = module or tf.Config(tf.MODULE)
         self.example = example or tf.Config(tf.EXAMPLE)
         self.tfvars = tfvars if tfvars is not None else tf.parse_file(tf.EXAMPLE / "terraform.tfvars.example")

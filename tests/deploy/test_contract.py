@@ -74,6 +74,15 @@ def stack():
     secret = sm.create_secret(Name=f"{name}/db", SecretString=json.dumps({
         "host": pg.hostname, "port": pg.port or 5432, "username": pg.username or "postgres",
         "password": pg.password or "unused-with-trust-auth", "dbname": db}))["ARN"]
+    # The per-tenant quota table (quota.tf): hash key pk, on demand, TTL on expires_at.
+    quota_table = f"{name}-tenant-quotas"
+    dynamodb = aws("dynamodb")
+    dynamodb.create_table(TableName=quota_table, BillingMode="PAY_PER_REQUEST",
+                          AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                          KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}])
+    dynamodb.get_waiter("table_exists").wait(TableName=quota_table, WaiterConfig={"Delay": 1})
+    dynamodb.update_time_to_live(TableName=quota_table, TimeToLiveSpecification={
+        "Enabled": True, "AttributeName": "expires_at"})
     for _ in range(100):
         if kinesis.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE":
             break
@@ -89,12 +98,18 @@ def stack():
         "aws_kinesis_stream.events.name": stream,
         "aws_sqs_queue.dlq.url": queue,
         "aws_s3_bucket.archive.id": bucket,
+        # One secret for both here (the test cluster's superuser); deployed, each function has
+        # its own login user's (tests/it/db_roles.rs checks what each role may do).
+        "db_writer_secret_arn": secret,
+        "db_archiver_secret_arn": secret,
+        "db_checkpointer_secret_arn": secret,
         "aws_kms_key.log.arn": log_key["Arn"],
-        "db_secret_arn": secret,
         "account_id": "000000000000",
         "region": REGION,
+        "aws_dynamodb_table.tenant_quotas.name": quota_table,
     })
-    yield {"renderer": renderer, "db_url": db_url, "stream": stream, "bucket": bucket, "log_key": log_key,
+    yield {"renderer": renderer, "db_url": db_url, "stream": stream, "bucket": bucket, "quota_table": quota_table,
+           "log_key": log_key,
            "stream_arn": kinesis.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"]["StreamARN"]}
 
 
@@ -157,6 +172,12 @@ def test_ingest_then_batch_writer_store_what_a_client_sent(stack):
     body = json.loads(response["body"])
     assert [a["event_id"] for a in body["accepted"]] == [e["event_id"] for e in events], body
     assert all(len(a["event_hash"]) == 64 for a in body["accepted"]), body
+
+    # Terraform turns the per-tenant quota on: the request was counted in the quota table.
+    tf_env = stack["renderer"].environment("ingest")
+    assert int(tf_env["STELE_TENANT_QUOTA_EVENTS_PER_SEC"]) > 0, tf_env
+    counters = aws("dynamodb").scan(TableName=stack["quota_table"])["Items"]
+    assert [(c["pk"]["S"].rsplit("#", 1)[0], c["events"]["N"]) for c in counters] == [("count#acme", "3")], counters
 
     records = kinesis_records(stack)
     assert len(records) == len(events)

@@ -1,5 +1,6 @@
 """API Gateway, PostgreSQL, network, alarms and outputs."""
 import re
+from pathlib import Path
 
 from conftest import as_list, block, blocks, is_ref, refs
 
@@ -56,20 +57,46 @@ def test_aurora_is_private_encrypted_and_requires_tls(module):
     proxy = module.resource("aws_db_proxy", "this")
     assert proxy["require_tls"] is True and proxy["engine_family"] == "POSTGRESQL"
     assert is_ref(proxy["vpc_subnet_ids"], "var.private_subnet_ids")
-    assert is_ref(block(proxy, "auth")["secret_arn"], "aws_secretsmanager_secret.db[0].arn")
+    # A login per function's secret, and the RDS-managed master secret.
+    auths = blocks(proxy, "dynamic")
+    assert len(auths) == 1 and "auth" in auths[0], auths
+    assert is_ref(auths[0]["auth"]["for_each"], "aws_secretsmanager_secret.db_login")
+    assert is_ref(block(proxy, "auth")["secret_arn"], "aws_rds_cluster.this[0].master_user_secret[0].secret_arn")
     target = module.resource("aws_db_proxy_target", "this")
     assert is_ref(target["db_cluster_identifier"], "aws_rds_cluster.this[0].id")
     # TLS is never off, verify-full through the proxy.
     assert is_ref(module.locals["db_tls"], 'coalesce(var.db_tls, local.create_db ? "verify-full" : "require")')
 
 
-def test_database_secret_has_the_shape_the_functions_read(module):
-    secret = module.resource("aws_secretsmanager_secret", "db")
+def test_database_secrets_have_the_shape_the_functions_read(module):
+    secret = module.resource("aws_secretsmanager_secret", "db_login")
     assert is_ref(secret["kms_key_id"], "local.kms_key_arn")
-    body = module.resource("aws_secretsmanager_secret_version", "db")["secret_string"]
+    version = module.resource("aws_secretsmanager_secret_version", "db_login")
+    body = version["secret_string"]
     keys = set(re.findall(r"\b([a-z]+)\s*=", body))
     assert {"host", "port", "username", "password", "dbname"} <= keys
     assert "aws_db_proxy.this[0].endpoint" in body, "the functions connect through RDS Proxy"
+    # No password in Terraform: `stele db create-login` sets it, and Terraform leaves it be.
+    assert re.search(r'password\s*=\s*""', body), body
+    assert "secret_string" in str(version["lifecycle"])
+    logins = module.locals["db_logins"]
+    assert {k: v["role"] for k, v in logins.items()} == {
+        "writer": "stele_writer", "archiver": "stele_archiver", "checkpointer": "stele_checkpointer",
+        "reader": "stele_reader"}
+
+
+def test_no_database_password_in_terraform_state(module):
+    cluster = module.resource("aws_rds_cluster", "this")
+    assert cluster["manage_master_user_password"] is True
+    assert "master_password" not in cluster
+    assert is_ref(cluster["master_user_secret_kms_key_id"], "local.kms_key_arn")
+    assert not module.of_type("random_password")
+
+
+def test_the_migration_makes_the_roles_terraform_names(module):
+    sql = (Path(__file__).resolve().parents[2] / "crates/store/migrations/0006_roles.sql").read_text()
+    for login in module.locals["db_logins"].values():
+        assert f"'{login['role']}'" in sql, login
 
 
 def test_network_paths_are_least_privilege(module):

@@ -7,15 +7,17 @@ from conftest import as_list, block, blocks, is_ref, refs
 ROLES = {
     "ingest": (
         "lambda.amazonaws.com",
-        {"aws_cloudwatch_log_group.ingest", "aws_kinesis_stream.events", "local.kms_key_arn", "local.kms_via"},
+        {"aws_cloudwatch_log_group.ingest", "aws_kinesis_stream.events", "local.kms_key_arn", "local.kms_via",
+         "aws_dynamodb_table.tenant_quotas"},
         # A producer needs no kms:Decrypt: it cannot read the stream or anything else under the key.
+        # The quota table: one conditional UpdateItem per request, GetItem for overrides.
         {"logs:CreateLogStream", "logs:PutLogEvents", "kinesis:PutRecords", "kinesis:PutRecord",
-         "kinesis:DescribeStreamSummary", "kms:GenerateDataKey"},
+         "kinesis:DescribeStreamSummary", "kms:GenerateDataKey", "dynamodb:UpdateItem", "dynamodb:GetItem"},
     ),
     "batch_writer": (
         "lambda.amazonaws.com",
         {"aws_cloudwatch_log_group.batch_writer", "aws_kinesis_stream.events", "aws_sqs_queue.dlq",
-         "aws_s3_bucket.failed_batches", "local.db_secret_arn", "local.db_secret_kms_key_arns", "local.kms_via"},
+         "aws_s3_bucket.failed_batches", "local.db_writer_secret_arn", "local.db_secret_kms_key_arns", "local.kms_via"},
         {"logs:CreateLogStream", "logs:PutLogEvents", "kinesis:DescribeStream", "kinesis:DescribeStreamSummary",
          "kinesis:GetRecords", "kinesis:GetShardIterator", "kinesis:ListShards", "sqs:SendMessage",
          "sqs:GetQueueAttributes", "s3:PutObject", "s3:ListBucket", "secretsmanager:GetSecretValue",
@@ -24,7 +26,7 @@ ROLES = {
     "archiver": (
         "lambda.amazonaws.com",
         {"aws_cloudwatch_log_group.archiver", "aws_s3_bucket.archive", "var.archive_prefix",
-         "aws_sqs_queue.archiver_dlq", "local.db_secret_arn", "local.db_secret_kms_key_arns",
+         "aws_sqs_queue.archiver_dlq", "local.db_archiver_secret_arn", "local.db_secret_kms_key_arns",
          "aws_kinesis_stream.events", "local.kms_via"},
         {"logs:CreateLogStream", "logs:PutLogEvents", "kinesis:ListShards", "kinesis:GetShardIterator",
          "kinesis:GetRecords", "s3:PutObject", "s3:GetObject", "s3:DeleteObject",
@@ -34,7 +36,7 @@ ROLES = {
     "checkpointer": (
         "lambda.amazonaws.com",
         {"aws_cloudwatch_log_group.checkpointer", "aws_s3_bucket.archive", "var.archive_prefix",
-         "aws_kms_key.log", "local.db_secret_arn", "local.db_secret_kms_key_arns", "local.kms_via"},
+         "aws_kms_key.log", "local.db_checkpointer_secret_arn", "local.db_secret_kms_key_arns", "local.kms_via"},
         {"logs:CreateLogStream", "logs:PutLogEvents", "s3:PutObject", "s3:GetObject", "s3:ListBucket", "kms:Sign",
          "kms:GetPublicKey", "secretsmanager:GetSecretValue", "kms:Decrypt", "kms:GenerateDataKey"},
     ),
@@ -45,7 +47,7 @@ ROLES = {
     ),
     "rds_proxy": (
         "rds.amazonaws.com",
-        {"aws_secretsmanager_secret.db", "local.kms_key_arn", "local.region"},
+        {"aws_secretsmanager_secret.db_login", "aws_rds_cluster.this", "local.kms_key_arn", "local.region"},
         {"secretsmanager:GetSecretValue", "kms:Decrypt"},
     ),
 }
@@ -118,8 +120,20 @@ def test_archiver_writes_only_under_the_archive_prefix(module):
 
 def test_secret_key_list_is_the_stack_key_and_the_existing_secrets_key_only(module):
     assert refs(module.locals["db_secret_kms_key_arns"]) == {"local.kms_key_arn", "var.existing_db_secret_kms_key_arn"}
-    assert refs(module.locals["db_secret_arn"]) == {
-        "local.create_db", "aws_secretsmanager_secret.db", "var.existing_db_secret_arn"}
+    for fn in ("writer", "archiver"):
+        assert refs(module.locals[f"db_{fn}_secret_arn"]) == {
+            "local.create_db", "aws_secretsmanager_secret.db_login", f"var.existing_db_{fn}_secret_arn",
+            "var.existing_db_secret_arn"}
+
+
+@pytest.mark.parametrize("role,own", [("batch_writer", "writer"), ("archiver", "archiver")])
+def test_each_function_reads_only_its_own_database_secret(module, role, own):
+    """Database roles (migration 0006_roles.sql): a function's IAM reaches only the secret of its
+    own login user, so a compromised writer cannot connect as the archiver, or the reverse."""
+    secrets = [st for st in statements(module, role) if "secretsmanager:GetSecretValue" in as_list(st["actions"])]
+    assert len(secrets) == 1, role
+    assert as_list(secrets[0]["resources"]) == ["${local.db_%s_secret_arn}" % own]
+    assert f'["{own}"]' in module.locals[f"db_{own}_secret_arn"]
 
 
 @pytest.mark.parametrize("role", sorted(ROLES))

@@ -14,6 +14,9 @@ ENV = {
         "STELE_MAX_SKEW_SECS",
         "STELE_PUT_DEADLINE_MS",
         "RUST_LOG",
+        "STELE_TENANT_QUOTA_EVENTS_PER_SEC",
+        "STELE_TENANT_QUOTA_BURST",
+        "STELE_TENANT_QUOTA_TABLE",
     },
     "batch_writer": {
         "STELE_DB_SECRET_ARN",
@@ -183,6 +186,8 @@ def test_function_environments_follow_the_contract(module):
     _, ingest = env_of(module, "ingest")
     assert is_ref(ingest["STELE_STREAM_NAME"], "aws_kinesis_stream.events.name")
     assert is_ref(ingest["STELE_TENANT_CLAIM"], "var.tenant_claim")
+    assert is_ref(ingest["STELE_TENANT_QUOTA_TABLE"], "aws_dynamodb_table.tenant_quotas.name")
+    assert "var.tenant_quota_events_per_sec" in refs(ingest["STELE_TENANT_QUOTA_EVENTS_PER_SEC"])
     _, writer = env_of(module, "batch_writer")
     assert "aws_sqs_queue.dlq.url" in writer["STELE_DLQ_URL"]
     _, archiver = env_of(module, "archiver")
@@ -194,7 +199,10 @@ def test_function_environments_follow_the_contract(module):
     assert "local.dedup_window_hours" in window, window
     rule = module.locals["dedup_window_hours"]
     assert all(v in rule for v in ("var.kinesis_retention_hours", "var.max_lateness_secs", "var.dlq_retention_secs")), rule
-    assert is_ref(module.locals["db_environment"]["STELE_DB_SECRET_ARN"], "local.db_secret_arn")
+    # Each data-path function connects as its own login user (migration 0006_roles.sql).
+    assert "STELE_DB_SECRET_ARN" not in module.locals["db_environment"]
+    assert "local.db_writer_secret_arn" in writer["STELE_DB_SECRET_ARN"]
+    assert "local.db_archiver_secret_arn" in archiver["STELE_DB_SECRET_ARN"]
     assert is_ref(module.locals["db_environment"]["STELE_DB_TLS"], "local.db_tls")
     # Contract defaults.
     assert module.default("tenant_claim") == "tenant_id"

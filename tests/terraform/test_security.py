@@ -90,8 +90,8 @@ def test_vpc_endpoints_have_policies_naming_only_this_stacks_resources(module):
     assert "data.aws_iam_policy_document.endpoint" in refs(interface["policy"])
     access = module.locals["endpoint_access"]
     assert set(access) == {"kinesis-streams", "kms", "secretsmanager", "sqs"}
-    allowed = {"aws_kinesis_stream.events", "local.db_secret_arn", "aws_sqs_queue.dlq", "aws_sqs_queue.archiver_dlq",
-               "aws_kms_key.log"}
+    allowed = {"aws_kinesis_stream.events", "local.db_writer_secret_arn", "local.db_archiver_secret_arn",
+               "local.db_checkpointer_secret_arn", "aws_sqs_queue.dlq", "aws_sqs_queue.archiver_dlq", "aws_kms_key.log"}
     for service, a in access.items():
         for r in as_list(a["resources"]):
             assert refs(r) and refs(r) <= allowed, (service, r)

@@ -117,7 +117,7 @@ pub fn export_sql(partition: &str) -> String {
 }
 
 /// The export query over `source` (a table, and maybe a `WHERE`).
-fn export_sql_from(source: &str) -> String {
+pub fn export_sql_from(source: &str) -> String {
     let columns: Vec<String> = archived_columns().map(|c| c.export_expr()).collect();
     format!(
         "SELECT tenant_id, {} FROM {source} ORDER BY {ARCHIVE_ORDER}",

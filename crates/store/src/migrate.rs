@@ -41,13 +41,44 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "tlog",
         sql: include_str!("../migrations/0005_tlog.sql"),
     },
+    Migration {
+        version: 6,
+        name: "roles",
+        sql: include_str!("../migrations/0006_roles.sql"),
+    },
 ];
+
+/// Whether `stele_migrations` records every migration with its checksum. Any
+/// doubt (no table, an error, a changed checksum) is `false`: the full path
+/// below then applies, or reports, what is wrong.
+async fn all_applied(client: &Client) -> bool {
+    let Ok(rows) = client
+        .query("SELECT version, checksum FROM stele_migrations", &[])
+        .await
+    else {
+        return false;
+    };
+    MIGRATIONS.iter().all(|m| {
+        let checksum = hex::encode(Sha256::digest(m.sql.as_bytes()));
+        rows.iter()
+            .any(|r| r.get::<_, i32>(0) == m.version && r.get::<_, String>(1) == checksum)
+    })
+}
 
 /// Arbitrary constant key for `pg_advisory_xact_lock`: "stele" in ASCII.
 const MIGRATION_LOCK_KEY: i64 = 0x7374656c65;
 
 /// Apply pending migrations; returns the versions applied by this call.
+///
+/// When every migration is already applied (and unchanged) this only reads
+/// `stele_migrations`, so a function connected as a role that may not change
+/// the schema (`stele_writer`, …) can call it at start-up; with migrations
+/// pending, such a role gets the database's permission error: they are applied
+/// by the owner (`stele db migrate`).
 pub async fn migrate(client: &Client) -> Result<Vec<i32>> {
+    if all_applied(client).await {
+        return Ok(Vec::new());
+    }
     let mut applied_now = Vec::new();
     for m in MIGRATIONS {
         let checksum = hex::encode(Sha256::digest(m.sql.as_bytes()));

@@ -94,7 +94,6 @@ pub async fn ensure_days(client: &Client, days: &[NaiveDate]) -> Result<EnsureOu
             .await?;
         let mut created = Vec::new();
         for day in &missing {
-            let (lower, upper) = bounds(*day);
             // Re-checked under the lock: another writer may have just made it.
             let exists = client
                 .query_opt("SELECT 1 FROM pg_class WHERE relname = $1", &[&partition_name(*day)])
@@ -103,14 +102,18 @@ pub async fn ensure_days(client: &Client, days: &[NaiveDate]) -> Result<EnsureOu
             if exists {
                 continue;
             }
-            let sql = format!(
-                "CREATE TABLE {} PARTITION OF {PARENT_TABLE} FOR VALUES FROM ('{}') TO ('{}')",
-                partition_name(*day),
-                lower.format("%Y-%m-%d %H:%M:%S+00"),
-                upper.format("%Y-%m-%d %H:%M:%S+00"),
-            );
-            client.batch_execute(&sql).await?;
-            created.push(*day);
+            // Through the migration's SECURITY DEFINER function (0006_roles.sql):
+            // every partition is owned by stele_partition_owner, whoever asks, so
+            // the archiver can detach and drop what the writer made, and the
+            // writer needs no ownership of audit_events. It makes the same name
+            // and bounds as `partition_name` and `bounds`, and none for a closed day.
+            let made: bool = client
+                .query_one("SELECT stele_create_day_partition($1)", &[day])
+                .await?
+                .get(0);
+            if made {
+                created.push(*day);
+            }
         }
         Ok::<_, tokio_postgres::Error>(created)
     }

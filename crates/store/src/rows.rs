@@ -39,6 +39,15 @@ pub enum RowProblem {
     Unreadable { event_id: String, what: String },
 }
 
+impl RowProblem {
+    /// The event the problem is about (as the row names it).
+    pub fn event_id(&self) -> String {
+        match self {
+            RowProblem::HashMismatch { event_id, .. } | RowProblem::Unreadable { event_id, .. } => event_id.clone(),
+        }
+    }
+}
+
 fn names() -> &'static [(&'static str, ArchivedAs)] {
     static NAMES: OnceLock<Vec<(&'static str, ArchivedAs)>> = OnceLock::new();
     NAMES.get_or_init(|| archived_columns().map(|c| (c.name, c.pg.archived_as())).collect())

@@ -136,3 +136,31 @@ pub fn check_file(
     }
     Ok(())
 }
+
+/// Every event of an archive file as stored (not checked): for tools that read the
+/// archive (and tests that tamper with it).
+pub fn read_events(bytes: Bytes, tenant: &str) -> Result<Vec<stele_store::RowEvent>, ReadbackError> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| ReadbackError::Parquet(e.to_string()))?;
+    let schema = builder.schema().clone();
+    let columns: Vec<Option<usize>> = archived_columns().map(|c| schema.index_of(c.name).ok()).collect();
+    let reader = builder.build().map_err(|e| ReadbackError::Parquet(e.to_string()))?;
+    let mut out = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(|e| ReadbackError::Parquet(e.to_string()))?;
+        for row in 0..batch.num_rows() {
+            let view = BatchRow {
+                tenant,
+                batch: &batch,
+                columns: &columns,
+                row,
+            };
+            let row_no = out.len() as u64;
+            match stele_store::event_of(&view) {
+                Ok(Ok(e)) => out.push(e),
+                Ok(Err(problem)) => return Err(ReadbackError::Row { row: row_no, problem }),
+                Err(source) => return Err(ReadbackError::Read { row: row_no, source }),
+            }
+        }
+    }
+    Ok(out)
+}

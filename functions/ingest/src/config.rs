@@ -10,7 +10,33 @@ use std::time::Duration;
 use chrono::TimeDelta;
 use stele_core::{limits, TimeWindow};
 
+use crate::quota::Quota;
 use crate::Error;
+
+/// Per-tenant quotas (`STELE_TENANT_QUOTA_*`): off unless a rate is set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaSettings {
+    /// `STELE_TENANT_QUOTA_EVENTS_PER_SEC` (absent or 0: no quotas) and
+    /// `STELE_TENANT_QUOTA_BURST` (absent or 0: the rate): the quota of every tenant
+    /// without an override in the table.
+    pub default: Option<Quota>,
+    /// `STELE_TENANT_QUOTA_TABLE` (required when a rate is set): the DynamoDB
+    /// table of counters and overrides.
+    pub table: Option<String>,
+    /// `STELE_TENANT_QUOTA_TIMEOUT_MS` (default 250): the longest a request waits
+    /// for the quota table before it is admitted unchecked.
+    pub timeout: Duration,
+}
+
+impl Default for QuotaSettings {
+    fn default() -> Self {
+        Self {
+            default: None,
+            table: None,
+            timeout: Duration::from_millis(250),
+        }
+    }
+}
 
 /// How the Kinesis partition key is chosen for a tenant.
 ///
@@ -112,6 +138,8 @@ pub struct IngestConfig {
     pub max_request_bytes: usize,
     /// `STELE_HOT_TENANT_SHARDS` (optional): see [`HotTenants::parse`].
     pub hot_tenants: HotTenants,
+    /// Per-tenant quotas: see [`QuotaSettings`].
+    pub quota: QuotaSettings,
 }
 
 impl IngestConfig {
@@ -126,6 +154,7 @@ impl IngestConfig {
             max_events: limits::MAX_EVENTS_PER_REQUEST,
             max_request_bytes: limits::MAX_REQUEST_BYTES,
             hot_tenants: HotTenants::default(),
+            quota: QuotaSettings::default(),
         }
     }
 
@@ -183,6 +212,24 @@ impl IngestConfig {
         if let Some(raw) = get("STELE_HOT_TENANT_SHARDS") {
             cfg.hot_tenants = HotTenants::parse(&raw).map_err(|e| bad("STELE_HOT_TENANT_SHARDS", e))?;
         }
+        let rate = number("STELE_TENANT_QUOTA_EVENTS_PER_SEC", 0, Quota::MAX)?.unwrap_or(0);
+        let burst = number("STELE_TENANT_QUOTA_BURST", 0, Quota::MAX)?.filter(|&b| b > 0);
+        if let Some(n) = number("STELE_TENANT_QUOTA_TIMEOUT_MS", 10, 5000)? {
+            cfg.quota.timeout = Duration::from_millis(n);
+        }
+        cfg.quota.table = get("STELE_TENANT_QUOTA_TABLE")
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty());
+        if rate > 0 {
+            cfg.quota.default = Some(Quota::new(rate, burst).map_err(|e| bad("STELE_TENANT_QUOTA_BURST", e))?);
+            if cfg.quota.table.is_none() {
+                return Err(bad(
+                    "STELE_TENANT_QUOTA_TABLE",
+                    "is required when STELE_TENANT_QUOTA_EVENTS_PER_SEC is set: the DynamoDB table of quota counters"
+                        .into(),
+                ));
+            }
+        }
         Ok(cfg)
     }
 }
@@ -227,6 +274,63 @@ mod tests {
         ]))
         .unwrap_err();
         assert!(err.to_string().contains("STELE_MAX_EVENTS_PER_REQUEST"));
+    }
+
+    #[test]
+    fn quotas_are_off_by_default_and_at_zero() {
+        let cfg = IngestConfig::from_lookup(lookup(&[("STELE_STREAM_NAME", "s")])).unwrap();
+        assert_eq!(cfg.quota, QuotaSettings::default());
+        let cfg = IngestConfig::from_lookup(lookup(&[
+            ("STELE_STREAM_NAME", "s"),
+            ("STELE_TENANT_QUOTA_EVENTS_PER_SEC", "0"),
+        ]))
+        .unwrap();
+        assert_eq!(cfg.quota.default, None);
+    }
+
+    #[test]
+    fn a_quota_needs_its_table_and_a_burst_at_least_the_rate() {
+        let cfg = IngestConfig::from_lookup(lookup(&[
+            ("STELE_STREAM_NAME", "s"),
+            ("STELE_TENANT_QUOTA_EVENTS_PER_SEC", "100"),
+            ("STELE_TENANT_QUOTA_BURST", "250"),
+            ("STELE_TENANT_QUOTA_TABLE", "quotas"),
+            ("STELE_TENANT_QUOTA_TIMEOUT_MS", "100"),
+        ]))
+        .unwrap();
+        assert_eq!(cfg.quota.default, Some(Quota::new(100, Some(250)).unwrap()));
+        assert_eq!(cfg.quota.table.as_deref(), Some("quotas"));
+        assert_eq!(cfg.quota.timeout, Duration::from_millis(100));
+
+        let error = |pairs: &[(&str, &str)]| {
+            let mut all = vec![("STELE_STREAM_NAME", "s")];
+            all.extend_from_slice(pairs);
+            IngestConfig::from_lookup(lookup(&all)).unwrap_err().to_string()
+        };
+        let e = error(&[("STELE_TENANT_QUOTA_EVENTS_PER_SEC", "100")]);
+        assert!(e.contains("STELE_TENANT_QUOTA_TABLE"), "{e}");
+        let e = error(&[
+            ("STELE_TENANT_QUOTA_EVENTS_PER_SEC", "lots"),
+            ("STELE_TENANT_QUOTA_TABLE", "q"),
+        ]);
+        assert!(
+            e.contains("STELE_TENANT_QUOTA_EVENTS_PER_SEC") && e.contains("lots"),
+            "{e}"
+        );
+        let e = error(&[
+            ("STELE_TENANT_QUOTA_EVENTS_PER_SEC", "100"),
+            ("STELE_TENANT_QUOTA_BURST", "50"),
+            ("STELE_TENANT_QUOTA_TABLE", "q"),
+        ]);
+        assert!(
+            e.contains("STELE_TENANT_QUOTA_BURST") && e.contains("at least the rate"),
+            "{e}"
+        );
+        let e = error(&[
+            ("STELE_TENANT_QUOTA_EVENTS_PER_SEC", "-1"),
+            ("STELE_TENANT_QUOTA_TABLE", "q"),
+        ]);
+        assert!(e.contains("STELE_TENANT_QUOTA_EVENTS_PER_SEC"), "{e}");
     }
 
     #[test]

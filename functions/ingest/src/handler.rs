@@ -1,7 +1,7 @@
 //! The HTTP handler: route, tenant from the authorizer, [`seal::ingest`]
-//! (body → sealed records or a refusal), put, answer. All-or-nothing per
-//! request at the API: one bad event refuses the whole request and nothing is
-//! sent.
+//! (body → sealed records or a refusal), the tenant's quota, put, answer.
+//! All-or-nothing per request at the API: one bad event, or a tenant over its
+//! quota, refuses the whole request and nothing is sent.
 
 use chrono::Utc;
 use lambda_http::http::{header, HeaderValue, Method, StatusCode};
@@ -11,15 +11,18 @@ use stele_core::{event::timestamp, EventHash};
 use uuid::Uuid;
 
 use crate::config::IngestConfig;
+use crate::quota::{Limited, NoQuota, QuotaGate, Verdict};
 use crate::seal::{self, Refusal};
 use crate::sink::{put_with_retry, EventSink, PutResult, Record, RetryPolicy};
 
-/// The ingest function: configuration plus a sink, shared by every request.
+/// The ingest function: configuration plus a sink and a quota gate, shared by
+/// every request. Without [`Ingest::with_quota`] no quota applies.
 #[derive(Debug)]
-pub struct Ingest<S> {
+pub struct Ingest<S, Q = NoQuota> {
     config: IngestConfig,
     policy: RetryPolicy,
     sink: S,
+    quota: Q,
 }
 
 enum Route {
@@ -78,6 +81,39 @@ fn problems_response(refusal: &Refusal) -> Response<Body> {
     )
 }
 
+/// The answer to a tenant over its quota: `429` with `Retry-After` (the end of
+/// the tenant's window), or `413` when the request alone holds more events than
+/// a window admits (waiting would not help; smaller requests will).
+fn over_quota(tenant: &str, events: Option<usize>, limited: &Limited) -> Response<Body> {
+    let quota = limited.quota;
+    let (rate, burst, limit) = (quota.events_per_sec, quota.burst, quota.limit());
+    if limited.request_too_large {
+        let events = events.unwrap_or_default();
+        tracing::info!(%tenant, events, limit, "request larger than the tenant's quota window");
+        return error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!(
+                "the request holds {events} events, more than the tenant's quota of {rate} events per second (burst {burst}) admits at once ({limit}); nothing was accepted; send at most {limit} events per request"
+            ),
+        );
+    }
+    let secs = limited.retry_after_secs;
+    tracing::info!(%tenant, events, retry_after_secs = secs, "tenant over quota; answering 429");
+    let mut resp = json_response(
+        StatusCode::TOO_MANY_REQUESTS,
+        &json!({
+            "error": "quota_exceeded",
+            "message": format!(
+                "the tenant is over its quota of {rate} events per second (burst {burst}); nothing was accepted; send the request again after Retry-After"
+            ),
+            "retry_after_seconds": secs,
+        }),
+    );
+    resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    resp
+}
+
 /// Why a request carries no usable tenant.
 enum TenantError {
     Missing,
@@ -110,7 +146,28 @@ fn tenant_of(req: &Request, claim: &str) -> Result<String, TenantError> {
 impl<S: EventSink> Ingest<S> {
     pub fn new(config: IngestConfig, sink: S) -> Self {
         let policy = RetryPolicy::with_deadline(config.put_deadline);
-        Self { config, policy, sink }
+        Self {
+            config,
+            policy,
+            sink,
+            quota: NoQuota,
+        }
+    }
+}
+
+impl<S: EventSink, Q: QuotaGate> Ingest<S, Q> {
+    /// Count each request's events against its tenant's quota in `quota`.
+    pub fn with_quota<G: QuotaGate>(self, quota: G) -> Ingest<S, G> {
+        Ingest {
+            config: self.config,
+            policy: self.policy,
+            sink: self.sink,
+            quota,
+        }
+    }
+
+    pub fn quota(&self) -> &Q {
+        &self.quota
     }
 
     /// Replace the retry policy (tests use short backoffs).
@@ -176,10 +233,24 @@ impl<S: EventSink> Ingest<S> {
             Err(TenantError::Unusable(msg)) => return error_response(StatusCode::FORBIDDEN, "forbidden", msg),
         };
         let now = Utc::now();
+        // A tenant known to be over quota for this window is refused before its
+        // body is even parsed.
+        if let Some(limited) = self.quota.known_limited(&tenant, now) {
+            return over_quota(&tenant, None, &limited);
+        }
         let sealed = match seal::ingest(req.headers(), req.body().as_ref(), &tenant, now, &self.config) {
             Ok(sealed) => sealed,
             Err(refusal) => return self.refused(&tenant, &refusal),
         };
+        // Charged before anything is put: a refused request leaves nothing on the stream.
+        let events = u64::try_from(sealed.len()).unwrap_or(u64::MAX);
+        match self.quota.charge(&tenant, events, now).await {
+            Verdict::Admitted => {}
+            Verdict::Unchecked(reason) => {
+                tracing::warn!(%tenant, events, %reason, "quota not checked; request admitted (fail-open)")
+            }
+            Verdict::Limited(limited) => return over_quota(&tenant, Some(sealed.len()), &limited),
+        }
         let (accepted, records): (Vec<(Uuid, EventHash)>, Vec<Record>) =
             sealed.into_iter().map(|s| ((s.event_id, s.hash), s.record)).unzip();
         let delivery = put_with_retry(&self.sink, &records, &self.policy).await;
@@ -556,6 +627,142 @@ mod tests {
         assert!(size <= LAMBDA_MAX_PAYLOAD_BYTES, "{size} bytes");
         // The base64 form of the same body is smaller still.
         assert!(4 * (MAX_REQUEST_BYTES + 1).div_ceil(3) < 6 * MAX_REQUEST_BYTES);
+    }
+
+    fn limited_ingest(quota: crate::MemoryQuota) -> Ingest<MemorySink, crate::MemoryQuota> {
+        Ingest::new(IngestConfig::new("s"), MemorySink::new()).with_quota(quota)
+    }
+
+    fn batch(n: usize) -> Value {
+        json!({ "events": (0..n).map(|_| event()).collect::<Vec<_>>() })
+    }
+
+    /// Issue 18 item 4: a tenant over its quota gets `429` with `Retry-After`
+    /// and nothing of the refused request is put; another tenant in the same
+    /// window is unaffected; a batch counts its events.
+    #[tokio::test]
+    async fn a_tenant_over_its_quota_gets_429_and_others_are_unaffected() {
+        // 10 events/s with a burst of 30: windows of 3 s admitting 30 events.
+        let quota = crate::Quota::new(10, Some(30)).unwrap();
+        let ingest = limited_ingest(crate::MemoryQuota::new(quota));
+        // Far from a window's end, so that every request falls in one window.
+        while quota.window(Utc::now()).retry_after(Utc::now()) < 2 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            ingest.handle(post(&batch(25), Some("acme"), &[])).await.status(),
+            StatusCode::ACCEPTED
+        );
+        let resp = ingest.handle(post(&batch(6), Some("acme"), &[])).await;
+        assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+        let after: u32 = resp.headers()[header::RETRY_AFTER].to_str().unwrap().parse().unwrap();
+        assert!((1..=3).contains(&after), "Retry-After {after}");
+        let b = body(&resp);
+        assert_eq!(b["error"], "quota_exceeded");
+        assert_eq!(b["retry_after_seconds"], after);
+        assert!(
+            b["message"]
+                .as_str()
+                .unwrap()
+                .contains("10 events per second (burst 30)"),
+            "{b}"
+        );
+        assert_eq!(ingest.sink().records().len(), 25, "the refused batch put nothing");
+        // Another tenant is unaffected; acme still fits a smaller request.
+        assert_eq!(
+            ingest.handle(post(&batch(30), Some("globex"), &[])).await.status(),
+            StatusCode::ACCEPTED
+        );
+        assert_eq!(
+            ingest.handle(post(&batch(5), Some("acme"), &[])).await.status(),
+            StatusCode::ACCEPTED
+        );
+        assert_eq!(ingest.sink().records().len(), 60);
+    }
+
+    #[tokio::test]
+    async fn a_full_window_refuses_without_asking_the_store_and_before_parsing() {
+        let quota = crate::Quota::new(5, Some(10)).unwrap();
+        let ingest = limited_ingest(crate::MemoryQuota::new(quota));
+        while quota.window(Utc::now()).retry_after(Utc::now()) < 2 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            ingest.handle(post(&batch(10), Some("acme"), &[])).await.status(),
+            StatusCode::ACCEPTED
+        );
+        let calls = ingest.quota().store_calls();
+        // Not even valid JSON: refused for the quota before the body is read.
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        let req = gateway_request(&Method::POST, "/v1/events", &headers, b"{not json", Some("acme"));
+        assert_eq!(ingest.handle(req).await.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(
+            ingest.quota().store_calls(),
+            calls,
+            "answered from the in-process cache"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_request_larger_than_a_window_is_413_and_puts_nothing() {
+        let ingest = limited_ingest(crate::MemoryQuota::new(crate::Quota::new(5, Some(10)).unwrap()));
+        let resp = ingest.handle(post(&batch(11), Some("acme"), &[])).await;
+        assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        let b = body(&resp);
+        assert_eq!(b["error"], "too_large");
+        assert!(
+            b["message"].as_str().unwrap().contains("at most 10 events per request"),
+            "{b}"
+        );
+        assert!(ingest.sink().records().is_empty());
+    }
+
+    #[tokio::test]
+    async fn overrides_raise_lower_or_lift_a_tenants_quota() {
+        let small = crate::Quota::new(1, None).unwrap();
+        let quota = crate::MemoryQuota::new(crate::Quota::new(100, None).unwrap())
+            .with_override("tiny", Some(small))
+            .with_override("vip", None);
+        let ingest = limited_ingest(quota);
+        assert_eq!(
+            ingest.handle(post(&batch(2), Some("tiny"), &[])).await.status(),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        assert_eq!(
+            ingest.handle(post(&batch(500), Some("vip"), &[])).await.status(),
+            StatusCode::ACCEPTED
+        );
+    }
+
+    /// Fail-open: when the quota store fails, requests are admitted (and logged).
+    #[tokio::test]
+    async fn a_failing_quota_store_admits_requests() {
+        let quota = crate::MemoryQuota::new(crate::Quota::new(1, None).unwrap());
+        quota.set_failing(true);
+        let ingest = limited_ingest(quota);
+        for _ in 0..3 {
+            assert_eq!(
+                ingest.handle(post(&event(), Some("acme"), &[])).await.status(),
+                StatusCode::ACCEPTED
+            );
+        }
+        assert_eq!(ingest.sink().records().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn invalid_requests_are_not_charged() {
+        let quota = crate::Quota::new(1, None).unwrap();
+        let ingest = limited_ingest(crate::MemoryQuota::new(quota));
+        let mut bad = event();
+        bad["outcome"] = json!("maybe");
+        for _ in 0..3 {
+            assert_eq!(
+                ingest.handle(post(&bad, Some("acme"), &[])).await.status(),
+                StatusCode::BAD_REQUEST
+            );
+        }
+        assert_eq!(ingest.quota().store_calls(), 0);
     }
 
     #[test]

@@ -6,18 +6,23 @@
 //! [`request`] (HTTP body → events), [`seal`] (one request → sealed records or
 //! the API's refusal: [`ingest`], shared by the handler, the fuzz target and the
 //! benchmark), [`sink`] (the port, the retry policy, the Kinesis adapter),
+//! [`quota`] (per-tenant quotas: the port, the DynamoDB adapter),
 //! [`handler`] (the wiring). The loopback API Gateway stand-in that serves this
 //! handler over plain HTTP lives with the other stand-ins in the `stele`
 //! package (`stele::local::api_gateway`).
 
 pub mod config;
 pub mod handler;
+pub mod quota;
 pub mod request;
 pub mod seal;
 pub mod sink;
 
-pub use config::{HotTenants, IngestConfig};
+pub use config::{HotTenants, IngestConfig, QuotaSettings};
 pub use handler::Ingest;
+#[cfg(any(test, feature = "testing"))]
+pub use quota::MemoryQuota;
+pub use quota::{DynamoDbQuota, Limited, NoQuota, Quota, QuotaGate, Verdict};
 pub use seal::{ingest, Refusal, Sealed};
 pub use sink::{put_with_retry, Delivery, EventSink, KinesisSink, PutResult, Record, RetryPolicy};
 #[cfg(any(test, feature = "testing"))]

@@ -1,9 +1,10 @@
-//! Lambda entry point: settings, the Kinesis client (built once), the runtime.
+//! Lambda entry point: settings, the Kinesis client and the quota gate (built
+//! once), the runtime.
 use std::convert::Infallible;
 use std::sync::Arc;
 
 use lambda_http::{service_fn, Request};
-use stele_ingest::{Ingest, IngestConfig, KinesisSink};
+use stele_ingest::{DynamoDbQuota, Ingest, IngestConfig, KinesisSink};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
@@ -26,7 +27,17 @@ async fn main() -> Result<(), lambda_http::Error> {
     };
     let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let sink = KinesisSink::new(aws_sdk_kinesis::Client::new(&aws), &config.stream_name);
-    let ingest = Arc::new(Ingest::new(config, sink));
+    // Per-tenant quotas when a rate is set (the configuration then holds the table).
+    let quota = match (config.quota.default, &config.quota.table) {
+        (Some(default), Some(table)) => Some(DynamoDbQuota::new(
+            aws_sdk_dynamodb::Client::new(&aws),
+            table,
+            default,
+            config.quota.timeout,
+        )),
+        _ => None,
+    };
+    let ingest = Arc::new(Ingest::new(config, sink).with_quota(quota));
     lambda_http::run(service_fn(move |req: Request| {
         let ingest = ingest.clone();
         async move { Ok::<_, Infallible>(ingest.handle(req).await) }

@@ -10,10 +10,6 @@ terraform {
       source  = "hashicorp/archive"
       version = ">= 2.4.0"
     }
-    random = {
-      source  = "hashicorp/random"
-      version = ">= 3.6.0"
-    }
   }
 
   # Keep the state remotely for anything beyond a trial, e.g.:

@@ -178,7 +178,7 @@ resource "aws_glue_catalog_table" "audit_events" {
     columns {
       name    = "leaf_index"
       type    = "bigint"
-      comment = "the event's leaf in its tenant's verifiable log (null: stored before the log)"
+      comment = "the event's leaf in its tenant's verifiable log (stele verify); null before the log"
     }
   }
 }

@@ -67,6 +67,7 @@ resource "aws_lambda_function" "checkpointer" {
 
   environment {
     variables = merge(local.db_environment, {
+      STELE_DB_SECRET_ARN  = local.db_checkpointer_secret_arn
       STELE_ARCHIVE_BUCKET = aws_s3_bucket.archive.id
       STELE_ARCHIVE_PREFIX = var.archive_prefix
       STELE_LOG_ORIGIN     = local.log_origin

@@ -1,38 +1,55 @@
 # PostgreSQL. database_mode = "existing": nothing here is created; the functions read
 # var.existing_db_secret_arn. database_mode = "aurora": Aurora PostgreSQL Serverless v2 in the
-# private subnets, TLS forced, reached only through RDS Proxy (TLS required), credentials in a
-# Secrets Manager secret shaped as the functions expect: {host, port, username, password, dbname}.
+# private subnets, TLS forced, reached only through RDS Proxy (TLS required), one secret per
+# function shaped as the functions expect: {host, port, username, password, dbname}.
 
-resource "random_password" "db" {
-  count = local.create_db ? 1 : 0
+# The master user's password is Aurora's (manage_master_user_password: a secret RDS creates
+# and rotates, never in Terraform state); migrations run as that user (`stele db migrate`).
+# Each function connects as its own login user, a member of one database role that migration
+# 0006_roles.sql makes (stele_writer, stele_archiver, stele_checkpointer, stele_reader), with its own secret. The
+# secrets start with an empty password: `stele db create-login` (run once by the operator, as
+# the master user) creates the login user with a fresh password and writes it into the secret,
+# so no password ever passes through Terraform. See README, Deployment.
 
-  length  = 40
-  special = false
+locals {
+  # Function (secret key) -> (database role, login user).
+  db_logins = {
+    writer       = { role = "stele_writer", user = "stele_writer_login" }
+    archiver     = { role = "stele_archiver", user = "stele_archiver_login" }
+    checkpointer = { role = "stele_checkpointer", user = "stele_checkpointer_login" }
+    reader       = { role = "stele_reader", user = "stele_reader_login" }
+  }
 }
 
-resource "aws_secretsmanager_secret" "db" {
-  #checkov:skip=CKV2_AWS_57:not rotated: the functions read the secret once per execution environment, so a warm function would keep the old password after a rotation (README, Operating notes)
-  count = local.create_db ? 1 : 0
+resource "aws_secretsmanager_secret" "db_login" {
+  #checkov:skip=CKV2_AWS_57:not rotated by Secrets Manager: the password is set by `stele db create-login` (re-run it to rotate), and the functions read the secret once per execution environment (README, Operating notes)
+  for_each = local.create_db ? local.db_logins : {}
 
-  name_prefix             = "${var.name}/database-"
-  description             = "stele PostgreSQL connection (host is the RDS Proxy endpoint)"
+  name_prefix             = "${var.name}/database-${each.key}-"
+  description             = "stele PostgreSQL login ${each.value.user} (role ${each.value.role}); host is the RDS Proxy endpoint"
   kms_key_id              = local.kms_key_arn
   recovery_window_in_days = 7
   tags                    = local.tags
 }
 
-resource "aws_secretsmanager_secret_version" "db" {
-  count = local.create_db ? 1 : 0
+# Everything but the password, which `stele db create-login` fills in (and Terraform then
+# leaves alone).
+resource "aws_secretsmanager_secret_version" "db_login" {
+  for_each = local.create_db ? local.db_logins : {}
 
-  secret_id = aws_secretsmanager_secret.db[0].id
+  secret_id = aws_secretsmanager_secret.db_login[each.key].id
   secret_string = jsonencode({
     engine   = "postgres"
     host     = aws_db_proxy.this[0].endpoint
     port     = 5432
-    username = var.aurora_master_username
-    password = random_password.db[0].result
+    username = each.value.user
+    password = ""
     dbname   = var.aurora_database_name
   })
+
+  lifecycle {
+    ignore_changes = [secret_string]
+  }
 }
 
 resource "aws_db_subnet_group" "this" {
@@ -144,7 +161,8 @@ resource "aws_rds_cluster" "this" {
   engine_version                  = var.aurora_engine_version
   database_name                   = var.aurora_database_name
   master_username                 = var.aurora_master_username
-  master_password                 = random_password.db[0].result
+  manage_master_user_password     = true
+  master_user_secret_kms_key_id   = local.kms_key_arn
   db_subnet_group_name            = aws_db_subnet_group.this[0].name
   vpc_security_group_ids          = [aws_security_group.db[0].id]
   db_cluster_parameter_group_name = aws_rds_cluster_parameter_group.this[0].name
@@ -231,11 +249,23 @@ resource "aws_db_proxy" "this" {
   idle_client_timeout    = 1800
   debug_logging          = false
 
+  # One login per function, and the master user for the operator's `stele db migrate` and
+  # `stele db create-login` (run from inside the VPC).
+  dynamic "auth" {
+    for_each = aws_secretsmanager_secret.db_login
+    content {
+      auth_scheme = "SECRETS"
+      description = "stele ${auth.key}"
+      iam_auth    = "DISABLED"
+      secret_arn  = auth.value.arn
+    }
+  }
+
   auth {
     auth_scheme = "SECRETS"
-    description = "stele functions"
+    description = "stele master user (migrations, logins)"
     iam_auth    = "DISABLED"
-    secret_arn  = aws_secretsmanager_secret.db[0].arn
+    secret_arn  = aws_rds_cluster.this[0].master_user_secret[0].secret_arn
   }
 
   tags = local.tags

@@ -50,6 +50,13 @@ data "aws_iam_policy_document" "ingest" {
     resources = [aws_kinesis_stream.events.arn]
   }
 
+  # The per-tenant quota: one conditional UpdateItem per request, GetItem for a tenant's override.
+  statement {
+    sid       = "TenantQuotas"
+    actions   = ["dynamodb:UpdateItem", "dynamodb:GetItem"]
+    resources = [aws_dynamodb_table.tenant_quotas.arn]
+  }
+
   # A producer on a KMS-encrypted stream needs kms:GenerateDataKey only (Kinesis Data Streams
   # developer guide, "Permissions to use user-generated KMS keys"): no kms:Decrypt, so this role
   # cannot read the stream's records, nor anything else the stack key encrypts. Kinesis passes the
@@ -132,9 +139,9 @@ data "aws_iam_policy_document" "batch_writer" {
   }
 
   statement {
-    sid       = "DatabaseSecret"
+    sid       = "OwnDatabaseSecret"
     actions   = ["secretsmanager:GetSecretValue"]
-    resources = [local.db_secret_arn]
+    resources = [local.db_writer_secret_arn]
   }
 
   # Decrypt: the stream's records (read by its event source mapping with this role) and the
@@ -208,9 +215,9 @@ data "aws_iam_policy_document" "archiver" {
   }
 
   statement {
-    sid       = "DatabaseSecret"
+    sid       = "OwnDatabaseSecret"
     actions   = ["secretsmanager:GetSecretValue"]
-    resources = [local.db_secret_arn]
+    resources = [local.db_archiver_secret_arn]
   }
 
   # The stream's backlog: one read per shard and run after the batch-writer's position, so no
@@ -305,7 +312,7 @@ data "aws_iam_policy_document" "checkpointer" {
   statement {
     sid       = "DatabaseSecret"
     actions   = ["secretsmanager:GetSecretValue"]
-    resources = [local.db_secret_arn]
+    resources = [local.db_checkpointer_secret_arn]
   }
 
   # Log objects (SSE-KMS with the stack key) and the secret: only through those services.
@@ -429,9 +436,9 @@ data "aws_iam_policy_document" "rds_proxy" {
   count = local.create_db ? 1 : 0
 
   statement {
-    sid       = "DatabaseSecret"
+    sid       = "DatabaseSecrets"
     actions   = ["secretsmanager:GetSecretValue"]
-    resources = [aws_secretsmanager_secret.db[0].arn]
+    resources = concat([for s in aws_secretsmanager_secret.db_login : s.arn], [aws_rds_cluster.this[0].master_user_secret[0].secret_arn])
   }
 
   statement {

@@ -3,8 +3,7 @@
 
 locals {
   db_environment = {
-    STELE_DB_SECRET_ARN = local.db_secret_arn
-    STELE_DB_TLS        = local.db_tls
+    STELE_DB_TLS = local.db_tls
   }
   # An event id stays claimed as long as a record can wait in the stream plus as late as an
   # event may come, and as long as a dead letter can be replayed: a re-sent or replayed id is
@@ -58,6 +57,10 @@ resource "aws_lambda_function" "ingest" {
       STELE_MAX_SKEW_SECS     = tostring(var.max_skew_secs)
       STELE_PUT_DEADLINE_MS   = tostring(var.put_deadline_ms)
       RUST_LOG                = var.rust_log
+
+      STELE_TENANT_QUOTA_EVENTS_PER_SEC = tostring(var.tenant_quota_events_per_sec)
+      STELE_TENANT_QUOTA_BURST          = tostring(max(coalesce(var.tenant_quota_burst, 0), var.tenant_quota_events_per_sec))
+      STELE_TENANT_QUOTA_TABLE          = aws_dynamodb_table.tenant_quotas.name
     }
   }
 
@@ -99,6 +102,7 @@ resource "aws_lambda_function" "batch_writer" {
 
   environment {
     variables = merge(local.db_environment, {
+      STELE_DB_SECRET_ARN        = local.db_writer_secret_arn
       STELE_DLQ_URL              = aws_sqs_queue.dlq.url
       STELE_PARTITION_DAYS_AHEAD = tostring(var.partition_days_ahead)
       RUST_LOG                   = var.rust_log
@@ -156,6 +160,7 @@ resource "aws_lambda_function" "archiver" {
 
   environment {
     variables = merge(local.db_environment, {
+      STELE_DB_SECRET_ARN      = local.db_archiver_secret_arn
       STELE_ARCHIVE_BUCKET     = aws_s3_bucket.archive.id
       STELE_ARCHIVE_PREFIX     = var.archive_prefix
       STELE_RETENTION_DAYS     = tostring(var.retention_days)

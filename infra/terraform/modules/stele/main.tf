@@ -17,9 +17,12 @@ locals {
   kms_key_arn    = local.create_kms_key ? aws_kms_key.this[0].arn : var.kms_key_arn
 
   create_db = var.database_mode == "aurora"
-  # The one secret both data-path functions read: JSON {host, port, username, password, dbname}.
-  db_secret_arn = local.create_db ? aws_secretsmanager_secret.db[0].arn : var.existing_db_secret_arn
-  # KMS keys that can decrypt that secret (deduplicated; the stack key is always there).
+  # Each data-path function's own secret: JSON {host, port, username, password, dbname} of a
+  # login user in its database role (migration 0006_roles.sql; database.tf).
+  db_writer_secret_arn       = local.create_db ? aws_secretsmanager_secret.db_login["writer"].arn : (var.existing_db_writer_secret_arn != null ? var.existing_db_writer_secret_arn : var.existing_db_secret_arn)
+  db_archiver_secret_arn     = local.create_db ? aws_secretsmanager_secret.db_login["archiver"].arn : (var.existing_db_archiver_secret_arn != null ? var.existing_db_archiver_secret_arn : var.existing_db_secret_arn)
+  db_checkpointer_secret_arn = local.create_db ? aws_secretsmanager_secret.db_login["checkpointer"].arn : (var.existing_db_checkpointer_secret_arn != null ? var.existing_db_checkpointer_secret_arn : var.existing_db_secret_arn)
+  # KMS keys that can decrypt those secrets (deduplicated; the stack key is always there).
   db_secret_kms_key_arns = distinct(compact([local.kms_key_arn, var.existing_db_secret_kms_key_arn]))
   db_tls                 = coalesce(var.db_tls, local.create_db ? "verify-full" : "require")
 

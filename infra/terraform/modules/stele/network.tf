@@ -1,5 +1,5 @@
 # The functions run in private subnets with no route to the internet: every AWS API they call is
-# reached through a VPC endpoint (ingest: Kinesis; batch-writer: Secrets Manager, SQS; archiver:
+# reached through a VPC endpoint (ingest: Kinesis, DynamoDB; batch-writer: Secrets Manager, SQS; archiver:
 # Secrets Manager, S3), and Postgres through RDS Proxy (or the existing database's CIDR blocks).
 
 resource "aws_security_group" "lambda" {
@@ -88,7 +88,7 @@ locals {
     }
     secretsmanager = {
       actions   = ["secretsmanager:GetSecretValue"]
-      resources = [local.db_secret_arn]
+      resources = [local.db_writer_secret_arn, local.db_archiver_secret_arn, local.db_checkpointer_secret_arn]
     }
     kms = {
       actions   = ["kms:Sign", "kms:GetPublicKey"]
@@ -182,4 +182,45 @@ resource "aws_vpc_endpoint" "s3" {
   route_table_ids   = var.private_route_table_ids
   policy            = data.aws_iam_policy_document.s3_endpoint.json
   tags              = merge(local.tags, { Name = "${var.name}-s3" })
+}
+
+# DynamoDB (ingest's per-tenant quota table) through a gateway endpoint, like S3: only the quota
+# table's two actions, for principals of this account.
+data "aws_iam_policy_document" "dynamodb_endpoint" {
+  statement {
+    sid       = "TenantQuotas"
+    actions   = ["dynamodb:UpdateItem", "dynamodb:GetItem"]
+    resources = [aws_dynamodb_table.tenant_quotas.arn]
+    principals {
+      type        = "AWS"
+      identifiers = ["*"]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "aws:PrincipalAccount"
+      values   = [local.account_id]
+    }
+  }
+}
+
+resource "aws_vpc_endpoint" "dynamodb" {
+  count = var.create_vpc_endpoints ? 1 : 0
+
+  vpc_id            = var.vpc_id
+  service_name      = "com.amazonaws.${local.region}.dynamodb"
+  vpc_endpoint_type = "Gateway"
+  route_table_ids   = var.private_route_table_ids
+  policy            = data.aws_iam_policy_document.dynamodb_endpoint.json
+  tags              = merge(local.tags, { Name = "${var.name}-dynamodb" })
+}
+
+resource "aws_vpc_security_group_egress_rule" "lambda_https_dynamodb" {
+  count = var.create_vpc_endpoints ? 1 : 0
+
+  security_group_id = aws_security_group.lambda.id
+  description       = "HTTPS to DynamoDB (tenant quotas) through the gateway endpoint"
+  ip_protocol       = "tcp"
+  from_port         = 443
+  to_port           = 443
+  prefix_list_id    = aws_vpc_endpoint.dynamodb[0].prefix_list_id
 }

@@ -63,9 +63,18 @@ output "kms_key_arn" {
   value       = local.kms_key_arn
 }
 
-output "db_secret_arn" {
-  description = "Secrets Manager secret of the database connection."
-  value       = local.db_secret_arn
+output "db_secret_arns" {
+  description = "Each function's database secret (writer, archiver; reader for the read path in aurora mode). In aurora mode run `stele db create-login` once per secret (README, Deployment)."
+  value = {
+    writer   = local.db_writer_secret_arn
+    archiver = local.db_archiver_secret_arn
+    reader   = local.create_db ? aws_secretsmanager_secret.db_login["reader"].arn : null
+  }
+}
+
+output "db_master_secret_arn" {
+  description = "aurora mode: the master user's secret, managed and rotated by RDS (username and password only): for `stele db migrate` and `stele db create-login`."
+  value       = local.create_db ? aws_rds_cluster.this[0].master_user_secret[0].secret_arn : null
 }
 
 output "db_proxy_endpoint" {

@@ -174,6 +174,26 @@ variable "api_throttling_burst_limit" {
   default     = 1000
 }
 
+variable "tenant_quota_events_per_sec" {
+  description = "Per-tenant quota of the ingest function in events per second (STELE_TENANT_QUOTA_EVENTS_PER_SEC; a batch counts its events); 0 turns quotas off. A tenant over it gets 429 with Retry-After. Per-tenant overrides are items in the quota table (docs/OPERATIONS.md)."
+  type        = number
+  default     = 1000
+  validation {
+    condition     = var.tenant_quota_events_per_sec >= 0 && var.tenant_quota_events_per_sec <= 10000000 && floor(var.tenant_quota_events_per_sec) == var.tenant_quota_events_per_sec
+    error_message = "tenant_quota_events_per_sec must be a whole number between 0 (off) and 10000000."
+  }
+}
+
+variable "tenant_quota_burst" {
+  description = "Burst of the per-tenant quota in events (STELE_TENANT_QUOTA_BURST, raised to the rate if below it): quotas are counted in windows of ceil(burst / rate) seconds, so the default (2000 at 1000 events/s) gives two-second windows. null: the rate (one-second windows)."
+  type        = number
+  default     = 2000
+  validation {
+    condition     = var.tenant_quota_burst == null || try(var.tenant_quota_burst >= 1 && floor(var.tenant_quota_burst) == var.tenant_quota_burst, false)
+    error_message = "tenant_quota_burst must be null or a whole number of events (at least tenant_quota_events_per_sec)."
+  }
+}
+
 variable "cors_allow_origins" {
   description = "Origins allowed by CORS (empty: CORS off; the API is meant for services)."
   type        = list(string)
@@ -346,8 +366,26 @@ variable "existing_db_secret_arn" {
   default     = null
 }
 
+variable "existing_db_writer_secret_arn" {
+  description = "existing mode: the batch-writer's secret (a login user in the stele_writer role); null: existing_db_secret_arn."
+  type        = string
+  default     = null
+}
+
+variable "existing_db_archiver_secret_arn" {
+  description = "existing mode: the archiver's secret (a login user in the stele_archiver role); null: existing_db_secret_arn."
+  type        = string
+  default     = null
+}
+
+variable "existing_db_checkpointer_secret_arn" {
+  description = "existing mode: the checkpointer's secret (a login user in the stele_checkpointer role); null: existing_db_secret_arn."
+  type        = string
+  default     = null
+}
+
 variable "existing_db_secret_kms_key_arn" {
-  description = "existing mode: KMS key of that secret, when it is a customer managed key."
+  description = "existing mode: KMS key of those secrets, when it is a customer managed key."
   type        = string
   default     = null
 }
