@@ -233,6 +233,27 @@ async fn checkpoints_are_signed_published_and_verify_from_the_bucket() {
     assert_eq!(sizes["globex"], vec![40, 340]);
     assert_eq!(sizes["initech"], vec![1]);
 
+    // `stele verify` (bucket, vkey, database) is green on what the checkpointer published.
+    let trust = stele::verify::Trust {
+        verifiers: Verifiers::from_vkeys([Ed25519Signer::from_skey(&s.skey).unwrap().verifier().vkey().as_str()])
+            .unwrap(),
+        deployment_origin: ORIGIN.into(),
+    };
+    let store = S3Store::new(s.s3.clone(), s.bucket.clone());
+    let report = stele::verify::verify(
+        &store,
+        PREFIX,
+        &trust,
+        &stele::verify::Scope::default(),
+        Some(&s.client),
+        &|_| {},
+    )
+    .await
+    .unwrap();
+    assert!(report.findings.is_empty(), "{:#?}", report.findings);
+    assert_eq!(report.checkpoints, 5, "{report:?}");
+    assert_eq!(report.hot_rows, 1041, "{report:?}");
+
     // No growth: nothing signed, nothing written.
     let before = s.keys().await;
     let r = s.run().await;
