@@ -2,6 +2,8 @@
 locally): API Gateway HTTP API payload 2.0 with a JWT authorizer, a Kinesis event source
 mapping batch, and what EventBridge Scheduler passes (the target's `input`, verbatim)."""
 import base64
+import datetime as dt
+import hashlib
 import json
 import time
 import uuid
@@ -105,4 +107,37 @@ def new_event(tenant, action="user.login"):
         "actor": {"id": "u-42", "type": "user", "ip": "203.0.113.9"},
         "source": {"service": "contract-test"},
         "tenant_id": tenant,
+    }
+
+
+def canonical(value):
+    """RFC 8785 canonical JSON for the ASCII strings and small integers these events hold."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def rfc3339_micros(t):
+    return t.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def sealed_record(tenant, occurred_at, received_at, sequence, action="user.login"):
+    """A Kinesis record as ingest writes it: the event's canonical JSON with `event_hash`
+    (SHA-256 of the canonical event without `received_at`)."""
+    event = {
+        "event_id": str(uuid.uuid4()),
+        "tenant_id": tenant,
+        "occurred_at": rfc3339_micros(occurred_at),
+        "category": "audit",
+        "action": action,
+        "outcome": "success",
+        "actor": {"id": "u-42", "type": "user"},
+        "source": {"service": "contract-test"},
+        "schema_version": 1,
+    }
+    digest = hashlib.sha256(canonical(event)).hexdigest()
+    record = dict(event, received_at=rfc3339_micros(received_at), event_hash=digest)
+    return {
+        "Data": canonical(record),
+        "PartitionKey": tenant,
+        "SequenceNumber": sequence,
+        "ApproximateArrivalTimestamp": received_at,
     }
