@@ -10,7 +10,7 @@
 //!   the day's objects are exactly its files, each file's SHA-256 and row count;
 //! - every archived row: its content re-hashed against its `event_hash`, the
 //!   tenant's Merkle root in the manifest, and its leaf against the log's tiles;
-//! - with `--database`: every hot row the same way, that the database's log head
+//! - with `--database-url`: every hot row the same way, that the database's log head
 //!   still contains the newest checkpoint, and that every leaf a checkpoint covers
 //!   has its row (archived or hot): a deleted or truncated row is found.
 //!

@@ -105,7 +105,7 @@ impl Report {
             self.checkpoints,
             self.leaves_checked,
             if self.leaves_unread > 0 {
-                format!(", {} leaves not read (hot rows: pass --database to check them)", self.leaves_unread)
+                format!(", {} leaves not read (hot rows: pass --database-url to check them)", self.leaves_unread)
             } else {
                 String::new()
             },
