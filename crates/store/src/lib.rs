@@ -21,5 +21,5 @@ pub use config::{conninfo_from_secret, DbSource, SecretReader, StoreConfig, Stor
 pub use connect::{connect, pool};
 pub use error::{pg_message, Error, Result};
 pub use insert::{EventStore, IdConflict, InsertMethod, InsertOutcome, PgEventStore, StoredEvent};
-pub use log::{LogHead, LoggedEvent, PgLog};
+pub use log::{LogHead, LoggedEvent, PgLog, StoredCheckpoint};
 pub use migrate::{migrate, MIGRATIONS};

@@ -189,6 +189,23 @@ impl LoggedEvent {
     }
 }
 
+/// A signed checkpoint as the checkpointer recorded it (`tlog_checkpoints`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    pub size: u64,
+    pub root: Hash,
+    /// The signed note (C2SP tlog-checkpoint), verbatim.
+    pub note: String,
+}
+
+fn stored_checkpoint(r: &tokio_postgres::Row) -> Result<StoredCheckpoint> {
+    Ok(StoredCheckpoint {
+        size: r.get::<_, i64>(0) as u64,
+        root: to_hash(r.get(1))?,
+        note: r.get(2),
+    })
+}
+
 /// Reads the log: heads, tiles and where an event is. Every call is one query.
 pub struct PgLog<'a> {
     client: &'a tokio_postgres::Client,
@@ -294,6 +311,34 @@ impl<'a> PgLog<'a> {
     async fn run(&self, tenant_id: &str, size: u64, plan: &stele_tlog::ProofPlan) -> Result<Vec<Hash>> {
         let hashes = self.hashes(tenant_id, size, plan.nodes()).await?;
         plan.assemble(&hashes).map_err(|e| Error::Log(e.to_string()))
+    }
+
+    /// The newest signed checkpoint of `tenant_id` whose tree has at least `min_size`
+    /// leaves (`min_size` 1: the latest; `leaf_index + 1`: the newest that covers a leaf).
+    pub async fn latest_checkpoint(&self, tenant_id: &str, min_size: u64) -> Result<Option<StoredCheckpoint>> {
+        let row = self
+            .client
+            .query_opt(
+                "SELECT size, root, note FROM tlog_checkpoints
+                  WHERE tenant_id = $1 AND size >= $2 ORDER BY size DESC LIMIT 1",
+                &[&tenant_id, &(min_size as i64)],
+            )
+            .await
+            .map_err(Error::query("reading the latest checkpoint"))?;
+        row.map(|r| stored_checkpoint(&r)).transpose()
+    }
+
+    /// The signed checkpoint of `tenant_id` at exactly `size` leaves, if one was signed.
+    pub async fn checkpoint_at(&self, tenant_id: &str, size: u64) -> Result<Option<StoredCheckpoint>> {
+        let row = self
+            .client
+            .query_opt(
+                "SELECT size, root, note FROM tlog_checkpoints WHERE tenant_id = $1 AND size = $2",
+                &[&tenant_id, &(size as i64)],
+            )
+            .await
+            .map_err(Error::query("reading a checkpoint"))?;
+        row.map(|r| stored_checkpoint(&r)).transpose()
     }
 
     /// Where the stored event `event_id` of `tenant_id` is in the log (hot or late
