@@ -16,6 +16,7 @@ mod hostile;
 mod hostile_dev;
 mod ingest;
 mod localstack;
+mod query;
 mod replay;
 mod store;
 mod tlog;
