@@ -222,13 +222,25 @@ async fn serve(args: &DevArgs, pg_url: &str, aws_endpoint: &str) -> Result<(), B
     let tenants = Arc::new(tenants(args)?);
     let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], args.port))).await?;
     let addr = listener.local_addr()?;
+    // Query (proofs, checkpoints): the Lambda's handler on the same front, as the
+    // HTTP API routes it, reading the dev database.
+    let store_config = stele_store::StoreConfig::new(pg_url);
+    let query = Arc::new(stele_query::Query::new(
+        stele_query::QueryConfig::default(),
+        stele_store::pool(&store_config)?,
+    ));
     let mut http_stop = stop_rx.clone();
-    let http = tokio::spawn(api_gateway::serve(listener, ingest, tenants.clone(), async move {
-        let _ = http_stop.wait_for(|stop| *stop).await;
-    }));
+    let http = tokio::spawn(api_gateway::serve_with_query(
+        listener,
+        ingest,
+        Some(query),
+        tenants.clone(),
+        async move {
+            let _ = http_stop.wait_for(|stop| *stop).await;
+        },
+    ));
 
     // Batch-writer behind the event source mapping emulator.
-    let store_config = stele_store::StoreConfig::new(pg_url);
     let writer = Arc::new(BatchWriter::new(
         stele_store::PgEventStore::new(stele_store::pool(&store_config)?),
         SqsDeadLetters::new(sqs.clone(), &provisioned.dlq_url),
@@ -265,6 +277,9 @@ async fn serve(args: &DevArgs, pg_url: &str, aws_endpoint: &str) -> Result<(), B
     ));
 
     println!("ingest         http://{addr}/v1/events   (health: http://{addr}/v1/health)");
+    println!(
+        "proofs         http://{addr}/v1/events/{{event_id}}/proof, /v1/log/checkpoint, /v1/log/consistency?from=N"
+    );
     println!("  development-only bearer tokens (the JWT authorizer's stand-in):");
     let mut listed: Vec<_> = tenants.iter().collect();
     listed.sort();

@@ -61,7 +61,8 @@ async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                format!("warn,stele=info,stele_ingest=warn,stele_checkpointer=warn,stele_batch_writer={writer_level}").into()
+                format!("warn,stele=info,stele_ingest=warn,stele_checkpointer=warn,stele_batch_writer={writer_level}")
+                    .into()
             }),
         )
         .with_writer(std::io::stderr)

@@ -1,5 +1,5 @@
 //! A local stand-in for API Gateway (HTTP API, payload v2, JWT authorizer): a
-//! plain-HTTP front for the ingest handler on loopback, for `stele dev`, the
+//! plain-HTTP front for the ingest handler (and the query handler's routes) on loopback, for `stele dev`, the
 //! contract tests and the benchmarks. Its sibling [`super::esm`] stands in for
 //! the event source mapping on the other side of the stream.
 //!
@@ -29,6 +29,7 @@ use tokio::net::TcpListener;
 
 use stele_ingest::lambda_http;
 use stele_ingest::{EventSink, Ingest, QuotaGate};
+use stele_query::Query;
 
 /// Why the stand-in could not build a request or serve.
 #[derive(Debug, thiserror::Error)]
@@ -150,9 +151,17 @@ fn to_hyper(resp: Response<Body>) -> hyper::Response<Full<Bytes>> {
     hyper::Response::from_parts(parts, Full::new(bytes))
 }
 
+/// Whether the HTTP API routes `path` to the query function: `/v1/log/…` and
+/// `/v1/events/{event_id}/…` (ingest has only `/v1/events` and `/v1/health`).
+pub fn is_query_path(path: &str) -> bool {
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    matches!(segments.as_slice(), ["v1", "log", ..] | ["v1", "events", _, ..])
+}
+
 async fn answer<S: EventSink, Q: QuotaGate>(
     req: hyper::Request<Incoming>,
     ingest: &Ingest<S, Q>,
+    query: Option<&Query>,
     tenants: &Tenants,
 ) -> hyper::Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
@@ -169,16 +178,24 @@ async fn answer<S: EventSink, Q: QuotaGate>(
     };
     let path_and_query = parts.uri.path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
     let tenant = bearer_token(&parts.headers).and_then(|t| tenants.get(t));
+    let query = query.filter(|_| is_query_path(parts.uri.path()));
+    let claim = match query {
+        Some(query) => &query.config().tenant_claim,
+        None => &ingest.config().tenant_claim,
+    };
     let request = api_gateway_request(
         &parts.method,
         path_and_query,
         &parts.headers,
         &body,
-        &ingest.config().tenant_claim,
+        claim,
         tenant.map(String::as_str),
     );
     match request {
-        Ok(request) => to_hyper(ingest.handle(request).await),
+        Ok(request) => to_hyper(match query {
+            Some(query) => query.handle(request).await,
+            None => ingest.handle(request).await,
+        }),
         Err(e) => {
             tracing::warn!(error = %e, "local gateway could not build the request");
             unreadable("the request could not be represented as an API Gateway event")
@@ -195,6 +212,18 @@ pub async fn serve<S: EventSink + 'static, Q: QuotaGate + 'static>(
     tenants: Arc<Tenants>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
+    serve_with_query(listener, ingest, None, tenants, shutdown).await
+}
+
+/// [`serve`], with the query function's routes ([`is_query_path`]) going to
+/// `query` (when given) as the HTTP API routes them in AWS.
+pub async fn serve_with_query<S: EventSink + 'static, Q: QuotaGate + 'static>(
+    listener: TcpListener,
+    ingest: Arc<Ingest<S, Q>>,
+    query: Option<Arc<Query>>,
+    tenants: Arc<Tenants>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
     tokio::pin!(shutdown);
     loop {
         let (stream, _) = tokio::select! {
@@ -202,12 +231,14 @@ pub async fn serve<S: EventSink + 'static, Q: QuotaGate + 'static>(
             accepted = listener.accept() => accepted.map_err(Error::Accept)?,
         };
         let ingest = ingest.clone();
+        let query = query.clone();
         let tenants = tenants.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let ingest = ingest.clone();
+                let query = query.clone();
                 let tenants = tenants.clone();
-                async move { Ok::<_, Infallible>(answer(req, &ingest, &tenants).await) }
+                async move { Ok::<_, Infallible>(answer(req, &ingest, query.as_deref(), &tenants).await) }
             });
             if let Err(e) = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -243,6 +274,16 @@ mod tests {
         assert_eq!(req.body().as_ref(), b"{\xff}");
         let auth = req.request_context_ref().unwrap().authorizer().unwrap();
         assert_eq!(auth.jwt.as_ref().unwrap().claims["org"], "acme");
+    }
+
+    #[test]
+    fn the_query_routes_go_to_the_query_function() {
+        assert!(is_query_path("/v1/events/0190a4b2-0000-7000-8000-000000000000/proof"));
+        assert!(is_query_path("/v1/log/checkpoint"));
+        assert!(is_query_path("/v1/log/consistency"));
+        assert!(!is_query_path("/v1/events"));
+        assert!(!is_query_path("/v1/events/"));
+        assert!(!is_query_path("/v1/health"));
     }
 
     #[test]

@@ -18,6 +18,7 @@ mod hostile;
 mod hostile_dev;
 mod ingest;
 mod localstack;
+mod query;
 mod quota;
 mod replay;
 mod store;

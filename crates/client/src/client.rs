@@ -10,8 +10,9 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::auth::{StaticToken, TokenProvider};
-use crate::error::{BuildError, EmitError, FlushError};
+use crate::error::{BuildError, EmitError, FlushError, QueryError};
 use crate::event::{json_with_source, validate_json, Event, Source};
+use crate::proof::{ConsistencyProof, EventProof};
 use crate::retry::RetryPolicy;
 use crate::send::{Attempt, Shared};
 use crate::spill::SpillConfig;
@@ -338,6 +339,62 @@ impl Client {
             }
         }
         Err(EmitError::Unavailable { attempts, last })
+    }
+
+    /// `GET /v1/events/{event_id}/proof`: the event's inclusion proof against the
+    /// newest signed checkpoint that covers it. Check it offline with
+    /// [`crate::verify_event_proof`]. One attempt; a `409` is [`QueryError::NotYet`].
+    pub async fn proof(&self, event_id: Uuid) -> Result<EventProof, QueryError> {
+        self.query(format!("/v1/events/{event_id}/proof")).await
+    }
+
+    /// `GET /v1/log/consistency?from=N[&to=M]`: a consistency proof between two of
+    /// the tenant's signed checkpoints (`to` omitted: the latest). Check it with
+    /// [`crate::verify_consistency_proof`].
+    pub async fn consistency(&self, from: u64, to: Option<u64>) -> Result<ConsistencyProof, QueryError> {
+        let to = to.map(|to| format!("&to={to}")).unwrap_or_default();
+        self.query(format!("/v1/log/consistency?from={from}{to}")).await
+    }
+
+    async fn query<T: serde::de::DeserializeOwned>(&self, path: String) -> Result<T, QueryError> {
+        let shared = &self.inner.shared;
+        let token = shared
+            .tokens
+            .token()
+            .await
+            .map_err(|e| QueryError::Unavailable(e.to_string()))?;
+        let answer = shared
+            .transport
+            .get(path, token)
+            .await
+            .map_err(QueryError::Unavailable)?;
+        let message = || {
+            serde_json::from_slice::<Value>(&answer.body)
+                .ok()
+                .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_owned))
+                .unwrap_or_else(|| String::from_utf8_lossy(&answer.body).chars().take(500).collect())
+        };
+        match answer.status {
+            200 => serde_json::from_slice(&answer.body).map_err(|e| QueryError::Protocol(e.to_string())),
+            409 | 425 => Err(QueryError::NotYet {
+                retry_after: answer.retry_after,
+                message: message(),
+            }),
+            404 => Err(QueryError::NotFound(message())),
+            status @ (401 | 403) => {
+                if status == 401 {
+                    shared.tokens.invalidate();
+                }
+                Err(QueryError::Unauthorized {
+                    status,
+                    message: message(),
+                })
+            }
+            status => Err(QueryError::Rejected {
+                status,
+                message: message(),
+            }),
+        }
     }
 
     /// Send everything emitted before this call (and replay the spill file if

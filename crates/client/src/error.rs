@@ -61,3 +61,29 @@ pub enum EmitError {
 fn join(problems: &[Problem]) -> String {
     problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }
+
+/// Why a proof query (`Client::proof`, `Client::consistency`) got no proof.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// `409`: the event is logged but no signed checkpoint covers it yet.
+    #[error("not checkpointed yet (ask again in {retry_after:?}): {message}")]
+    NotYet {
+        retry_after: Option<std::time::Duration>,
+        message: String,
+    },
+    /// `404`: no such event (or checkpoint) for this tenant in the hot store.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// `401` / `403`: the token is refused or lacks the read scope.
+    #[error("the API refused the bearer token ({status}): {message}")]
+    Unauthorized { status: u16, message: String },
+    /// Any other answer.
+    #[error("the API answered {status}: {message}")]
+    Rejected { status: u16, message: String },
+    /// No answer (network, timeout) or no token.
+    #[error("the API is unavailable: {0}")]
+    Unavailable(String),
+    /// A `200` whose body is not the documented shape.
+    #[error("unexpected answer from the API: {0}")]
+    Protocol(String),
+}

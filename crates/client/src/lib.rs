@@ -36,6 +36,7 @@ mod auth;
 mod client;
 mod error;
 mod event;
+mod proof;
 mod retry;
 mod send;
 mod spill;
@@ -45,8 +46,12 @@ mod worker;
 
 pub use auth::{RefreshingToken, StaticToken, TokenFuture, TokenProvider};
 pub use client::{Client, ClientBuilder, Emitted, Receipt};
-pub use error::{AuthError, BuildError, EmitError, FlushError};
+pub use error::{AuthError, BuildError, EmitError, FlushError, QueryError};
 pub use event::{Actor, ActorType, Category, Event, Outcome, Resource, Source};
+pub use proof::{
+    verify_consistency_proof, verify_event_proof, CheckpointInfo, ConsistencyProof, EventProof, ProofError,
+    ProofSubject, TrustedLog, Verified,
+};
 pub use retry::RetryPolicy;
 pub use spill::SpillConfig;
 pub use stats::{DropReason, Dropped, Stats};

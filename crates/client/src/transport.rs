@@ -39,6 +39,11 @@ pub(crate) type PostFuture<'a> = Pin<Box<dyn Future<Output = Result<Answer, Stri
 pub(crate) trait Transport: Send + Sync + 'static {
     /// Send one request. `Err` is a failure below HTTP (connect, reset, timeout).
     fn post(&self, post: Post) -> PostFuture<'_>;
+
+    /// `GET <api base><path_and_query>` (the proof routes), with the bearer token.
+    fn get(&self, _path_and_query: String, _token: String) -> PostFuture<'_> {
+        Box::pin(async { Err("this transport cannot GET".to_string()) })
+    }
 }
 
 pub(crate) struct HyperTransport {
@@ -94,7 +99,58 @@ pub(crate) fn events_uri(endpoint: &str) -> Result<Uri, BuildError> {
     Ok(uri)
 }
 
+impl HyperTransport {
+    /// The API base: the events URI without its `/v1/events`.
+    fn base(&self) -> String {
+        let events = self.uri.to_string();
+        events.strip_suffix("/v1/events").unwrap_or(&events).to_string()
+    }
+
+    async fn exchange(&self, request: Request<Full<Bytes>>) -> Result<Answer, String> {
+        let exchange = async {
+            let response = self.client.request(request).await.map_err(|e| describe(&e))?;
+            let status = response.status().as_u16();
+            let retry_after = response
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_retry_after);
+            let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
+                .collect()
+                .await
+                .map(|c| c.to_bytes())
+                .unwrap_or_default();
+            Ok(Answer {
+                status,
+                retry_after,
+                body,
+            })
+        };
+        tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| format!("no answer within {:?}", self.timeout))?
+    }
+}
+
 impl Transport for HyperTransport {
+    fn get(&self, path_and_query: String, token: String) -> PostFuture<'_> {
+        Box::pin(async move {
+            let uri: Uri = format!("{}{path_and_query}", self.base())
+                .parse()
+                .map_err(|e| format!("cannot build the URI: {e}"))?;
+            let auth = HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| "the bearer token has characters a header cannot carry".to_string())?;
+            let request = Request::builder()
+                .method(Method::GET)
+                .uri(uri)
+                .header(USER_AGENT, concat!("stele-client/", env!("CARGO_PKG_VERSION")))
+                .header(AUTHORIZATION, auth)
+                .body(Full::new(Bytes::new()))
+                .map_err(|e| format!("cannot build the request: {e}"))?;
+            self.exchange(request).await
+        })
+    }
+
     fn post(&self, post: Post) -> PostFuture<'_> {
         Box::pin(async move {
             let mut builder = Request::builder()
@@ -111,28 +167,7 @@ impl Transport for HyperTransport {
                 .header(AUTHORIZATION, auth)
                 .body(Full::new(post.body))
                 .map_err(|e| format!("cannot build the request: {e}"))?;
-            let exchange = async {
-                let response = self.client.request(request).await.map_err(|e| describe(&e))?;
-                let status = response.status().as_u16();
-                let retry_after = response
-                    .headers()
-                    .get(RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(parse_retry_after);
-                let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
-                    .collect()
-                    .await
-                    .map(|c| c.to_bytes())
-                    .unwrap_or_default();
-                Ok(Answer {
-                    status,
-                    retry_after,
-                    body,
-                })
-            };
-            tokio::time::timeout(self.timeout, exchange)
-                .await
-                .map_err(|_| format!("no answer within {:?}", self.timeout))?
+            self.exchange(request).await
         })
     }
 }

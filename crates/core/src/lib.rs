@@ -6,6 +6,8 @@
 
 pub mod canonical;
 pub mod event;
+#[cfg(feature = "lambda")]
+pub mod http;
 pub mod json;
 pub mod limits;
 pub mod settings;
@@ -16,5 +18,7 @@ pub use event::{
     event_id_from_idempotency_key, event_id_from_idempotency_key_in_batch, Actor, ActorType, Category, Changes, Event,
     EventHash, Outcome, RecordError, Resource, SealedEvent, Source, Trace, SCHEMA_VERSION,
 };
-pub use tenant::{check_tenant_id, TenantIdError, MAX_TENANT_ID_CHARS, TENANT_ID_RULE};
+pub use tenant::{
+    check_tenant_id, tenant_from_authorizer, TenantClaimError, TenantIdError, MAX_TENANT_ID_CHARS, TENANT_ID_RULE,
+};
 pub use validate::{validate_event, validate_event_into, Code, Context, Problem, ProblemList, TimeWindow};

@@ -327,6 +327,36 @@ impl<'a> PgLog<'a> {
         plan.assemble(&hashes).map_err(|e| Error::Log(e.to_string()))
     }
 
+    /// The newest signed checkpoint of `tenant_id` whose tree has at least `min_size`
+    /// leaves (`min_size` 1: the latest; `leaf_index + 1`: the newest that covers a leaf).
+    pub async fn latest_checkpoint(&self, tenant_id: &str, min_size: u64) -> Result<Option<StoredCheckpoint>> {
+        let row = self
+            .client
+            .query_opt(
+                &format!(
+                    "SELECT {CHECKPOINT_COLUMNS} FROM tlog_checkpoints
+                      WHERE tenant_id = $1 AND size >= $2 ORDER BY size DESC LIMIT 1"
+                ),
+                &[&tenant_id, &(min_size as i64)],
+            )
+            .await
+            .map_err(Error::query("reading the latest checkpoint"))?;
+        row.map(|r| stored_checkpoint(&r)).transpose()
+    }
+
+    /// The signed checkpoint of `tenant_id` at exactly `size` leaves, if one was signed.
+    pub async fn checkpoint_at(&self, tenant_id: &str, size: u64) -> Result<Option<StoredCheckpoint>> {
+        let row = self
+            .client
+            .query_opt(
+                &format!("SELECT {CHECKPOINT_COLUMNS} FROM tlog_checkpoints WHERE tenant_id = $1 AND size = $2"),
+                &[&tenant_id, &(size as i64)],
+            )
+            .await
+            .map_err(Error::query("reading a checkpoint"))?;
+        row.map(|r| stored_checkpoint(&r)).transpose()
+    }
+
     /// Where the stored event `event_id` of `tenant_id` is in the log (hot or late
     /// rows); `None` if it is not stored in PostgreSQL or has no leaf (stored before
     /// the log existed).

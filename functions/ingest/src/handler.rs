@@ -5,8 +5,9 @@
 
 use chrono::Utc;
 use lambda_http::http::{header, HeaderValue, Method, StatusCode};
-use lambda_http::{Body, Request, RequestExt, Response};
+use lambda_http::{Body, Request, Response};
 use serde_json::{json, Value};
+use stele_core::http::{error_response, json_response, tenant_of, tenant_refused};
 use stele_core::{event::timestamp, EventHash};
 use uuid::Uuid;
 
@@ -48,18 +49,6 @@ fn route(method: &Method, path: &str) -> Route {
         ("health", _) => Route::MethodNotAllowed("GET, HEAD"),
         _ => Route::NotFound,
     }
-}
-
-fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
-    let mut resp = Response::new(Body::Text(body.to_string()));
-    *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    resp
-}
-
-fn error_response(status: StatusCode, error: &str, message: impl Into<String>) -> Response<Body> {
-    json_response(status, &json!({ "error": error, "message": message.into() }))
 }
 
 fn problems_response(refusal: &Refusal) -> Response<Body> {
@@ -112,35 +101,6 @@ fn over_quota(tenant: &str, events: Option<usize>, limited: &Limited) -> Respons
     );
     resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
     resp
-}
-
-/// Why a request carries no usable tenant.
-enum TenantError {
-    Missing,
-    Unusable(String),
-}
-
-/// The tenant from a JWT authorizer claim, or from a Lambda authorizer's context
-/// under the same name. Nothing in the request body is consulted.
-fn tenant_of(req: &Request, claim: &str) -> Result<String, TenantError> {
-    let authorizer = req
-        .request_context_ref()
-        .and_then(|ctx| ctx.authorizer())
-        .ok_or(TenantError::Missing)?;
-    let from_jwt = authorizer.jwt.as_ref().and_then(|jwt| jwt.claims.get(claim)).cloned();
-    let from_lambda = || match authorizer.fields.get(claim) {
-        Some(Value::String(s)) => Some(s.clone()),
-        _ => None,
-    };
-    let tenant = from_jwt.or_else(from_lambda).ok_or(TenantError::Missing)?;
-    if tenant.is_empty() {
-        return Err(TenantError::Missing);
-    }
-    // One rule for every tenant id (`stele_core::tenant`): `a#b/../c` or a
-    // look-alike must not become a tenant, a partition key or an S3 prefix.
-    stele_core::check_tenant_id(&tenant)
-        .map_err(|e| TenantError::Unusable(format!("the tenant claim `{claim}` is not a usable tenant id: {e}")))?;
-    Ok(tenant)
 }
 
 impl<S: EventSink> Ingest<S> {
@@ -217,20 +177,7 @@ impl<S: EventSink, Q: QuotaGate> Ingest<S, Q> {
     async fn post_events(&self, req: &Request) -> Response<Body> {
         let tenant = match tenant_of(req, &self.config.tenant_claim) {
             Ok(t) => t,
-            Err(TenantError::Missing) => {
-                let mut resp = error_response(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthenticated",
-                    format!(
-                        "no tenant in the authorizer context (claim `{}`); send a valid bearer token",
-                        self.config.tenant_claim
-                    ),
-                );
-                resp.headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-                return resp;
-            }
-            Err(TenantError::Unusable(msg)) => return error_response(StatusCode::FORBIDDEN, "forbidden", msg),
+            Err(e) => return tenant_refused(&e),
         };
         let now = Utc::now();
         // A tenant known to be over quota for this window is refused before its

@@ -1,0 +1,342 @@
+//! The HTTP handler: route, tenant from the authorizer, read the log, answer.
+
+use lambda_http::http::{header, HeaderValue, Method, StatusCode};
+use lambda_http::{Body, Request, RequestExt, Response};
+use serde_json::{json, Value};
+use stele_core::http::{error_response, json_response, tenant_of, tenant_refused};
+use stele_store::{PgLog, StoredCheckpoint};
+use stele_tlog::{Hash, TlogProof};
+use uuid::Uuid;
+
+use crate::config::QueryConfig;
+
+/// The query function: configuration plus a database pool, shared by every request.
+pub struct Query {
+    config: QueryConfig,
+    pool: deadpool_postgres::Pool,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Route<'a> {
+    Proof(&'a str),
+    Checkpoint,
+    Consistency,
+    NotFound,
+    MethodNotAllowed,
+}
+
+/// `/v1/...` or `/<stage>/v1/...` (API Gateway keeps a named stage in the path).
+fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    let tail = match segments.as_slice() {
+        ["v1", rest @ ..] => rest,
+        [_stage, "v1", rest @ ..] => rest,
+        _ => return Route::NotFound,
+    };
+    let found = match tail {
+        ["events", id, "proof"] => Route::Proof(id),
+        ["log", "checkpoint"] => Route::Checkpoint,
+        ["log", "consistency"] => Route::Consistency,
+        _ => return Route::NotFound,
+    };
+    if method == Method::GET || method == Method::HEAD {
+        found
+    } else {
+        Route::MethodNotAllowed
+    }
+}
+
+/// Why a request could not be answered from the log.
+enum Failure {
+    /// The database is unreachable or a query failed: `503`.
+    Unavailable(String),
+    /// The stored log contradicts itself (a proof does not lead to its checkpoint's
+    /// root): `500`, and an error in the log; never served as a proof.
+    Inconsistent(String),
+}
+
+impl From<stele_store::Error> for Failure {
+    fn from(e: stele_store::Error) -> Self {
+        match e {
+            stele_store::Error::Log(why) => Failure::Inconsistent(why),
+            other => Failure::Unavailable(other.to_string()),
+        }
+    }
+}
+
+type Answer = Result<Response<Body>, Failure>;
+
+fn b64(hashes: &[Hash]) -> Vec<String> {
+    hashes.iter().map(Hash::to_base64).collect()
+}
+
+/// The origin line of a stored checkpoint note (served verbatim; the client checks it).
+fn origin_of(note: &str) -> &str {
+    note.split('\n').next().unwrap_or_default()
+}
+
+fn checkpoint_json(cp: &StoredCheckpoint) -> Value {
+    json!({
+        "origin": origin_of(&cp.note),
+        "size": cp.size,
+        "root": cp.root.to_base64(),
+        "note": cp.note,
+    })
+}
+
+fn not_found(message: impl Into<String>) -> Response<Body> {
+    error_response(StatusCode::NOT_FOUND, "not_found", message)
+}
+
+fn bad_request(message: impl Into<String>) -> Response<Body> {
+    error_response(StatusCode::BAD_REQUEST, "invalid_request", message)
+}
+
+/// A tree size in a query string: a decimal without sign or leading zeros, at least 1.
+fn size_param(name: &str, value: &str) -> Result<u64, String> {
+    let ok = !value.is_empty()
+        && value.len() <= 19
+        && value.bytes().all(|b| b.is_ascii_digit())
+        && !(value.len() > 1 && value.starts_with('0'));
+    match value.parse::<u64>() {
+        Ok(n) if ok && n >= 1 && n <= i64::MAX as u64 => Ok(n),
+        _ => Err(format!(
+            "`{name}` must be a tree size: a whole number from 1, got `{value}`"
+        )),
+    }
+}
+
+impl Query {
+    pub fn new(config: QueryConfig, pool: deadpool_postgres::Pool) -> Self {
+        Self { config, pool }
+    }
+
+    pub fn config(&self) -> &QueryConfig {
+        &self.config
+    }
+
+    /// Answer one request. Never fails: every outcome is an HTTP response.
+    pub async fn handle(&self, req: Request) -> Response<Body> {
+        let path = req.uri().path().to_owned();
+        let resp = match route(req.method(), &path) {
+            Route::NotFound => not_found(
+                "no such resource; see GET /v1/events/{event_id}/proof, /v1/log/checkpoint, /v1/log/consistency",
+            ),
+            Route::MethodNotAllowed => {
+                let mut resp = error_response(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use GET, HEAD");
+                resp.headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+                resp
+            }
+            route => match tenant_of(&req, &self.config.tenant_claim) {
+                Err(e) => tenant_refused(&e),
+                Ok(tenant) => {
+                    let answer = match route {
+                        Route::Proof(id) => self.proof(&tenant, id).await,
+                        Route::Checkpoint => self.checkpoint(&tenant).await,
+                        _ => self.consistency(&tenant, &req).await,
+                    };
+                    answer.unwrap_or_else(|f| self.failed(&tenant, f))
+                }
+            },
+        };
+        tracing::info!(
+            method = %req.method(),
+            path = path,
+            status = resp.status().as_u16(),
+            "request answered"
+        );
+        resp
+    }
+
+    fn failed(&self, tenant: &str, failure: Failure) -> Response<Body> {
+        match failure {
+            Failure::Unavailable(why) => {
+                tracing::warn!(%tenant, error = %why, "answering 503");
+                let mut resp = error_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the log cannot be read right now; try again after Retry-After",
+                );
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(self.config.retry_after_secs));
+                resp
+            }
+            Failure::Inconsistent(why) => {
+                tracing::error!(%tenant, error = %why, "the stored log is inconsistent");
+                error_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "the log could not produce a proof that verifies; the operators are alerted",
+                )
+            }
+        }
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, Failure> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| Failure::Unavailable(format!("database connection: {e}")))
+    }
+
+    /// `GET /v1/events/{event_id}/proof`
+    async fn proof(&self, tenant: &str, id: &str) -> Answer {
+        let Ok(event_id) = Uuid::parse_str(id) else {
+            return Ok(bad_request(format!("`{id}` is not an event id (a UUID)")));
+        };
+        let client = self.client().await?;
+        let log = PgLog::new(&client);
+        // Scoped by tenant: another tenant's event is not found, like an unknown one.
+        let Some(event) = log.find_event(tenant, event_id).await? else {
+            return Ok(not_found(format!(
+                "no logged event {event_id} in the hot store: the id is unknown, not yet stored (events are \
+                 stored within seconds of their 202), or archived out of PostgreSQL; an archived event is \
+                 proven from the archive with `stele verify --tenant {tenant} --event {event_id}`"
+            )));
+        };
+        let Some(cp) = log.latest_checkpoint(tenant, event.leaf_index + 1).await? else {
+            let wait = self.config.proof_retry_after_secs;
+            let mut resp = error_response(
+                StatusCode::CONFLICT,
+                "not_yet_checkpointed",
+                format!(
+                    "event {event_id} is leaf {} of the log, but no signed checkpoint covers it yet; \
+                     checkpoints are signed at least every minute: ask again after {wait} s",
+                    event.leaf_index
+                ),
+            );
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(wait));
+            return Ok(resp);
+        };
+        let leaf = event.leaf_hash(tenant)?;
+        let proof = log.inclusion_proof(tenant, event.leaf_index, cp.size).await?;
+        // Never serve a proof that does not verify against the note it comes with.
+        stele_tlog::verify_inclusion(event.leaf_index, cp.size, &leaf, &proof, &cp.root).map_err(|e| {
+            Failure::Inconsistent(format!("leaf {} against checkpoint {}: {e}", event.leaf_index, cp.size))
+        })?;
+        let received_at = chrono::DateTime::from_timestamp_micros(event.received_at_micros)
+            .map(|t| stele_core::event::timestamp::format(&t))
+            .unwrap_or_default();
+        let tlog_proof = TlogProof {
+            extra: None,
+            index: event.leaf_index,
+            proof: proof.clone(),
+            checkpoint: cp.note.clone(),
+        };
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({
+                "tenant_id": tenant,
+                "event_id": event_id,
+                "event_hash": hex::encode(event.event_hash),
+                "received_at": received_at,
+                "leaf_index": event.leaf_index,
+                "leaf_hash": leaf.to_base64(),
+                "tree_size": cp.size,
+                "inclusion_proof": b64(&proof),
+                "checkpoint": checkpoint_json(&cp),
+                "tlog_proof": tlog_proof.to_text(),
+            }),
+        ))
+    }
+
+    /// `GET /v1/log/checkpoint`
+    async fn checkpoint(&self, tenant: &str) -> Answer {
+        let client = self.client().await?;
+        let Some(cp) = PgLog::new(&client).latest_checkpoint(tenant, 1).await? else {
+            return Ok(not_found(
+                "no signed checkpoint for this tenant yet: its log is empty or not yet checkpointed",
+            ));
+        };
+        let mut resp = Response::new(Body::Text(cp.note));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        Ok(resp)
+    }
+
+    /// `GET /v1/log/consistency?from=N[&to=M]`
+    async fn consistency(&self, tenant: &str, req: &Request) -> Answer {
+        let params = req.query_string_parameters();
+        let Some(from) = params.first("from") else {
+            return Ok(bad_request(
+                "`from` is required: the size of an older signed checkpoint",
+            ));
+        };
+        let from = match size_param("from", from) {
+            Ok(n) => n,
+            Err(why) => return Ok(bad_request(why)),
+        };
+        let to = match params.first("to").map(|v| size_param("to", v)).transpose() {
+            Ok(to) => to,
+            Err(why) => return Ok(bad_request(why)),
+        };
+        if let Some(to) = to.filter(|&to| to < from) {
+            return Ok(bad_request(format!(
+                "`to` ({to}) is smaller than `from` ({from}): a log only grows"
+            )));
+        }
+        let client = self.client().await?;
+        let log = PgLog::new(&client);
+        let Some(old) = log.checkpoint_at(tenant, from).await? else {
+            return Ok(not_found(format!(
+                "no signed checkpoint of size {from} for this tenant; `from` and `to` must be sizes of signed checkpoints"
+            )));
+        };
+        let new = match to {
+            Some(to) => log.checkpoint_at(tenant, to).await?,
+            None => log.latest_checkpoint(tenant, from).await?,
+        };
+        let Some(new) = new else {
+            return Ok(not_found(format!(
+                "no signed checkpoint of size {} for this tenant; `from` and `to` must be sizes of signed checkpoints",
+                to.unwrap_or(from)
+            )));
+        };
+        let proof = if old.size == new.size {
+            Vec::new()
+        } else {
+            log.consistency_proof(tenant, old.size, new.size).await?
+        };
+        stele_tlog::verify_consistency(old.size, new.size, &proof, &old.root, &new.root)
+            .map_err(|e| Failure::Inconsistent(format!("checkpoints {} and {}: {e}", old.size, new.size)))?;
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({
+                "tenant_id": tenant,
+                "from": checkpoint_json(&old),
+                "to": checkpoint_json(&new),
+                "consistency_proof": b64(&proof),
+            }),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        let id = "0190a4b2-0000-7000-8000-000000000000";
+        let proof = format!("/v1/events/{id}/proof");
+        assert_eq!(route(&Method::GET, &proof), Route::Proof(id));
+        assert_eq!(route(&Method::GET, &format!("/prod{proof}")), Route::Proof(id));
+        assert_eq!(route(&Method::POST, &proof), Route::MethodNotAllowed);
+        assert_eq!(route(&Method::GET, "/v1/log/checkpoint/"), Route::Checkpoint);
+        assert_eq!(route(&Method::HEAD, "/v1/log/consistency"), Route::Consistency);
+        assert_eq!(route(&Method::GET, "/v1/events"), Route::NotFound);
+        assert_eq!(route(&Method::GET, "/v1/events/x/proof/y"), Route::NotFound);
+    }
+
+    #[test]
+    fn sizes_are_plain_positive_decimals() {
+        assert_eq!(size_param("from", "1").ok(), Some(1));
+        assert_eq!(size_param("from", "9223372036854775807").ok(), Some(i64::MAX as u64));
+        for bad in ["0", "", "01", "-1", "+1", "1e3", " 1", "9223372036854775808", "x"] {
+            assert!(size_param("from", bad).is_err(), "{bad:?}");
+        }
+    }
+}
