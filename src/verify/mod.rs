@@ -82,7 +82,18 @@ pub async fn verify<S: ArchiveStore>(
     progress("manifests");
     let manifests = read_manifests(store, prefix, scope, &mut report).await?;
     for (day, manifest) in &manifests {
-        check_day(store, prefix, *day, manifest, scope, &mut report, &mut leaves, progress).await?;
+        check_day(
+            store,
+            prefix,
+            trust,
+            *day,
+            manifest,
+            scope,
+            &mut report,
+            &mut leaves,
+            progress,
+        )
+        .await?;
     }
     if let Some(client) = db {
         progress("hot rows");
@@ -186,6 +197,7 @@ async fn read_manifests<S: ArchiveStore>(
 async fn check_day<S: ArchiveStore>(
     store: &S,
     prefix: &str,
+    trust: &Trust,
     day: NaiveDate,
     manifest: &Manifest,
     scope: &Scope,
@@ -221,6 +233,7 @@ async fn check_day<S: ArchiveStore>(
             );
         }
         let mut merkle = MerkleBuilder::new();
+        let mut max_leaf: Option<u64> = None;
         for file in &tenant.files {
             let Some(bytes) = store
                 .get(&file.key)
@@ -248,6 +261,7 @@ async fn check_day<S: ArchiveStore>(
             }
             for r in &rows {
                 merkle.push(&r.event_hash.0);
+                max_leaf = max_leaf.max(r.leaf_index);
                 report.archived_rows += 1;
                 claim_leaf(leaves, r, &file.key, scope, report);
             }
@@ -265,6 +279,85 @@ async fn check_day<S: ArchiveStore>(
                 .day(day),
             );
         }
+        check_anchor(store, prefix, trust, day, tenant, max_leaf, report).await?;
+    }
+    Ok(())
+}
+
+/// The checkpoint a manifest names for a tenant's rows: published where it says,
+/// signed, with the size and root the manifest recorded, and covering every leaf
+/// the files hold.
+async fn check_anchor<S: ArchiveStore>(
+    store: &S,
+    prefix: &str,
+    trust: &Trust,
+    day: NaiveDate,
+    tenant: &stele_archiver::export::TenantArchive,
+    max_leaf: Option<u64>,
+    report: &mut Report,
+) -> Result<(), String> {
+    let t = tenant.tenant_id.as_str();
+    let fail = |report: &mut Report, what: String| report.fail(Finding::new(what).tenant(t).day(day));
+    if tenant.max_leaf_index.is_some() && tenant.max_leaf_index != max_leaf {
+        fail(
+            report,
+            format!(
+                "the manifest says the newest leaf of its rows is {:?}, the files hold {max_leaf:?}",
+                tenant.max_leaf_index
+            ),
+        );
+    }
+    let Some(cp) = &tenant.checkpoint else {
+        if max_leaf.is_some() {
+            report.unanchored += 1;
+        }
+        return Ok(());
+    };
+    report.anchored += 1;
+    if cp.key != stele_tlog::publish::checkpoint_key(prefix, t, cp.size) {
+        fail(
+            report,
+            format!(
+                "the manifest names checkpoint {} at {}, not where it is published",
+                cp.size, cp.key
+            ),
+        );
+        return Ok(());
+    }
+    if let Some(max) = max_leaf.filter(|&m| m >= cp.size) {
+        fail(
+            report,
+            format!(
+                "the files hold leaf {max}, beyond checkpoint {} that the manifest names",
+                cp.size
+            ),
+        );
+    }
+    let Some(body) = store
+        .get(&cp.key)
+        .await
+        .map_err(|e| format!("reading {}: {e}", cp.key))?
+    else {
+        fail(
+            report,
+            format!("the checkpoint the manifest names ({}) is not in the bucket", cp.key),
+        );
+        return Ok(());
+    };
+    let origin = stele_tlog::publish::tenant_origin(&trust.deployment_origin, t);
+    match stele_tlog::open_checkpoint(&body, &trust.verifiers, &origin) {
+        Ok(signed) if signed.checkpoint.size == cp.size && signed.checkpoint.root.to_base64() == cp.root => {}
+        Ok(signed) => fail(
+            report,
+            format!(
+                "the manifest names checkpoint {} with root {}, the signed note at {} says size {} root {}",
+                cp.size, cp.root, cp.key, signed.checkpoint.size, signed.checkpoint.root
+            ),
+        ),
+        Err(e) => fail(
+            report,
+            format!("the checkpoint the manifest names does not verify: {e}"),
+        ),
     }
     Ok(())
 }

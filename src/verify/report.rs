@@ -81,6 +81,11 @@ pub struct Report {
     pub leaves_checked: u64,
     /// Leaves a checkpoint covers whose row was not read (hot rows, without `--database`).
     pub leaves_unread: u64,
+    /// Tenant-days whose manifest names the signed checkpoint covering its rows.
+    pub anchored: u64,
+    /// Tenant-days archived before any checkpoint covered their rows (their leaves
+    /// are still proven, against the newest checkpoint).
+    pub unanchored: u64,
     pub findings: Vec<Finding>,
 }
 
@@ -96,11 +101,17 @@ impl Report {
     /// The summary line.
     pub fn summary(&self) -> String {
         format!(
-            "{} manifests, {} files, {} archived rows, {} hot rows checked; {} tenants' logs, {} checkpoints, {} leaves matched{}{}; {}",
+            "{} manifests, {} files, {} archived rows, {} hot rows checked; {} tenant-days anchored to a named checkpoint{}; {} tenants' logs, {} checkpoints, {} leaves matched{}{}; {}",
             self.manifests,
             self.files,
             self.archived_rows,
             self.hot_rows,
+            self.anchored,
+            if self.unanchored > 0 {
+                format!(" ({} archived before a checkpoint covered them)", self.unanchored)
+            } else {
+                String::new()
+            },
             self.tenants,
             self.checkpoints,
             self.leaves_checked,

@@ -56,7 +56,15 @@ async fn publish_log(
         store
             .put(
                 &latest_checkpoint_key(PREFIX, &head.tenant_id),
-                note.into_bytes().into(),
+                note.clone().into_bytes().into(),
+            )
+            .await
+            .unwrap();
+        // Recorded as the checkpointer records it: the archiver names it in manifests.
+        client
+            .execute(
+                "INSERT INTO tlog_checkpoints (tenant_id, size, root, note, published_at) VALUES ($1, $2, $3, $4, now())",
+                &[&head.tenant_id, &(head.size as i64), &head.root.0.to_vec(), &note],
             )
             .await
             .unwrap();
@@ -151,6 +159,7 @@ async fn verify_passes_on_what_the_pipeline_wrote_and_finds_each_tampering() {
     assert!(ok.archived_rows > 0 && ok.hot_rows > 0, "{}", ok.summary());
     assert_eq!(ok.leaves_checked, 120);
     assert_eq!(ok.checkpoints, 6);
+    assert_eq!((ok.anchored, ok.unanchored), (2, 0), "{}", ok.summary());
     let offline = run(&store, &signer, None).await;
     assert!(offline.ok(), "{:#?}", offline.findings);
     assert_eq!(offline.leaves_unread, ok.hot_rows, "hot leaves are not read offline");
@@ -295,6 +304,28 @@ async fn verify_passes_on_what_the_pipeline_wrote_and_finds_each_tampering() {
         .await
         .unwrap();
     assert_finds(&run(&store, &signer, None).await, "the manifest says 1 rows");
+    restore().await;
+
+    // The manifest names an older checkpoint, one that does not cover its rows.
+    let mut m: serde_json::Value = serde_json::from_slice(&manifest_bytes).unwrap();
+    let named = m["tenants"][0]["checkpoint"].clone();
+    assert_eq!(
+        named["size"], 60,
+        "the first checkpoint after the old day's rows: {named}"
+    );
+    let tenant = m["tenants"][0]["tenant_id"].as_str().unwrap().to_owned();
+    let older = PgLog::new(&client).root_at(&tenant, 20).await.unwrap();
+    m["tenants"][0]["checkpoint"] = serde_json::json!({
+        "size": 20, "root": older.to_base64(), "key": checkpoint_key(PREFIX, &tenant, 20),
+    });
+    store
+        .put(&manifest_key, serde_json::to_vec(&m).unwrap().into())
+        .await
+        .unwrap();
+    assert_finds(
+        &run(&store, &signer, None).await,
+        "beyond checkpoint 20 that the manifest names",
+    );
     restore().await;
     assert!(run(&store, &signer, Some(&client))
         .await

@@ -106,6 +106,14 @@ pub trait ArchiveDb: Send + Sync {
         tenant: &str,
         indices: &[u64],
     ) -> impl Future<Output = Result<Vec<Option<stele_tlog::Hash>>>> + Send;
+
+    /// The first signed checkpoint of `tenant`'s log that covers leaf `index` (size
+    /// and root), if one was signed yet: what a manifest names as its anchor.
+    fn covering_checkpoint(
+        &self,
+        tenant: &str,
+        index: u64,
+    ) -> impl Future<Output = Result<Option<(u64, stele_tlog::Hash)>>> + Send;
 }
 
 /// The archive order: bytewise tenant (`COLLATE "C"`), then time, then id.
@@ -340,5 +348,13 @@ impl ArchiveDb for PgArchiveDb {
 
     async fn log_leaves(&self, tenant: &str, indices: &[u64]) -> Result<Vec<Option<stele_tlog::Hash>>> {
         crate::log::leaf_hashes(&*self.client().await?, tenant, indices).await
+    }
+
+    async fn covering_checkpoint(&self, tenant: &str, index: u64) -> Result<Option<(u64, stele_tlog::Hash)>> {
+        let client = self.client().await?;
+        let cp = crate::log::PgLog::new(&client)
+            .first_checkpoint_covering(tenant, index)
+            .await?;
+        Ok(cp.map(|c| (c.size, c.root)))
     }
 }

@@ -344,6 +344,24 @@ impl<'a> PgLog<'a> {
         row.map(|r| stored_checkpoint(&r)).transpose()
     }
 
+    /// The oldest signed checkpoint of `tenant_id` that covers leaf `index` (its size
+    /// exceeds it): the first signed statement that includes the leaf. Stable once
+    /// signed, so a re-exported day names the same one.
+    pub async fn first_checkpoint_covering(&self, tenant_id: &str, index: u64) -> Result<Option<StoredCheckpoint>> {
+        let row = self
+            .client
+            .query_opt(
+                &format!(
+                    "SELECT {CHECKPOINT_COLUMNS} FROM tlog_checkpoints
+                      WHERE tenant_id = $1 AND size > $2 ORDER BY size LIMIT 1"
+                ),
+                &[&tenant_id, &(index as i64)],
+            )
+            .await
+            .map_err(Error::query("reading the checkpoint covering a leaf"))?;
+        row.map(|r| stored_checkpoint(&r)).transpose()
+    }
+
     /// The signed checkpoint of `tenant_id` at exactly `size` leaves, if one was signed.
     pub async fn checkpoint_at(&self, tenant_id: &str, size: u64) -> Result<Option<StoredCheckpoint>> {
         let row = self

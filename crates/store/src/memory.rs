@@ -511,6 +511,12 @@ impl ArchiveDb for MemoryArchiveDb {
         Ok(vec![None; indices.len()])
     }
 
+    async fn covering_checkpoint(&self, _tenant: &str, _index: u64) -> Result<Option<(u64, stele_tlog::Hash)>> {
+        // No leaves, no checkpoints: manifests of memory rows name none.
+        self.check("covering_checkpoint")?;
+        Ok(None)
+    }
+
     async fn delete_claimed_late(&self, day: NaiveDate) -> Result<u64> {
         self.check("delete_claimed_late")?;
         let mut s = self.lock();

@@ -21,13 +21,71 @@ use crate::schema;
 use crate::store::ArchiveStore;
 use crate::writer::{ParquetPartWriter, PartManifest};
 
-/// One tenant's share of a day: its files, rows and the Merkle root of its event hashes.
+/// One tenant's share of a day: its files, rows and the Merkle root of its event
+/// hashes, and where its rows are in the tenant's signed log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TenantArchive {
     pub tenant_id: String,
     pub rows: u64,
     pub merkle_root: String,
     pub files: Vec<PartManifest>,
+    /// The highest leaf index among the rows (absent: no row has a leaf).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_leaf_index: Option<u64>,
+    /// The signed checkpoint that covers every row's leaf: the first one signed
+    /// after the newest of them (absent: none was signed yet when the day was
+    /// written; `stele verify` then proves the rows against a later one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<CheckpointRef>,
+}
+
+impl TenantArchive {
+    /// An empty share of `tenant_id` (files are added to it).
+    pub fn empty(tenant_id: &str) -> Self {
+        TenantArchive {
+            tenant_id: tenant_id.to_string(),
+            rows: 0,
+            merkle_root: String::new(),
+            files: Vec::new(),
+            max_leaf_index: None,
+            checkpoint: None,
+        }
+    }
+}
+
+/// A signed checkpoint named by a manifest: its tree size, root (base64, as in
+/// the note) and the bucket key of the published note.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointRef {
+    pub size: u64,
+    pub root: String,
+    pub key: String,
+}
+
+/// Names, for every tenant whose rows have leaves, the first signed checkpoint
+/// that covers them all. Leaves no checkpoint covers yet leave it absent.
+pub async fn anchor<D: ArchiveDb>(
+    db: &D,
+    prefix: &str,
+    partition: &str,
+    tenants: &mut [TenantArchive],
+) -> Result<(), Error> {
+    for t in tenants.iter_mut() {
+        let Some(max) = t.max_leaf_index else { continue };
+        let found = db
+            .covering_checkpoint(&t.tenant_id, max)
+            .await
+            .map_err(Error::store(partition, Step::Manifest))?;
+        t.checkpoint = found.map(|(size, root)| CheckpointRef {
+            size,
+            root: root.to_base64(),
+            key: stele_tlog::publish::checkpoint_key(prefix, &t.tenant_id, size),
+        });
+        if t.checkpoint.is_none() {
+            tracing::warn!(partition, tenant = %t.tenant_id, leaf = max, "no signed checkpoint covers the day's rows yet; the manifest names none");
+        }
+    }
+    Ok(())
 }
 
 enum ColBuilder {
@@ -101,6 +159,7 @@ struct OpenTenant<'a, S: ArchiveStore> {
     first_part: u32,
     merkle: MerkleBuilder,
     rows: u64,
+    max_leaf_index: Option<u64>,
     files: Vec<PartManifest>,
     writer: Option<ParquetPartWriter<'a, S>>,
 }
@@ -194,6 +253,7 @@ async fn export_inner<'a, S: ArchiveStore, R: ExportRow>(
                 first_part: first_part(tenant),
                 merkle: MerkleBuilder::new(),
                 rows: 0,
+                max_leaf_index: None,
                 files: Vec::new(),
                 writer: None,
             });
@@ -224,6 +284,14 @@ async fn export_inner<'a, S: ArchiveStore, R: ExportRow>(
         })?;
         t.merkle.push(&hash);
         t.rows += 1;
+        if let Some(leaf) = row.int64(schema::col::leaf_index()).map_err(read_err)? {
+            let leaf = u64::try_from(leaf).map_err(|_| Error::Invalid {
+                partition: partition.to_string(),
+                step: Step::Export,
+                detail: format!("leaf_index {leaf} is negative"),
+            })?;
+            t.max_leaf_index = t.max_leaf_index.max(Some(leaf));
+        }
         batch.append(&row).map_err(read_err)?;
         if batch.rows >= config.batch_rows {
             if Instant::now() >= deadline {
@@ -272,6 +340,8 @@ async fn close_tenant<S: ArchiveStore>(mut t: OpenTenant<'_, S>) -> Result<Tenan
         rows: t.rows,
         merkle_root: t.merkle.root_hex(),
         files: t.files,
+        max_leaf_index: t.max_leaf_index,
+        checkpoint: None,
     })
 }
 

@@ -70,6 +70,11 @@ pub mod col {
         static I: OnceLock<usize> = OnceLock::new();
         index(&I, "event_hash")
     }
+
+    pub fn leaf_index() -> usize {
+        static I: OnceLock<usize> = OnceLock::new();
+        index(&I, "leaf_index")
+    }
 }
 
 /// The Glue/Hive type of an Arrow type, for the types this schema uses.

@@ -178,12 +178,7 @@ async fn check_supplement_layout<S: ArchiveStore>(
         .as_ref()
         .ok_or_else(|| mismatch(partition, "a supplement that supersedes nothing".into()))?;
     let earlier = read_manifest(store, partition, &earlier.key, &earlier.sha256).await?;
-    let empty = TenantArchive {
-        tenant_id: String::new(),
-        rows: 0,
-        merkle_root: String::new(),
-        files: Vec::new(),
-    };
+    let empty = TenantArchive::empty("");
     let mut tenants: Vec<&str> = earlier
         .tenants
         .iter()

@@ -33,9 +33,11 @@ impl<S: ArchiveStore + 'static, D: ArchiveDb> Archiver<S, D> {
         }
         self.abort_stale_uploads(partition, t.day).await?;
         let export_deadline = t.deadline.checked_sub(Duration::from_secs(10)).unwrap_or(t.deadline);
-        let tenants = export::export(&self.db, &*self.store, &self.config, partition, t.day, export_deadline).await?;
+        let mut tenants =
+            export::export(&self.db, &*self.store, &self.config, partition, t.day, export_deadline).await?;
         self.fail(FailPoint::AfterUpload, partition, Step::Upload)?;
         self.delete_stale_parts(partition, t.day, &tenants).await?;
+        export::anchor(&self.db, &self.config.prefix, partition, &mut tenants).await?;
         let manifest_step = Error::store(partition, Step::Manifest);
         let previous = self
             .db

@@ -86,13 +86,9 @@ impl<S: ArchiveStore + 'static, D: ArchiveDb> Archiver<S, D> {
         for a in &added {
             let entry = merged
                 .entry(a.tenant_id.clone())
-                .or_insert_with(|| export::TenantArchive {
-                    tenant_id: a.tenant_id.clone(),
-                    rows: 0,
-                    merkle_root: String::new(),
-                    files: Vec::new(),
-                });
+                .or_insert_with(|| export::TenantArchive::empty(&a.tenant_id));
             entry.rows += a.rows;
+            entry.max_leaf_index = entry.max_leaf_index.max(a.max_leaf_index);
             entry.files.extend(a.files.iter().cloned());
             let mut merkle = MerkleBuilder::new();
             for file in &entry.files {
@@ -103,7 +99,8 @@ impl<S: ArchiveStore + 'static, D: ArchiveDb> Archiver<S, D> {
             }
             entry.merkle_root = merkle.root_hex();
         }
-        let merged: Vec<export::TenantArchive> = merged.into_values().collect();
+        let mut merged: Vec<export::TenantArchive> = merged.into_values().collect();
+        export::anchor(&self.db, &self.config.prefix, partition, &mut merged).await?;
         self.delete_stale_parts(partition, t.day, &merged).await?;
 
         let version = earlier.version.max(layout::manifest_version(&key)) + 1;
