@@ -225,10 +225,14 @@ async fn serve(args: &DevArgs, pg_url: &str, aws_endpoint: &str) -> Result<(), B
     // Query (proofs, checkpoints): the Lambda's handler on the same front, as the
     // HTTP API routes it, reading the dev database.
     let store_config = stele_store::StoreConfig::new(pg_url);
-    let query = Arc::new(stele_query::Query::new(
-        stele_query::QueryConfig::default(),
-        stele_store::pool(&store_config)?,
-    ));
+    let query_config = stele_query::QueryConfig {
+        archive_bucket: Some(args.bucket.clone()),
+        archive_prefix: deployed::ARCHIVE_PREFIX.into(),
+        ..Default::default()
+    };
+    let query = Arc::new(
+        stele_query::Query::new(query_config, stele_store::pool(&store_config)?).with_archive(aws::s3_client(&sdk)),
+    );
     let mut http_stop = stop_rx.clone();
     let http = tokio::spawn(api_gateway::serve_with_query(
         listener,

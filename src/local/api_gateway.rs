@@ -151,11 +151,15 @@ fn to_hyper(resp: Response<Body>) -> hyper::Response<Full<Bytes>> {
     hyper::Response::from_parts(parts, Full::new(bytes))
 }
 
-/// Whether the HTTP API routes `path` to the query function: `/v1/log/…` and
-/// `/v1/events/{event_id}/…` (ingest has only `/v1/events` and `/v1/health`).
-pub fn is_query_path(path: &str) -> bool {
+/// Whether the HTTP API routes the request to the query function: `GET /v1/events`,
+/// `/v1/log/…` and `/v1/events/{event_id}/…` (ingest has `POST /v1/events` and `/v1/health`).
+pub fn is_query_route(method: &Method, path: &str) -> bool {
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
-    matches!(segments.as_slice(), ["v1", "log", ..] | ["v1", "events", _, ..])
+    match segments.as_slice() {
+        ["v1", "events"] => method == Method::GET || method == Method::HEAD,
+        ["v1", "log", ..] | ["v1", "events", _, ..] => true,
+        _ => false,
+    }
 }
 
 async fn answer<S: EventSink, Q: QuotaGate>(
@@ -178,7 +182,7 @@ async fn answer<S: EventSink, Q: QuotaGate>(
     };
     let path_and_query = parts.uri.path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
     let tenant = bearer_token(&parts.headers).and_then(|t| tenants.get(t));
-    let query = query.filter(|_| is_query_path(parts.uri.path()));
+    let query = query.filter(|_| is_query_route(&parts.method, parts.uri.path()));
     let claim = match query {
         Some(query) => &query.config().tenant_claim,
         None => &ingest.config().tenant_claim,
@@ -215,7 +219,7 @@ pub async fn serve<S: EventSink + 'static, Q: QuotaGate + 'static>(
     serve_with_query(listener, ingest, None, tenants, shutdown).await
 }
 
-/// [`serve`], with the query function's routes ([`is_query_path`]) going to
+/// [`serve`], with the query function's routes ([`is_query_route`]) going to
 /// `query` (when given) as the HTTP API routes them in AWS.
 pub async fn serve_with_query<S: EventSink + 'static, Q: QuotaGate + 'static>(
     listener: TcpListener,
@@ -278,12 +282,17 @@ mod tests {
 
     #[test]
     fn the_query_routes_go_to_the_query_function() {
-        assert!(is_query_path("/v1/events/0190a4b2-0000-7000-8000-000000000000/proof"));
-        assert!(is_query_path("/v1/log/checkpoint"));
-        assert!(is_query_path("/v1/log/consistency"));
-        assert!(!is_query_path("/v1/events"));
-        assert!(!is_query_path("/v1/events/"));
-        assert!(!is_query_path("/v1/health"));
+        let get = Method::GET;
+        assert!(is_query_route(
+            &get,
+            "/v1/events/0190a4b2-0000-7000-8000-000000000000/proof"
+        ));
+        assert!(is_query_route(&get, "/v1/log/checkpoint"));
+        assert!(is_query_route(&get, "/v1/log/consistency"));
+        assert!(is_query_route(&get, "/v1/events"));
+        assert!(is_query_route(&get, "/v1/events/"));
+        assert!(!is_query_route(&Method::POST, "/v1/events"));
+        assert!(!is_query_route(&get, "/v1/health"));
     }
 
     #[test]

@@ -21,6 +21,7 @@ mod localstack;
 mod query;
 mod quota;
 mod replay;
+mod search;
 mod store;
 mod tlog;
 mod verify;

@@ -140,6 +140,29 @@ fn read_error(e: tokio_postgres::Error) -> Error {
     }
 }
 
+/// The same columns read by a plain query (the read API's searches,
+/// [`crate::search`]): the export's expressions, in the export's order.
+impl ExportRow for tokio_postgres::Row {
+    fn tenant(&self) -> Result<&str> {
+        self.try_get(0).map_err(read_error)
+    }
+    fn text(&self, column: usize) -> Result<Option<&str>> {
+        self.try_get(column + 1).map_err(read_error)
+    }
+    fn micros(&self, column: usize) -> Result<Option<i64>> {
+        Ok(self
+            .try_get::<_, Option<chrono::DateTime<chrono::Utc>>>(column + 1)
+            .map_err(read_error)?
+            .map(|t| t.timestamp_micros()))
+    }
+    fn int32(&self, column: usize) -> Result<Option<i32>> {
+        self.try_get(column + 1).map_err(read_error)
+    }
+    fn int64(&self, column: usize) -> Result<Option<i64>> {
+        self.try_get(column + 1).map_err(read_error)
+    }
+}
+
 impl ExportRow for BinaryCopyOutRow {
     fn tenant(&self) -> Result<&str> {
         self.try_get(0).map_err(read_error)

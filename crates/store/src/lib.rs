@@ -16,6 +16,7 @@ pub mod memory;
 pub mod migrate;
 pub mod partitions;
 pub mod rows;
+pub mod search;
 
 pub use archive_db::{ArchiveDb, ExportRow, PgArchiveDb, RowStream, ShardProgress};
 pub use config::{conninfo_from_secret, DbSource, SecretReader, StoreConfig, StoreSettings, TlsMode};

@@ -1,6 +1,7 @@
 //! Settings of the query function, read once at start-up from the environment.
 //! The database is read as by every binary ([`stele_store::StoreSettings`]).
 
+use crate::events::CursorKey;
 use crate::Error;
 
 /// Everything the handler needs besides its database pool.
@@ -15,6 +16,15 @@ pub struct QueryConfig {
     /// `STELE_RETRY_AFTER_SECS` (default 2, 1..=3600): the `Retry-After` of a `503`
     /// (the database is unreachable).
     pub retry_after_secs: u32,
+    /// `STELE_ARCHIVE_BUCKET` (optional): the archive the archived days of a search
+    /// are read from; without it a search reads the hot store only.
+    pub archive_bucket: Option<String>,
+    /// `STELE_ARCHIVE_PREFIX` (default `audit`), as the archiver's.
+    pub archive_prefix: String,
+    /// `STELE_CURSOR_KEY`: 64 hex digits, the secret page cursors are signed with.
+    /// Required in Lambda (every instance must accept every other's cursors); a
+    /// random key per process otherwise (`stele dev`, tests).
+    pub cursor_key: CursorKey,
 }
 
 impl Default for QueryConfig {
@@ -23,18 +33,22 @@ impl Default for QueryConfig {
             tenant_claim: "tenant_id".into(),
             proof_retry_after_secs: 60,
             retry_after_secs: 2,
+            archive_bucket: None,
+            archive_prefix: "audit".into(),
+            cursor_key: CursorKey::random(),
         }
     }
 }
 
 impl QueryConfig {
     /// Read the process environment.
+    /// Read the process environment (in Lambda: `STELE_CURSOR_KEY` is required).
     pub fn from_env() -> Result<Self, Error> {
-        Self::from_lookup(|k| std::env::var(k).ok())
+        Self::from_lookup(|k| std::env::var(k).ok(), true)
     }
 
     /// Read settings through `get` (the environment, or a map in tests).
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>, require_cursor_key: bool) -> Result<Self, Error> {
         let bad = |var: &'static str, reason: String| Error::Config { var, reason };
         let mut cfg = Self::default();
         if let Some(claim) = get("STELE_TENANT_CLAIM") {
@@ -55,6 +69,27 @@ impl QueryConfig {
         if let Some(n) = secs("STELE_RETRY_AFTER_SECS")? {
             cfg.retry_after_secs = n;
         }
+        cfg.archive_bucket = get("STELE_ARCHIVE_BUCKET")
+            .map(|b| b.trim().to_owned())
+            .filter(|b| !b.is_empty());
+        if let Some(prefix) = get("STELE_ARCHIVE_PREFIX") {
+            cfg.archive_prefix = prefix.trim_matches('/').to_owned();
+        }
+        match get("STELE_CURSOR_KEY") {
+            Some(hex_key) => {
+                let mut key = [0u8; 32];
+                hex::decode_to_slice(hex_key.trim(), &mut key)
+                    .map_err(|_| bad("STELE_CURSOR_KEY", "must be 64 hex digits (32 random bytes)".into()))?;
+                cfg.cursor_key = CursorKey::new(key);
+            }
+            None if require_cursor_key => {
+                return Err(bad(
+                    "STELE_CURSOR_KEY",
+                    "is required: 64 hex digits shared by every instance, or cursors fail across instances".into(),
+                ))
+            }
+            None => {}
+        }
         Ok(cfg)
     }
 }
@@ -66,24 +101,30 @@ mod tests {
 
     #[test]
     fn defaults_and_overrides() {
-        let cfg = QueryConfig::from_lookup(lookup(&[])).unwrap();
+        let cfg = QueryConfig::from_lookup(lookup(&[]), false).unwrap();
         assert_eq!(
             (cfg.tenant_claim.as_str(), cfg.proof_retry_after_secs),
             ("tenant_id", 60)
         );
-        let cfg = QueryConfig::from_lookup(lookup(&[
-            ("STELE_TENANT_CLAIM", "org"),
-            ("STELE_PROOF_RETRY_AFTER_SECS", "30"),
-        ]))
+        let cfg = QueryConfig::from_lookup(
+            lookup(&[("STELE_TENANT_CLAIM", "org"), ("STELE_PROOF_RETRY_AFTER_SECS", "30")]),
+            false,
+        )
         .unwrap();
         assert_eq!((cfg.tenant_claim.as_str(), cfg.proof_retry_after_secs), ("org", 30));
     }
 
     #[test]
     fn a_bad_setting_names_the_variable() {
-        let err = QueryConfig::from_lookup(lookup(&[("STELE_PROOF_RETRY_AFTER_SECS", "0")])).unwrap_err();
+        let err = QueryConfig::from_lookup(lookup(&[("STELE_PROOF_RETRY_AFTER_SECS", "0")]), false).unwrap_err();
         assert!(err.to_string().contains("STELE_PROOF_RETRY_AFTER_SECS"), "{err}");
-        let err = QueryConfig::from_lookup(lookup(&[("STELE_TENANT_CLAIM", " ")])).unwrap_err();
+        let err = QueryConfig::from_lookup(lookup(&[("STELE_TENANT_CLAIM", " ")]), false).unwrap_err();
         assert!(err.to_string().contains("STELE_TENANT_CLAIM"), "{err}");
+        let err = QueryConfig::from_lookup(lookup(&[]), true).unwrap_err();
+        assert!(err.to_string().contains("STELE_CURSOR_KEY"), "{err}");
+        let err = QueryConfig::from_lookup(lookup(&[("STELE_CURSOR_KEY", "abc")]), true).unwrap_err();
+        assert!(err.to_string().contains("64 hex digits"), "{err}");
+        let key = "ab".repeat(32);
+        assert!(QueryConfig::from_lookup(lookup(&[("STELE_CURSOR_KEY", &key)]), true).is_ok());
     }
 }

@@ -9,15 +9,20 @@ use stele_tlog::{Hash, TlogProof};
 use uuid::Uuid;
 
 use crate::config::QueryConfig;
+use crate::events::{self, EventSearch, SearchError};
+use stele_archiver::S3Store;
 
-/// The query function: configuration plus a database pool, shared by every request.
+/// The query function: configuration, a database pool and the archive, shared by
+/// every request.
 pub struct Query {
     config: QueryConfig,
     pool: deadpool_postgres::Pool,
+    archive: Option<S3Store>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
 enum Route<'a> {
+    Events,
     Proof(&'a str),
     Checkpoint,
     Consistency,
@@ -34,6 +39,7 @@ fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
         _ => return Route::NotFound,
     };
     let found = match tail {
+        ["events"] => Route::Events,
         ["events", id, "proof"] => Route::Proof(id),
         ["log", "checkpoint"] => Route::Checkpoint,
         ["log", "consistency"] => Route::Consistency,
@@ -107,8 +113,23 @@ fn size_param(name: &str, value: &str) -> Result<u64, String> {
 }
 
 impl Query {
+    /// Without an archive: searches read the hot store only.
     pub fn new(config: QueryConfig, pool: deadpool_postgres::Pool) -> Self {
-        Self { config, pool }
+        Self {
+            config,
+            pool,
+            archive: None,
+        }
+    }
+
+    /// Archived days of a search are read from `s3` (the bucket and prefix of the config).
+    pub fn with_archive(mut self, s3: aws_sdk_s3::Client) -> Self {
+        self.archive = self
+            .config
+            .archive_bucket
+            .clone()
+            .map(|bucket| S3Store::new(s3, bucket));
+        self
     }
 
     pub fn config(&self) -> &QueryConfig {
@@ -120,7 +141,7 @@ impl Query {
         let path = req.uri().path().to_owned();
         let resp = match route(req.method(), &path) {
             Route::NotFound => not_found(
-                "no such resource; see GET /v1/events/{event_id}/proof, /v1/log/checkpoint, /v1/log/consistency",
+                "no such resource; see GET /v1/events, /v1/events/{event_id}/proof, /v1/log/checkpoint, /v1/log/consistency",
             ),
             Route::MethodNotAllowed => {
                 let mut resp = error_response(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use GET, HEAD");
@@ -132,6 +153,7 @@ impl Query {
                 Err(e) => tenant_refused(&e),
                 Ok(tenant) => {
                     let answer = match route {
+                        Route::Events => self.events(&tenant, &req).await,
                         Route::Proof(id) => self.proof(&tenant, id).await,
                         Route::Checkpoint => self.checkpoint(&tenant).await,
                         _ => self.consistency(&tenant, &req).await,
@@ -178,6 +200,40 @@ impl Query {
             .get()
             .await
             .map_err(|e| Failure::Unavailable(format!("database connection: {e}")))
+    }
+
+    /// `GET /v1/events`
+    async fn events(&self, tenant: &str, req: &Request) -> Answer {
+        let params = req.query_string_parameters();
+        let names: Vec<&str> = params.iter().map(|(k, _)| k).collect();
+        let search = match EventSearch::parse(|k| params.first(k), names) {
+            Ok(s) => s,
+            Err(e) => {
+                return Ok(error_response(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_parameter",
+                    e.to_string(),
+                ))
+            }
+        };
+        let client = self.client().await?;
+        let archive = self.archive.as_ref().map(|s| (s, self.config.archive_prefix.as_str()));
+        match events::search(&**client, archive, &self.config.cursor_key, tenant, &search).await {
+            Ok(page) => Ok(json_response(
+                StatusCode::OK,
+                &json!({
+                    "events": page.events.iter().map(events::event_json).collect::<Vec<_>>(),
+                    "next_cursor": page.next_cursor,
+                }),
+            )),
+            Err(SearchError::BadCursor) => Ok(error_response(
+                StatusCode::BAD_REQUEST,
+                "invalid_parameter",
+                SearchError::BadCursor.to_string(),
+            )),
+            Err(SearchError::Unavailable(why)) => Err(Failure::Unavailable(why)),
+            Err(SearchError::Unreadable(why)) => Err(Failure::Inconsistent(why)),
+        }
     }
 
     /// `GET /v1/events/{event_id}/proof`
@@ -327,7 +383,8 @@ mod tests {
         assert_eq!(route(&Method::POST, &proof), Route::MethodNotAllowed);
         assert_eq!(route(&Method::GET, "/v1/log/checkpoint/"), Route::Checkpoint);
         assert_eq!(route(&Method::HEAD, "/v1/log/consistency"), Route::Consistency);
-        assert_eq!(route(&Method::GET, "/v1/events"), Route::NotFound);
+        assert_eq!(route(&Method::GET, "/v1/events"), Route::Events);
+        assert_eq!(route(&Method::POST, "/v1/events"), Route::MethodNotAllowed);
         assert_eq!(route(&Method::GET, "/v1/events/x/proof/y"), Route::NotFound);
     }
 

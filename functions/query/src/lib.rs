@@ -1,6 +1,8 @@
 //! The query function: what a tenant asks of its verifiable log, behind API
 //! Gateway (HTTP API, payload v2, the same JWT authorizer as ingest, the read scope).
 //!
+//! - `GET /v1/events?from=&to=&...`: the tenant's events, hot and archived, newest
+//!   first, paged by a signed cursor ([`events`]);
 //! - `GET /v1/events/{event_id}/proof`: the event's leaf and its inclusion proof
 //!   against the newest signed checkpoint that covers it (JSON, with the C2SP
 //!   tlog-proof text);
@@ -14,6 +16,7 @@
 //! is indistinguishable from an unknown one (`404`).
 
 pub mod config;
+pub mod events;
 pub mod handler;
 
 pub use config::QueryConfig;

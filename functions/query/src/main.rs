@@ -30,7 +30,8 @@ async fn main() -> Result<(), lambda_http::Error> {
         .unwrap_or_else(|e| fail(&e));
     // Connections are opened on first use and kept across invocations.
     let pool = stele_store::pool(&db).unwrap_or_else(|e| fail(&e));
-    let query = Arc::new(Query::new(config, pool));
+    let s3 = aws_sdk_s3::Client::new(&aws);
+    let query = Arc::new(Query::new(config, pool).with_archive(s3));
     lambda_http::run(service_fn(move |req: Request| {
         let query = query.clone();
         async move { Ok::<_, Infallible>(query.handle(req).await) }
