@@ -140,11 +140,51 @@ pub fn check_file(
 /// Every event of an archive file as stored (not checked): for tools that read the
 /// archive (and tests that tamper with it).
 pub fn read_events(bytes: Bytes, tenant: &str) -> Result<Vec<stele_store::RowEvent>, ReadbackError> {
+    read_events_where(bytes, tenant, None, |_| true)
+}
+
+/// The events of an archive file whose `occurred_at` (in microseconds) lies in
+/// `[from, to]` (all of them when `None`) and that `keep` accepts. Row groups whose
+/// `occurred_at` statistics fall outside the range are not decoded at all (a
+/// tenant's file is in time order, so a time range or a page cursor skips most of
+/// it); `keep` sees each remaining row's columns before the event is rebuilt.
+pub fn read_events_where(
+    bytes: Bytes,
+    tenant: &str,
+    occurred: Option<(i64, i64)>,
+    keep: impl Fn(&dyn ExportRow) -> bool,
+) -> Result<Vec<stele_store::RowEvent>, ReadbackError> {
     let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| ReadbackError::Parquet(e.to_string()))?;
     let schema = builder.schema().clone();
     let columns: Vec<Option<usize>> = archived_columns().map(|c| schema.index_of(c.name).ok()).collect();
+    let builder = match occurred {
+        None => builder,
+        Some((from, to)) => {
+            let meta = builder.metadata().clone();
+            let leaf = meta
+                .file_metadata()
+                .schema_descr()
+                .columns()
+                .iter()
+                .position(|c| c.name() == "occurred_at");
+            let groups: Vec<usize> = (0..meta.num_row_groups())
+                .filter(|&i| {
+                    let stats = leaf.and_then(|l| meta.row_group(i).column(l).statistics());
+                    match stats {
+                        Some(parquet::file::statistics::Statistics::Int64(s)) => match (s.min_opt(), s.max_opt()) {
+                            (Some(&min), Some(&max)) => max >= from && min <= to,
+                            _ => true,
+                        },
+                        _ => true, // no statistics: read it
+                    }
+                })
+                .collect();
+            builder.with_row_groups(groups)
+        }
+    };
     let reader = builder.build().map_err(|e| ReadbackError::Parquet(e.to_string()))?;
     let mut out = Vec::new();
+    let mut row_no = 0u64;
     for batch in reader {
         let batch = batch.map_err(|e| ReadbackError::Parquet(e.to_string()))?;
         for row in 0..batch.num_rows() {
@@ -154,11 +194,24 @@ pub fn read_events(bytes: Bytes, tenant: &str) -> Result<Vec<stele_store::RowEve
                 columns: &columns,
                 row,
             };
-            let row_no = out.len() as u64;
+            row_no += 1;
+            if !keep(&view) {
+                continue;
+            }
             match stele_store::event_of(&view) {
                 Ok(Ok(e)) => out.push(e),
-                Ok(Err(problem)) => return Err(ReadbackError::Row { row: row_no, problem }),
-                Err(source) => return Err(ReadbackError::Read { row: row_no, source }),
+                Ok(Err(problem)) => {
+                    return Err(ReadbackError::Row {
+                        row: row_no - 1,
+                        problem,
+                    })
+                }
+                Err(source) => {
+                    return Err(ReadbackError::Read {
+                        row: row_no - 1,
+                        source,
+                    })
+                }
             }
         }
     }

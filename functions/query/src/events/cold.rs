@@ -5,7 +5,7 @@
 use chrono::NaiveDate;
 use stele_archiver::layout::tenant_day_prefix;
 use stele_archiver::ArchiveStore;
-use stele_store::RowEvent;
+use stele_store::{ExportRow, RowEvent};
 
 /// Why an archived day could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -16,12 +16,50 @@ pub enum ColdError {
     File { key: String, reason: String },
 }
 
-/// Every archived event of `tenant` on `day` (no files: none).
+/// Which archived rows a search can use: `occurred_at` within `[from, to]`
+/// (microseconds, inclusive; the range and the cursor together) and, when set,
+/// one actor. Row groups outside the time range are skipped unread.
+#[derive(Debug, Clone)]
+pub struct ColdFilter {
+    pub from_micros: i64,
+    pub to_micros: i64,
+    pub actor_id: Option<String>,
+}
+
+impl ColdFilter {
+    fn keep(&self, row: &dyn ExportRow) -> bool {
+        let at = row.micros(col::occurred_at()).ok().flatten();
+        if !at.is_some_and(|t| t >= self.from_micros && t <= self.to_micros) {
+            return false;
+        }
+        match &self.actor_id {
+            None => true,
+            Some(a) => row.text(col::actor_id()).ok().flatten() == Some(a.as_str()),
+        }
+    }
+}
+
+mod col {
+    use std::sync::OnceLock;
+
+    pub fn occurred_at() -> usize {
+        static I: OnceLock<usize> = OnceLock::new();
+        *I.get_or_init(|| stele_store::columns::archived_index("occurred_at"))
+    }
+
+    pub fn actor_id() -> usize {
+        static I: OnceLock<usize> = OnceLock::new();
+        *I.get_or_init(|| stele_store::columns::archived_index("actor_id"))
+    }
+}
+
+/// The archived events of `tenant` on `day` that pass `filter` (no files: none).
 pub async fn read_day<S: ArchiveStore>(
     store: &S,
     prefix: &str,
     tenant: &str,
     day: NaiveDate,
+    filter: &ColdFilter,
 ) -> Result<Vec<RowEvent>, ColdError> {
     let dir = tenant_day_prefix(prefix, tenant, day);
     let mut keys: Vec<String> = store
@@ -45,10 +83,14 @@ pub async fn read_day<S: ArchiveStore>(
         else {
             continue; // deleted since the listing: the day moved on (re-export)
         };
-        let rows = stele_archiver::readback::read_events(bytes, tenant).map_err(|e| ColdError::File {
-            key: key.clone(),
-            reason: e.to_string(),
-        })?;
+        let range = Some((filter.from_micros, filter.to_micros));
+        let rows =
+            stele_archiver::readback::read_events_where(bytes, tenant, range, |row| filter.keep(row)).map_err(|e| {
+                ColdError::File {
+                    key: key.clone(),
+                    reason: e.to_string(),
+                }
+            })?;
         events.extend(rows);
     }
     Ok(events)

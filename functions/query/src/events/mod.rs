@@ -144,6 +144,19 @@ pub async fn search<S: ArchiveStore>(
         // that point cannot contribute.
         let boundary = (found.len() >= want).then(|| position(&found[want - 1]));
         let mut archived = 0usize;
+        // The time window of usable archived rows: the range, narrowed by the cursor.
+        let (mut lo, mut hi) = (filters.from.timestamp_micros(), filters.to.timestamp_micros() - 1);
+        if let Some(a) = &after {
+            match filters.order {
+                Order::Desc => hi = hi.min(a.occurred_at_micros),
+                Order::Asc => lo = lo.max(a.occurred_at_micros),
+            }
+        }
+        let cold_filter = cold::ColdFilter {
+            from_micros: lo,
+            to_micros: hi,
+            actor_id: filters.actor_id.clone(),
+        };
         for day in filters.days() {
             if attached.contains(&day) {
                 continue;
@@ -168,7 +181,7 @@ pub async fn search<S: ArchiveStore>(
             if boundary.as_ref().is_some_and(past) || archived >= want {
                 break;
             }
-            let events = cold::read_day(store, prefix, tenant, day)
+            let events = cold::read_day(store, prefix, tenant, day, &cold_filter)
                 .await
                 .map_err(|e| SearchError::Unavailable(e.to_string()))?;
             for e in events {
