@@ -6,7 +6,7 @@
 use arrow::array::{Array, Int32Array, Int64Array, StringArray, TimestampMicrosecondArray};
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReaderBuilder};
 use sha2::{Digest, Sha256};
 use stele_store::columns::archived_columns;
 use stele_store::{CheckedRow, ExportRow, RowProblem};
@@ -140,79 +140,94 @@ pub fn check_file(
 /// Every event of an archive file as stored (not checked): for tools that read the
 /// archive (and tests that tamper with it).
 pub fn read_events(bytes: Bytes, tenant: &str) -> Result<Vec<stele_store::RowEvent>, ReadbackError> {
-    read_events_where(bytes, tenant, None, |_| true)
+    read_events_where(bytes, tenant, &EventScan::default(), |_| true, |_| true)
 }
 
-/// The events of an archive file whose `occurred_at` (in microseconds) lies in
-/// `[from, to]` (all of them when `None`) and that `keep` accepts. Row groups whose
-/// `occurred_at` statistics fall outside the range are not decoded at all (a
-/// tenant's file is in time order, so a time range or a page cursor skips most of
-/// it); `keep` sees each remaining row's columns before the event is rebuilt.
+/// Which part of an archive file to read, and in which direction.
+#[derive(Debug, Clone, Default)]
+pub struct EventScan {
+    /// Only rows whose `occurred_at` (microseconds) is in `[from, to]`: row groups
+    /// whose statistics fall outside are not decoded.
+    pub occurred: Option<(i64, i64)>,
+    /// From the end of the file (newest first), row group by row group.
+    pub reverse: bool,
+    /// Stop after the row group in which this many rows were kept.
+    pub limit: Option<usize>,
+}
+
+/// The events of an archive file that `scan` selects, `keep` accepts (it sees each
+/// row's columns before the event is rebuilt) and `accept` accepts (the rebuilt
+/// event; only these count towards `scan.limit`), in file order or, with
+/// `scan.reverse`, in reverse. A tenant's file is in `(occurred_at, event_id)`
+/// order, so a time range or a page cursor skips most row groups, and a page reads
+/// only the row groups it needs.
 pub fn read_events_where(
     bytes: Bytes,
     tenant: &str,
-    occurred: Option<(i64, i64)>,
+    scan: &EventScan,
     keep: impl Fn(&dyn ExportRow) -> bool,
+    accept: impl Fn(&stele_store::RowEvent) -> bool,
 ) -> Result<Vec<stele_store::RowEvent>, ReadbackError> {
-    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| ReadbackError::Parquet(e.to_string()))?;
-    let schema = builder.schema().clone();
+    let parquet_err = |e: parquet::errors::ParquetError| ReadbackError::Parquet(e.to_string());
+    let meta = ArrowReaderMetadata::load(&bytes, Default::default()).map_err(parquet_err)?;
+    let schema = meta.schema().clone();
     let columns: Vec<Option<usize>> = archived_columns().map(|c| schema.index_of(c.name).ok()).collect();
-    let builder = match occurred {
-        None => builder,
-        Some((from, to)) => {
-            let meta = builder.metadata().clone();
-            let leaf = meta
-                .file_metadata()
-                .schema_descr()
-                .columns()
-                .iter()
-                .position(|c| c.name() == "occurred_at");
-            let groups: Vec<usize> = (0..meta.num_row_groups())
-                .filter(|&i| {
-                    let stats = leaf.and_then(|l| meta.row_group(i).column(l).statistics());
-                    match stats {
-                        Some(parquet::file::statistics::Statistics::Int64(s)) => match (s.min_opt(), s.max_opt()) {
-                            (Some(&min), Some(&max)) => max >= from && min <= to,
-                            _ => true,
-                        },
-                        _ => true, // no statistics: read it
-                    }
-                })
-                .collect();
-            builder.with_row_groups(groups)
-        }
-    };
-    let reader = builder.build().map_err(|e| ReadbackError::Parquet(e.to_string()))?;
+    let file = meta.metadata().clone();
+    let leaf = file
+        .file_metadata()
+        .schema_descr()
+        .columns()
+        .iter()
+        .position(|c| c.name() == "occurred_at");
+    let mut groups: Vec<usize> = (0..file.num_row_groups())
+        .filter(|&i| {
+            let Some((from, to)) = scan.occurred else { return true };
+            match leaf.and_then(|l| file.row_group(i).column(l).statistics()) {
+                Some(parquet::file::statistics::Statistics::Int64(s)) => match (s.min_opt(), s.max_opt()) {
+                    (Some(&min), Some(&max)) => max >= from && min <= to,
+                    _ => true,
+                },
+                _ => true, // no statistics: read it
+            }
+        })
+        .collect();
+    if scan.reverse {
+        groups.reverse();
+    }
     let mut out = Vec::new();
-    let mut row_no = 0u64;
-    for batch in reader {
-        let batch = batch.map_err(|e| ReadbackError::Parquet(e.to_string()))?;
-        for row in 0..batch.num_rows() {
-            let view = BatchRow {
-                tenant,
-                batch: &batch,
-                columns: &columns,
-                row,
-            };
-            row_no += 1;
-            if !keep(&view) {
-                continue;
-            }
-            match stele_store::event_of(&view) {
-                Ok(Ok(e)) => out.push(e),
-                Ok(Err(problem)) => {
-                    return Err(ReadbackError::Row {
-                        row: row_no - 1,
-                        problem,
-                    })
+    for group in groups {
+        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(bytes.clone(), meta.clone())
+            .with_row_groups(vec![group])
+            .build()
+            .map_err(parquet_err)?;
+        let mut kept = Vec::new();
+        for batch in reader {
+            let batch = batch.map_err(|e| ReadbackError::Parquet(e.to_string()))?;
+            for row in 0..batch.num_rows() {
+                let view = BatchRow {
+                    tenant,
+                    batch: &batch,
+                    columns: &columns,
+                    row,
+                };
+                if !keep(&view) {
+                    continue;
                 }
-                Err(source) => {
-                    return Err(ReadbackError::Read {
-                        row: row_no - 1,
-                        source,
-                    })
+                let row_no = (out.len() + kept.len()) as u64;
+                match stele_store::event_of(&view) {
+                    Ok(Ok(e)) if accept(&e) => kept.push(e),
+                    Ok(Ok(_)) => {}
+                    Ok(Err(problem)) => return Err(ReadbackError::Row { row: row_no, problem }),
+                    Err(source) => return Err(ReadbackError::Read { row: row_no, source }),
                 }
             }
+        }
+        if scan.reverse {
+            kept.reverse();
+        }
+        out.extend(kept);
+        if scan.limit.is_some_and(|l| out.len() >= l) {
+            break;
         }
     }
     Ok(out)

@@ -24,6 +24,10 @@ pub struct ColdFilter {
     pub from_micros: i64,
     pub to_micros: i64,
     pub actor_id: Option<String>,
+    /// Newest first: files and row groups are read from the end.
+    pub newest_first: bool,
+    /// Stop once this many rows passed (a page and one more).
+    pub limit: usize,
 }
 
 impl ColdFilter {
@@ -53,13 +57,15 @@ mod col {
     }
 }
 
-/// The archived events of `tenant` on `day` that pass `filter` (no files: none).
+/// The archived events of `tenant` on `day` that pass `filter` and `accept` (no
+/// files: none), at most `filter.limit` of them in the search's order.
 pub async fn read_day<S: ArchiveStore>(
     store: &S,
     prefix: &str,
     tenant: &str,
     day: NaiveDate,
     filter: &ColdFilter,
+    accept: impl Fn(&RowEvent) -> bool,
 ) -> Result<Vec<RowEvent>, ColdError> {
     let dir = tenant_day_prefix(prefix, tenant, day);
     let mut keys: Vec<String> = store
@@ -74,8 +80,19 @@ pub async fn read_day<S: ArchiveStore>(
         .filter(|k| k.ends_with(".parquet"))
         .collect();
     keys.sort();
+    if filter.newest_first {
+        keys.reverse();
+    }
+    let scan = stele_archiver::readback::EventScan {
+        occurred: Some((filter.from_micros, filter.to_micros)),
+        reverse: filter.newest_first,
+        limit: None,
+    };
     let mut events = Vec::new();
     for key in keys {
+        if events.len() >= filter.limit {
+            break;
+        }
         let Some(bytes) = store.get(&key).await.map_err(|e| ColdError::Store {
             key: key.clone(),
             reason: e.to_string(),
@@ -83,14 +100,15 @@ pub async fn read_day<S: ArchiveStore>(
         else {
             continue; // deleted since the listing: the day moved on (re-export)
         };
-        let range = Some((filter.from_micros, filter.to_micros));
-        let rows =
-            stele_archiver::readback::read_events_where(bytes, tenant, range, |row| filter.keep(row)).map_err(|e| {
-                ColdError::File {
-                    key: key.clone(),
-                    reason: e.to_string(),
-                }
-            })?;
+        let scan = stele_archiver::readback::EventScan {
+            limit: Some(filter.limit - events.len()),
+            ..scan.clone()
+        };
+        let rows = stele_archiver::readback::read_events_where(bytes, tenant, &scan, |row| filter.keep(row), &accept)
+            .map_err(|e| ColdError::File {
+            key: key.clone(),
+            reason: e.to_string(),
+        })?;
         events.extend(rows);
     }
     Ok(events)

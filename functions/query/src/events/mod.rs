@@ -115,6 +115,26 @@ pub async fn search<S: ArchiveStore>(
     tenant: &str,
     search: &EventSearch,
 ) -> Result<Page, SearchError> {
+    let mut attempts = 0;
+    loop {
+        let (page, duplicates) = search_once(client, archive, key, tenant, search).await?;
+        // A day moved from hot to cold while it was read is seen twice; if that
+        // left the page short, its true end is unknown: read again (the day is
+        // now in one place).
+        attempts += 1;
+        if duplicates == 0 || page.next_cursor.is_some() || attempts == 3 {
+            return Ok(page);
+        }
+    }
+}
+
+async fn search_once<S: ArchiveStore>(
+    client: &impl tokio_postgres::GenericClient,
+    archive: Option<(&S, &str)>,
+    key: &CursorKey,
+    tenant: &str,
+    search: &EventSearch,
+) -> Result<(Page, usize), SearchError> {
     let filters = &search.filters;
     let digest = filters.digest();
     let after = match &search.cursor {
@@ -156,6 +176,8 @@ pub async fn search<S: ArchiveStore>(
             from_micros: lo,
             to_micros: hi,
             actor_id: filters.actor_id.clone(),
+            newest_first: filters.order == Order::Desc,
+            limit: want,
         };
         for day in filters.days() {
             if attached.contains(&day) {
@@ -181,16 +203,18 @@ pub async fn search<S: ArchiveStore>(
             if boundary.as_ref().is_some_and(past) || archived >= want {
                 break;
             }
-            let events = cold::read_day(store, prefix, tenant, day, &cold_filter)
+            let accept = |e: &RowEvent| {
+                filters.matches(&e.event) && after.is_none_or(|a| before(filters.order, &a, &position(e)))
+            };
+            let cold_filter = cold::ColdFilter {
+                limit: want - archived,
+                ..cold_filter.clone()
+            };
+            let events = cold::read_day(store, prefix, tenant, day, &cold_filter, accept)
                 .await
                 .map_err(|e| SearchError::Unavailable(e.to_string()))?;
-            for e in events {
-                let p = position(&e);
-                if filters.matches(&e.event) && after.is_none_or(|a| before(filters.order, &a, &p)) {
-                    archived += 1;
-                    found.push(e);
-                }
-            }
+            archived += events.len();
+            found.extend(events);
         }
     }
 
@@ -202,17 +226,22 @@ pub async fn search<S: ArchiveStore>(
         }
     });
     // A day read in both places (moved while we read) is served once.
+    let read = found.len();
     found.dedup_by(|a, b| a.event.event_id == b.event.event_id && a.event.occurred_at == b.event.occurred_at);
+    let duplicates = read - found.len();
     let next_cursor = if found.len() > search.limit {
         found.truncate(search.limit);
         found.last().map(|last| key.seal(tenant, &digest, position(last)))
     } else {
         None
     };
-    Ok(Page {
-        events: found,
-        next_cursor,
-    })
+    Ok((
+        Page {
+            events: found,
+            next_cursor,
+        },
+        duplicates,
+    ))
 }
 
 /// An event as the API serves it: its fields as stored, its `event_hash` and its
