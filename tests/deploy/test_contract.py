@@ -310,9 +310,10 @@ def test_query_answers_reads_with_terraforms_environment_as_its_own_read_only_lo
         "the query function connects with its own secret"
     # Its own events, stored by the batch-writer as in AWS (the cold start applies the schema).
     tenant = f"q-{uuid.uuid4().hex[:8]}"
-    now = dt.datetime.now(dt.timezone.utc)
+    # Whole quarter seconds: the arrival timestamp is a float the event type parses exactly.
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     records = [("shardId-000000000009", payloads.sealed_record(
-        tenant, now, now + dt.timedelta(milliseconds=g), sequence=str(90_000 + g), action=f"query.{g}"))
+        tenant, now, now + dt.timedelta(milliseconds=250 * g), sequence=str(90_000 + g), action=f"query.{g}"))
         for g in range(3)]
     writer = start(stack, "batch_writer")
     try:
