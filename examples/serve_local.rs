@@ -1,5 +1,6 @@
-//! Serve the ingest handler over plain HTTP on loopback, for contract tests and
-//! manual runs.
+//! Serve the ingest handler (and, given a database, the query handler on its
+//! routes, as the HTTP API routes them) over plain HTTP on loopback, for contract
+//! tests and manual runs.
 //!
 //! Settings (environment):
 //! - `STELE_LOCAL_ADDR`   listen address (default `127.0.0.1:8080`; port 0 picks one)
@@ -7,6 +8,10 @@
 //! - `STELE_LOCAL_SINK`   `memory` (default: every record is accepted and kept in memory)
 //!   or `kinesis` (the real sink: `STELE_STREAM_NAME` plus the usual AWS settings,
 //!   e.g. `AWS_ENDPOINT_URL` for LocalStack)
+//! - `STELE_LOCAL_QUERY_DB` a PostgreSQL URL (optional): migrated at start, then
+//!   `/v1/log/…` and `/v1/events/{id}/…` go to the query handler reading it (its
+//!   settings, `STELE_PROOF_RETRY_AFTER_SECS` …, from the environment); without it
+//!   they reach ingest, which answers `404`
 //! - the function's own settings (`STELE_TENANT_CLAIM`, …); `STELE_STREAM_NAME`
 //!   defaults to `local` with the memory sink.
 //!
@@ -14,8 +19,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use stele::local::api_gateway::serve;
+use stele::local::api_gateway::serve_with_query;
 use stele_ingest::{Ingest, IngestConfig, KinesisSink, MemorySink};
+use stele_query::{Query, QueryConfig};
 use tokio::net::TcpListener;
 
 fn fail(msg: String) -> ! {
@@ -64,6 +70,10 @@ async fn main() {
     let local = listener
         .local_addr()
         .unwrap_or_else(|e| fail(format!("no local address: {e}")));
+    let query = match std::env::var("STELE_LOCAL_QUERY_DB") {
+        Ok(url) if !url.trim().is_empty() => Some(Arc::new(query_on(url.trim()).await)),
+        _ => None,
+    };
     let sink = std::env::var("STELE_LOCAL_SINK").unwrap_or_else(|_| "memory".into());
     let result = match sink.as_str() {
         "memory" => {
@@ -75,7 +85,7 @@ async fn main() {
             .unwrap_or_else(|e| fail(e.to_string()));
             let ingest = Arc::new(Ingest::new(config, MemorySink::new()));
             println!("listening on http://{local}");
-            serve(listener, ingest, tenants, shutdown()).await
+            serve_with_query(listener, ingest, query, tenants, shutdown()).await
         }
         "kinesis" => {
             let config = IngestConfig::from_env().unwrap_or_else(|e| fail(e.to_string()));
@@ -83,11 +93,25 @@ async fn main() {
             let sink = KinesisSink::new(aws_sdk_kinesis::Client::new(&aws), &config.stream_name);
             let ingest = Arc::new(Ingest::new(config, sink));
             println!("listening on http://{local}");
-            serve(listener, ingest, tenants, shutdown()).await
+            serve_with_query(listener, ingest, query, tenants, shutdown()).await
         }
         other => fail(format!("STELE_LOCAL_SINK: `{other}` is neither memory nor kinesis")),
     };
     if let Err(e) = result {
         fail(e.to_string());
     }
+}
+
+/// The query handler over `url`, after applying the migrations (the schema it reads).
+async fn query_on(url: &str) -> Query {
+    let config = QueryConfig::from_env().unwrap_or_else(|e| fail(e.to_string()));
+    let store = stele_store::StoreConfig::new(url);
+    let client = stele_store::connect(&store)
+        .await
+        .unwrap_or_else(|e| fail(format!("STELE_LOCAL_QUERY_DB: {e}")));
+    stele_store::migrate(&client)
+        .await
+        .unwrap_or_else(|e| fail(format!("STELE_LOCAL_QUERY_DB: migrations: {e}")));
+    let pool = stele_store::pool(&store).unwrap_or_else(|e| fail(e.to_string()));
+    Query::new(config, pool)
 }

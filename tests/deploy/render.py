@@ -18,7 +18,7 @@ os.environ.setdefault("STELE_TF_CHECK", "1")
 _spec.loader.exec_module(tf)
 
 FUNCTIONS = {"ingest": "stele-ingest", "batch_writer": "stele-batch-writer", "archiver": "stele-archiver",
-             "checkpointer": "stele-checkpointer"}
+             "checkpointer": "stele-checkpointer", "query": "stele-query"}
 
 
 class Unrenderable(Exception):

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The deploy contract test (tests/deploy/test_contract.py): the four function binaries, release
+# The deploy contract test (tests/deploy/test_contract.py): the five function binaries, release
 # builds as deployed, each started with the environment Terraform gives it and driven through
 # cargo-lambda's Runtime API emulator with AWS-shaped payloads, against the PostgreSQL and
 # LocalStack of STELE_TEST_PG_URL / STELE_TEST_AWS_ENDPOINT (scripts/test starts them).
@@ -22,7 +22,8 @@ want="$(sha256sum "$req" | cut -d' ' -f1)"
   fi
 ) 9>"$ROOT/.venv-lambda.lock"
 if [ -z "${STELE_FUNCTION_DIR:-}" ]; then
-  cargo build --release --locked -p stele-ingest -p stele-batch-writer -p stele-archiver -p stele-checkpointer
+  cargo build --release --locked -p stele-ingest -p stele-batch-writer -p stele-archiver -p stele-checkpointer \
+    -p stele-query
   export STELE_FUNCTION_DIR="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 fi
 export CARGO_LAMBDA="$venv/bin/cargo-lambda"

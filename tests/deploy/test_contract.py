@@ -7,14 +7,16 @@ not set fails the function at start, and so this test.
 
 Run by scripts/test (after PostgreSQL and LocalStack are up): tests/deploy/run.sh.
 Env: STELE_TEST_PG_URL, STELE_TEST_AWS_ENDPOINT (required); STELE_FUNCTION_DIR, the directory
-holding the stele-ingest, stele-batch-writer, stele-archiver and stele-checkpointer binaries (default
-target/release); STELE_DEPLOY_LOGS, where the functions' output goes.
+holding the stele-ingest, stele-batch-writer, stele-archiver, stele-checkpointer and stele-query
+binaries (default target/release); STELE_DEPLOY_LOGS, where the functions' output goes.
 
 One deliberate difference from AWS: STELE_DB_TLS is rendered (`verify-full` with Aurora) and
 then set to `disable`, because the test PostgreSQL has no certificate. It is asserted, not
 hidden, below.
 """
+import base64
 import datetime as dt
+import hashlib
 import json
 import os
 import subprocess
@@ -70,6 +72,13 @@ def stack():
     s3.put_object_lock_configuration(Bucket=bucket, ObjectLockConfiguration={
         "ObjectLockEnabled": "Enabled",
         "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": 1}}})
+    # The query function's own login (database.tf: stele_query_login in the read-only
+    # stele_reader role, which the migrations make; granted once they ran, in its test).
+    query_user, query_password = f"contract_query_{suffix}", uuid.uuid4().hex
+    psql(PG_URL, f"CREATE ROLE {query_user} LOGIN PASSWORD '{query_password}'")
+    query_secret = sm.create_secret(Name=f"{name}/db-query", SecretString=json.dumps({
+        "host": pg.hostname, "port": pg.port or 5432, "username": query_user,
+        "password": query_password, "dbname": db}))["ARN"]
     # The secret the module creates for Aurora (or the user's, database_mode = existing).
     secret = sm.create_secret(Name=f"{name}/db", SecretString=json.dumps({
         "host": pg.hostname, "port": pg.port or 5432, "username": pg.username or "postgres",
@@ -103,13 +112,14 @@ def stack():
         "db_writer_secret_arn": secret,
         "db_archiver_secret_arn": secret,
         "db_checkpointer_secret_arn": secret,
+        "db_query_secret_arn": query_secret,
         "aws_kms_key.log.arn": log_key["Arn"],
         "account_id": "000000000000",
         "region": REGION,
         "aws_dynamodb_table.tenant_quotas.name": quota_table,
     })
     yield {"renderer": renderer, "db_url": db_url, "stream": stream, "bucket": bucket, "quota_table": quota_table,
-           "log_key": log_key,
+           "log_key": log_key, "query_user": query_user,
            "stream_arn": kinesis.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"]["StreamARN"]}
 
 
@@ -257,3 +267,111 @@ def test_checkpointer_starts_with_terraforms_environment_and_its_log_key(stack):
     finally:
         checkpointer.stop()
     assert status == 200 and report["refused"] == [] and report["error"] is None, (status, report, checkpointer.output())
+
+
+def query_request(stack, route_key, path, tenant=None, query=None):
+    """What API Gateway sends the query function for a read route (api.tf) once its JWT
+    authorizer accepted a token with a read scope; `tenant=None`: a token without the claim."""
+    claim = stack["renderer"].environment("query")["STELE_TENANT_CLAIM"]
+    claims = payloads.jwt_claims(claim, tenant)
+    if tenant is None:
+        del claims[claim]
+    claims["scope"] = "stele/events.read"
+    event = payloads.api_gateway_v2("GET", path, claims=claims, route_key=route_key)
+    if "{event_id}" in route_key:
+        event["pathParameters"] = {"event_id": path.split("/")[3]}
+    if query:
+        event["rawQueryString"] = "&".join(f"{k}={v}" for k, v in query.items())
+        event["queryStringParameters"] = dict(query)
+    return event
+
+
+def rfc6962_root_from_inclusion(index, size, leaf, proof):
+    """RFC 9162 2.1.3.2: the root a leaf's inclusion proof leads to."""
+    node = lambda left, right: hashlib.sha256(b"\x01" + left + right).digest()
+    fn, sn, r = index, size - 1, leaf
+    for p in proof:
+        if sn == 0:
+            raise AssertionError("proof too long")
+        if fn % 2 == 1 or fn == sn:
+            r = node(p, r)
+            while fn % 2 == 0 and fn != 0:
+                fn, sn = fn >> 1, sn >> 1
+        else:
+            r = node(r, p)
+        fn, sn = fn >> 1, sn >> 1
+    assert sn == 0, "proof too short"
+    return r
+
+
+def test_query_answers_reads_with_terraforms_environment_as_its_own_read_only_login(stack):
+    env = stack["renderer"].environment("query")
+    assert env["STELE_DB_SECRET_ARN"] != stack["renderer"].environment("batch_writer")["STELE_DB_SECRET_ARN"], \
+        "the query function connects with its own secret"
+    # Its own events, stored by the batch-writer as in AWS (the cold start applies the schema).
+    tenant = f"q-{uuid.uuid4().hex[:8]}"
+    # Whole quarter seconds: the arrival timestamp is a float the event type parses exactly.
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    records = [("shardId-000000000009", payloads.sealed_record(
+        tenant, now, now + dt.timedelta(milliseconds=250 * g), sequence=str(90_000 + g), action=f"query.{g}"))
+        for g in range(3)]
+    writer = start(stack, "batch_writer")
+    try:
+        status, response = writer.invoke(payloads.kinesis_batch(records, stack["stream_arn"], REGION))
+    finally:
+        writer.stop()
+    assert status == 200 and response == {"batchItemFailures": []}, (status, response, writer.output())
+    psql(stack["db_url"], f"GRANT stele_reader TO {stack['query_user']}")
+    stored = psql(stack["db_url"], f"SELECT event_id || ' ' || leaf_index FROM audit_events "
+                                   f"WHERE tenant_id = '{tenant}' ORDER BY leaf_index").splitlines()
+    assert len(stored) == 3, stored
+    event_id, leaf_index = stored[1].split()
+
+    proof_route = "GET /v1/events/{event_id}/proof"
+    query = start(stack, "query")
+    try:
+        # No signed checkpoint yet: 409 with Terraform's Retry-After.
+        status, early = query.invoke(query_request(stack, proof_route, f"/v1/events/{event_id}/proof", tenant))
+        # A checkpoint of the tenant's head, as the checkpointer records it (LocalStack cannot
+        # sign with Ed25519, so the row stands in for its run; the note is not checked here).
+        origin = f"contract.example/stele/tenant/{tenant}"
+        psql(stack["db_url"], f"INSERT INTO tlog_checkpoints (tenant_id, size, root, note) "
+                              f"SELECT tenant_id, size, root, '{origin}' || chr(10) || size || chr(10) "
+                              f"|| encode(root, 'base64') || chr(10) || chr(10) || '— contract test' || chr(10) "
+                              f"FROM tlog_heads WHERE tenant_id = '{tenant}'")
+        _, proof = query.invoke(query_request(stack, proof_route, f"/v1/events/{event_id}/proof", tenant))
+        _, checkpoint = query.invoke(query_request(stack, "GET /v1/log/checkpoint", "/v1/log/checkpoint", tenant))
+        _, consistency = query.invoke(query_request(stack, "GET /v1/log/consistency", "/v1/log/consistency",
+                                                    tenant, {"from": "3"}))
+        # Tenant-scoped: another tenant's token does not find the event; no claim is a 401.
+        _, other = query.invoke(query_request(stack, proof_route, f"/v1/events/{event_id}/proof", "someone-else"))
+        _, unclaimed = query.invoke(query_request(stack, "GET /v1/log/checkpoint", "/v1/log/checkpoint"))
+        _, bad_id = query.invoke(query_request(stack, proof_route, "/v1/events/not-a-uuid/proof", tenant))
+    finally:
+        query.stop()
+    assert status == 200, (status, early, query.output())
+    assert early["statusCode"] == 409, (early, query.output())
+    assert json.loads(early["body"])["error"] == "not_yet_checkpointed", early
+    headers = {k.lower(): v for k, v in early["headers"].items()}
+    assert headers["retry-after"] == env["STELE_PROOF_RETRY_AFTER_SECS"], early
+
+    assert proof["statusCode"] == 200, (proof, query.output())
+    body = json.loads(proof["body"])
+    assert (body["tenant_id"], body["event_id"], body["leaf_index"], body["tree_size"]) == \
+        (tenant, event_id, int(leaf_index), 3), body
+    root = rfc6962_root_from_inclusion(body["leaf_index"], body["tree_size"], base64.b64decode(body["leaf_hash"]),
+                                       [base64.b64decode(h) for h in body["inclusion_proof"]])
+    assert base64.b64encode(root).decode() == body["checkpoint"]["root"], body
+    assert body["checkpoint"]["origin"] == origin and body["tlog_proof"].startswith("c2sp.org/tlog-proof@v1"), body
+
+    assert checkpoint["statusCode"] == 200, checkpoint
+    assert {k.lower(): v for k, v in checkpoint["headers"].items()}["content-type"].startswith("text/plain"), checkpoint
+    assert checkpoint["body"].splitlines()[:3] == [origin, "3", body["checkpoint"]["root"]], checkpoint
+    assert consistency["statusCode"] == 200, consistency
+    c = json.loads(consistency["body"])
+    assert (c["from"]["size"], c["to"]["size"], c["consistency_proof"]) == (3, 3, []), c
+
+    assert other["statusCode"] == 404 and json.loads(other["body"])["error"] == "not_found", other
+    assert unclaimed["statusCode"] == 401, unclaimed
+    assert "error" in json.loads(unclaimed["body"]), unclaimed
+    assert bad_id["statusCode"] == 400 and json.loads(bad_id["body"])["error"] == "invalid_request", bad_id

@@ -14,20 +14,37 @@ def test_http_api_routes_and_jwt_authorizer(module):
     jwt = block(auth, "jwt_configuration")
     assert is_ref(jwt["issuer"], "var.jwt_issuer") and is_ref(jwt["audience"], "var.jwt_audience")
 
-    routes = {r["route_key"]: r for r in module.of_type("aws_apigatewayv2_route").values()}
+    routes = {r["route_key"]: r for r in module.of_type("aws_apigatewayv2_route").values()
+              if not str(r["route_key"]).startswith("${")}
     assert set(routes) == {"POST /v1/events", "GET /v1/health"}
     post = routes["POST /v1/events"]
     assert post["authorization_type"] == "JWT"
     assert is_ref(post["authorizer_id"], "aws_apigatewayv2_authorizer.jwt.id")
+    assert is_ref(post["authorization_scopes"], "length(var.jwt_authorization_scopes) > 0 ? var.jwt_authorization_scopes : null")
     assert routes["GET /v1/health"]["authorization_type"] == "NONE"
     for r in routes.values():
         assert r["target"] == "integrations/${aws_apigatewayv2_integration.ingest.id}"
-    integ = module.resource("aws_apigatewayv2_integration", "ingest")
-    assert integ["integration_type"] == "AWS_PROXY" and integ["payload_format_version"] == "2.0"
-    assert is_ref(integ["integration_uri"], "aws_lambda_function.ingest.invoke_arn")
-    perm = module.resource("aws_lambda_permission", "api")
-    assert perm["principal"] == "apigateway.amazonaws.com"
-    assert perm["source_arn"].startswith("${aws_apigatewayv2_api.this.execution_arn}/")
+    # The read routes (one resource over local.query_routes): the query function, JWT, and
+    # the read scopes, never the write scopes.
+    assert set(as_list(module.locals["query_routes"])) == {
+        "GET /v1/events/{event_id}/proof", "GET /v1/log/checkpoint", "GET /v1/log/consistency"}
+    query = module.resource("aws_apigatewayv2_route", "query")
+    assert is_ref(query["for_each"], "toset(local.query_routes)") and is_ref(query["route_key"], "each.value")
+    assert query["authorization_type"] == "JWT"
+    assert is_ref(query["authorizer_id"], "aws_apigatewayv2_authorizer.jwt.id")
+    assert is_ref(query["authorization_scopes"], "var.jwt_read_scopes")
+    assert query["target"] == "integrations/${aws_apigatewayv2_integration.query.id}"
+    for fn in ("ingest", "query"):
+        integ = module.resource("aws_apigatewayv2_integration", fn)
+        assert integ["integration_type"] == "AWS_PROXY" and integ["payload_format_version"] == "2.0"
+        assert is_ref(integ["integration_uri"], f"aws_lambda_function.{fn}.invoke_arn")
+    for name, fn in (("api", "ingest"), ("query", "query")):
+        perm = module.resource("aws_lambda_permission", name)
+        assert perm["principal"] == "apigateway.amazonaws.com"
+        assert is_ref(perm["function_name"], f"aws_lambda_function.{fn}.function_name")
+        assert perm["source_arn"].startswith("${aws_apigatewayv2_api.this.execution_arn}/")
+    # The query function may be invoked for GET requests only.
+    assert module.resource("aws_lambda_permission", "query")["source_arn"].endswith("/*/GET/v1/*")
 
 
 def test_stage_has_access_logs_and_throttling(module):
@@ -82,7 +99,10 @@ def test_database_secrets_have_the_shape_the_functions_read(module):
     logins = module.locals["db_logins"]
     assert {k: v["role"] for k, v in logins.items()} == {
         "writer": "stele_writer", "archiver": "stele_archiver", "checkpointer": "stele_checkpointer",
-        "reader": "stele_reader"}
+        "query": "stele_reader", "reader": "stele_reader"}
+    # One login user per secret: the query function's is its own, not the operators' reader.
+    users = [v["user"] for v in logins.values()]
+    assert len(set(users)) == len(users), users
 
 
 def test_no_database_password_in_terraform_state(module):
@@ -125,7 +145,8 @@ def test_alarms_cover_iterator_age_dlq_errors_and_api_5xx(module):
     assert {"aws_sqs_queue.dlq", "aws_sqs_queue.archiver_dlq"} <= refs(dlq["for_each"])
     errors = alarms["function_errors"]
     assert (errors["namespace"], errors["metric_name"]) == ("AWS/Lambda", "Errors")
-    assert {f"aws_lambda_function.{f}" for f in ("ingest", "batch_writer", "archiver")} <= refs(errors["for_each"])
+    assert {f"aws_lambda_function.{f}" for f in ("ingest", "batch_writer", "archiver", "checkpointer", "query")} \
+        <= refs(errors["for_each"])
     api = alarms["api_5xx"]
     assert (api["namespace"], api["metric_name"]) == ("AWS/ApiGateway", "5xx")
     assert "aws_apigatewayv2_api.this.id" in str(api["dimensions"])

@@ -40,6 +40,13 @@ ROLES = {
         {"logs:CreateLogStream", "logs:PutLogEvents", "s3:PutObject", "s3:GetObject", "s3:ListBucket", "kms:Sign",
          "kms:GetPublicKey", "secretsmanager:GetSecretValue", "kms:Decrypt", "kms:GenerateDataKey"},
     ),
+    # The read path: its log group and its own database secret, nothing else (no S3, no
+    # Kinesis, no signing key); Decrypt only, for the secret.
+    "query": (
+        "lambda.amazonaws.com",
+        {"aws_cloudwatch_log_group.query", "local.db_query_secret_arn", "local.db_secret_kms_key_arns", "local.kms_via"},
+        {"logs:CreateLogStream", "logs:PutLogEvents", "secretsmanager:GetSecretValue", "kms:Decrypt"},
+    ),
     "scheduler": (
         "scheduler.amazonaws.com",
         {"aws_lambda_function.archiver", "aws_lambda_function.checkpointer", "aws_sqs_queue.archiver_dlq", "local.kms_key_arn", "local.kms_via"},
@@ -120,13 +127,14 @@ def test_archiver_writes_only_under_the_archive_prefix(module):
 
 def test_secret_key_list_is_the_stack_key_and_the_existing_secrets_key_only(module):
     assert refs(module.locals["db_secret_kms_key_arns"]) == {"local.kms_key_arn", "var.existing_db_secret_kms_key_arn"}
-    for fn in ("writer", "archiver"):
+    for fn in ("writer", "archiver", "checkpointer", "query"):
         assert refs(module.locals[f"db_{fn}_secret_arn"]) == {
             "local.create_db", "aws_secretsmanager_secret.db_login", f"var.existing_db_{fn}_secret_arn",
             "var.existing_db_secret_arn"}
 
 
-@pytest.mark.parametrize("role,own", [("batch_writer", "writer"), ("archiver", "archiver")])
+@pytest.mark.parametrize("role,own", [("batch_writer", "writer"), ("archiver", "archiver"),
+                                      ("checkpointer", "checkpointer"), ("query", "query")])
 def test_each_function_reads_only_its_own_database_secret(module, role, own):
     """Database roles (migration 0006_roles.sql): a function's IAM reaches only the secret of its
     own login user, so a compromised writer cannot connect as the archiver, or the reverse."""
@@ -152,8 +160,9 @@ def test_trust_policy_is_the_one_service_in_this_account(module, role):
 def test_only_the_unscopable_managed_policies_are_attached(module):
     assert set(as_list(module.locals["lambda_managed_policy_arns"])) == LAMBDA_MANAGED
     attachments = module.of_type("aws_iam_role_policy_attachment")
-    assert set(attachments) == {"ingest", "batch_writer", "archiver", "checkpointer", "rds_monitoring"}
-    for fn in ("ingest", "batch_writer", "archiver", "checkpointer"):
+    fns = ("ingest", "batch_writer", "archiver", "checkpointer", "query")
+    assert set(attachments) == {*fns, "rds_monitoring"}
+    for fn in fns:
         a = attachments[fn]
         assert is_ref(a["for_each"], "toset(local.lambda_managed_policy_arns)")
         assert is_ref(a["role"], f"aws_iam_role.{fn}.name")

@@ -1,9 +1,9 @@
 """Kinesis, the event source mapping, the DLQ and the three functions."""
 from conftest import REPO, as_list, block, blocks, is_ref, refs
 
-FUNCTIONS = ("ingest", "batch_writer", "archiver", "checkpointer")
+FUNCTIONS = ("ingest", "batch_writer", "archiver", "checkpointer", "query")
 PACKAGES = {"ingest": "stele-ingest", "batch_writer": "stele-batch-writer", "archiver": "stele-archiver",
-            "checkpointer": "stele-checkpointer"}
+            "checkpointer": "stele-checkpointer", "query": "stele-query"}
 
 # The environment contract of each function (docs/ARCHITECTURE.md, the functions' config).
 ENV = {
@@ -44,6 +44,13 @@ ENV = {
         "STELE_ARCHIVE_PREFIX",
         "STELE_LOG_ORIGIN",
         "STELE_LOG_KMS_KEY_ID",
+        "RUST_LOG",
+    },
+    "query": {
+        "STELE_DB_SECRET_ARN",
+        "STELE_DB_TLS",
+        "STELE_TENANT_CLAIM",
+        "STELE_PROOF_RETRY_AFTER_SECS",
         "RUST_LOG",
     },
 }
@@ -169,12 +176,13 @@ def test_functions_are_al2023_arm64_bootstrap_zips_with_own_role_and_log_group(m
         assert is_ref(group["retention_in_days"], "var.log_retention_days"), fn
         assert is_ref(group["kms_key_id"], "local.kms_key_arn"), fn
         assert "reserved_concurrent_executions" in f, fn
-    assert len(roles) == 4
+    assert len(roles) == len(FUNCTIONS)
     assert module.locals["function_names"] == {
         "ingest": "${var.name}-ingest",
         "batch_writer": "${var.name}-batch-writer",
         "archiver": "${var.name}-archiver",
         "checkpointer": "${var.name}-checkpointer",
+        "query": "${var.name}-query",
     }
     assert module.default("log_retention_days") > 0
 
@@ -203,6 +211,11 @@ def test_function_environments_follow_the_contract(module):
     assert "STELE_DB_SECRET_ARN" not in module.locals["db_environment"]
     assert "local.db_writer_secret_arn" in writer["STELE_DB_SECRET_ARN"]
     assert "local.db_archiver_secret_arn" in archiver["STELE_DB_SECRET_ARN"]
+    _, query = env_of(module, "query")
+    assert "local.db_query_secret_arn" in query["STELE_DB_SECRET_ARN"]
+    # The query function reads the tenant from the same claim ingest files it under.
+    assert "var.tenant_claim" in query["STELE_TENANT_CLAIM"]
+    assert "var.query_proof_retry_after_secs" in query["STELE_PROOF_RETRY_AFTER_SECS"]
     assert is_ref(module.locals["db_environment"]["STELE_DB_TLS"], "local.db_tls")
     # Contract defaults.
     assert module.default("tenant_claim") == "tenant_id"

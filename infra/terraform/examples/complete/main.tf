@@ -109,6 +109,7 @@ module "stele" {
   batch_writer_zip = "${var.lambda_dir}/stele-batch-writer/bootstrap.zip"
   archiver_zip     = "${var.lambda_dir}/stele-archiver/bootstrap.zip"
   checkpointer_zip = "${var.lambda_dir}/stele-checkpointer/bootstrap.zip"
+  query_zip        = "${var.lambda_dir}/stele-query/bootstrap.zip"
 
   jwt_issuer               = local.jwt_issuer
   jwt_audience             = local.jwt_audience

@@ -68,6 +68,7 @@ resource "aws_cloudwatch_metric_alarm" "function_errors" {
     batch-writer = aws_lambda_function.batch_writer.function_name
     archiver     = aws_lambda_function.archiver.function_name
     checkpointer = aws_lambda_function.checkpointer.function_name
+    query        = aws_lambda_function.query.function_name
   }
 
   alarm_name          = "${var.name}-${each.key}-errors"
@@ -88,7 +89,7 @@ resource "aws_cloudwatch_metric_alarm" "function_errors" {
 
 resource "aws_cloudwatch_metric_alarm" "api_5xx" {
   alarm_name          = "${var.name}-api-5xx"
-  alarm_description   = "The ingest API answered 5xx (Kinesis throttling after retries, function errors or timeouts)."
+  alarm_description   = "The API answered 5xx (ingest: Kinesis throttling after retries; query: the database unreachable, a log that does not verify; function errors or timeouts)."
   namespace           = "AWS/ApiGateway"
   metric_name         = "5xx"
   dimensions          = { ApiId = aws_apigatewayv2_api.this.id, Stage = aws_apigatewayv2_stage.default.name }

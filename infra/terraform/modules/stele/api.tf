@@ -1,9 +1,10 @@
-# HTTP API: POST /v1/events behind a JWT authorizer (the tenant comes from a token claim, never
-# from the body), GET /v1/health open, access logs in JSON, stage-wide throttling.
+# HTTP API: POST /v1/events (ingest) and the read routes (query) behind a JWT authorizer (the
+# tenant comes from a token claim, never from the body or path; writing and reading need
+# different scopes), GET /v1/health open, access logs in JSON, stage-wide throttling.
 
 resource "aws_apigatewayv2_api" "this" {
   name          = var.name
-  description   = "stele audit-event ingest"
+  description   = "stele audit-event ingest and log queries"
   protocol_type = "HTTP"
 
   dynamic "cors_configuration" {
@@ -58,6 +59,36 @@ resource "aws_apigatewayv2_route" "post_events" {
   }
 }
 
+# The read API, served by the query function: a token needs a read scope (a writer's token is
+# not enough, and a reader's cannot write). A new read route is one line here.
+locals {
+  query_routes = [
+    "GET /v1/events/{event_id}/proof",
+    "GET /v1/log/checkpoint",
+    "GET /v1/log/consistency",
+  ]
+}
+
+resource "aws_apigatewayv2_integration" "query" {
+  api_id                 = aws_apigatewayv2_api.this.id
+  integration_type       = "AWS_PROXY"
+  integration_method     = "POST"
+  integration_uri        = aws_lambda_function.query.invoke_arn
+  payload_format_version = "2.0"
+  timeout_milliseconds   = 29000
+}
+
+resource "aws_apigatewayv2_route" "query" {
+  for_each = toset(local.query_routes)
+
+  api_id               = aws_apigatewayv2_api.this.id
+  route_key            = each.value
+  target               = "integrations/${aws_apigatewayv2_integration.query.id}"
+  authorization_type   = "JWT"
+  authorizer_id        = aws_apigatewayv2_authorizer.jwt.id
+  authorization_scopes = var.jwt_read_scopes
+}
+
 resource "aws_apigatewayv2_route" "get_health" {
   #checkov:skip=CKV_AWS_309:liveness probe for load balancers and uptime checks; returns no data and touches no tenant
   api_id             = aws_apigatewayv2_api.this.id
@@ -106,6 +137,14 @@ resource "aws_apigatewayv2_stage" "default" {
   }
 
   tags = local.tags
+}
+
+resource "aws_lambda_permission" "query" {
+  statement_id  = "AllowHttpApiReads"
+  action        = "lambda:InvokeFunction"
+  function_name = aws_lambda_function.query.function_name
+  principal     = "apigateway.amazonaws.com"
+  source_arn    = "${aws_apigatewayv2_api.this.execution_arn}/*/GET/v1/*"
 }
 
 resource "aws_lambda_permission" "api" {

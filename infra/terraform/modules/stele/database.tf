@@ -6,7 +6,8 @@
 # The master user's password is Aurora's (manage_master_user_password: a secret RDS creates
 # and rotates, never in Terraform state); migrations run as that user (`stele db migrate`).
 # Each function connects as its own login user, a member of one database role that migration
-# 0006_roles.sql makes (stele_writer, stele_archiver, stele_checkpointer, stele_reader), with its own secret. The
+# 0006_roles.sql makes (stele_writer, stele_archiver, stele_checkpointer; the query function's
+# in stele_reader, read-only), with its own secret. The
 # secrets start with an empty password: `stele db create-login` (run once by the operator, as
 # the master user) creates the login user with a fresh password and writes it into the secret,
 # so no password ever passes through Terraform. See README, Deployment.
@@ -17,7 +18,9 @@ locals {
     writer       = { role = "stele_writer", user = "stele_writer_login" }
     archiver     = { role = "stele_archiver", user = "stele_archiver_login" }
     checkpointer = { role = "stele_checkpointer", user = "stele_checkpointer_login" }
-    reader       = { role = "stele_reader", user = "stele_reader_login" }
+    query        = { role = "stele_reader", user = "stele_query_login" }
+    # Not a function's: a read-only login for operators and tools (psql, reports).
+    reader = { role = "stele_reader", user = "stele_reader_login" }
   }
 }
 

@@ -341,6 +341,53 @@ resource "aws_iam_role_policy_attachment" "checkpointer" {
   policy_arn = each.value
 }
 
+# --- query: read the log in Postgres (its login is in the read-only stele_reader role) ------
+
+resource "aws_iam_role" "query" {
+  name               = "${local.function_names.query}-role"
+  assume_role_policy = data.aws_iam_policy_document.lambda_assume.json
+  tags               = local.tags
+}
+
+data "aws_iam_policy_document" "query" {
+  statement {
+    sid       = "Logs"
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
+    resources = ["${aws_cloudwatch_log_group.query.arn}:*"]
+  }
+
+  statement {
+    sid       = "DatabaseSecret"
+    actions   = ["secretsmanager:GetSecretValue"]
+    resources = [local.db_query_secret_arn]
+  }
+
+  # The secret's key, only through Secrets Manager: nothing else the stack key encrypts.
+  statement {
+    sid       = "DecryptSecret"
+    actions   = ["kms:Decrypt"]
+    resources = local.db_secret_kms_key_arns
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = [local.kms_via.secretsmanager]
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "query" {
+  name   = "least-privilege"
+  role   = aws_iam_role.query.id
+  policy = data.aws_iam_policy_document.query.json
+}
+
+resource "aws_iam_role_policy_attachment" "query" {
+  for_each = toset(local.lambda_managed_policy_arns)
+
+  role       = aws_iam_role.query.name
+  policy_arn = each.value
+}
+
 # --- EventBridge Scheduler: invoke the archiver and the checkpointer, nothing else --------------------------------
 
 data "aws_iam_policy_document" "scheduler_assume" {

@@ -22,6 +22,7 @@ locals {
   db_writer_secret_arn       = local.create_db ? aws_secretsmanager_secret.db_login["writer"].arn : (var.existing_db_writer_secret_arn != null ? var.existing_db_writer_secret_arn : var.existing_db_secret_arn)
   db_archiver_secret_arn     = local.create_db ? aws_secretsmanager_secret.db_login["archiver"].arn : (var.existing_db_archiver_secret_arn != null ? var.existing_db_archiver_secret_arn : var.existing_db_secret_arn)
   db_checkpointer_secret_arn = local.create_db ? aws_secretsmanager_secret.db_login["checkpointer"].arn : (var.existing_db_checkpointer_secret_arn != null ? var.existing_db_checkpointer_secret_arn : var.existing_db_secret_arn)
+  db_query_secret_arn        = local.create_db ? aws_secretsmanager_secret.db_login["query"].arn : (var.existing_db_query_secret_arn != null ? var.existing_db_query_secret_arn : var.existing_db_secret_arn)
   # KMS keys that can decrypt those secrets (deduplicated; the stack key is always there).
   db_secret_kms_key_arns = distinct(compact([local.kms_key_arn, var.existing_db_secret_kms_key_arn]))
   db_tls                 = coalesce(var.db_tls, local.create_db ? "verify-full" : "require")
@@ -35,6 +36,7 @@ locals {
     batch_writer = "${var.name}-batch-writer"
     archiver     = "${var.name}-archiver"
     checkpointer = "${var.name}-checkpointer"
+    query        = "${var.name}-query"
   }
 
   # The deployment's log origin: the first line of every checkpoint (per tenant:

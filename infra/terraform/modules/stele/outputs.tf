@@ -13,6 +13,11 @@ output "health_url" {
   value       = "${trimsuffix(aws_apigatewayv2_stage.default.invoke_url, "/")}/v1/health"
 }
 
+output "checkpoint_url" {
+  description = "URL of the caller's tenant's latest signed checkpoint (GET, a token with a read scope)."
+  value       = "${trimsuffix(aws_apigatewayv2_stage.default.invoke_url, "/")}/v1/log/checkpoint"
+}
+
 output "stream_name" {
   description = "Kinesis stream name."
   value       = aws_kinesis_stream.events.name
@@ -64,11 +69,13 @@ output "kms_key_arn" {
 }
 
 output "db_secret_arns" {
-  description = "Each function's database secret (writer, archiver; reader for the read path in aurora mode). In aurora mode run `stele db create-login` once per secret (README, Deployment)."
+  description = "Each function's database secret (writer, archiver, checkpointer, query; reader, a read-only login for operators, in aurora mode). In aurora mode run `stele db create-login` once per secret (README, Deployment)."
   value = {
-    writer   = local.db_writer_secret_arn
-    archiver = local.db_archiver_secret_arn
-    reader   = local.create_db ? aws_secretsmanager_secret.db_login["reader"].arn : null
+    writer       = local.db_writer_secret_arn
+    archiver     = local.db_archiver_secret_arn
+    checkpointer = local.db_checkpointer_secret_arn
+    query        = local.db_query_secret_arn
+    reader       = local.create_db ? aws_secretsmanager_secret.db_login["reader"].arn : null
   }
 }
 
@@ -83,12 +90,13 @@ output "db_proxy_endpoint" {
 }
 
 output "function_names" {
-  description = "Names of the three functions."
+  description = "Names of the functions."
   value = {
     ingest       = aws_lambda_function.ingest.function_name
     batch_writer = aws_lambda_function.batch_writer.function_name
     archiver     = aws_lambda_function.archiver.function_name
     checkpointer = aws_lambda_function.checkpointer.function_name
+    query        = aws_lambda_function.query.function_name
   }
 }
 
@@ -98,7 +106,7 @@ output "jwt_write_scopes" {
 }
 
 output "jwt_read_scopes" {
-  description = "Scopes the read API will require."
+  description = "Scopes a token needs for the read API (GET /v1/events/{event_id}/proof, /v1/log/checkpoint, /v1/log/consistency)."
   value       = var.jwt_read_scopes
 }
 

@@ -49,6 +49,11 @@ variable "checkpointer_zip" {
   type        = string
 }
 
+variable "query_zip" {
+  description = "Path of the query function's bootstrap.zip (target/lambda/stele-query/bootstrap.zip)."
+  type        = string
+}
+
 variable "log_origin" {
   description = "STELE_LOG_ORIGIN: the log origin of this deployment (e.g. audit.example.com/prod), unique among the deployments a verifier trusts; no spaces or '+'. Null: <name>.<account>.<region>/stele."
   type        = string
@@ -119,6 +124,29 @@ variable "batch_writer_reserved_concurrency" {
   default     = 20
 }
 
+variable "query_memory_mb" {
+  description = "Memory of the query function (proofs read at most a few dozen tiles)."
+  type        = number
+  default     = 256
+}
+
+variable "query_reserved_concurrency" {
+  description = "Reserved concurrency of the query function (caps the read path's connections to Postgres; -1: unreserved)."
+  type        = number
+  default     = 20
+}
+
+variable "query_proof_retry_after_secs" {
+  description = "STELE_PROOF_RETRY_AFTER_SECS: Retry-After of the query function's 409 for an event no signed checkpoint covers yet; about the checkpointer's interval (checkpoint_schedule_expression)."
+  type        = number
+  default     = 60
+
+  validation {
+    condition     = var.query_proof_retry_after_secs >= 1 && var.query_proof_retry_after_secs <= 3600
+    error_message = "query_proof_retry_after_secs must be from 1 to 3600."
+  }
+}
+
 # ---------------------------------------------------------------------------------------------
 # Ingest and API
 # ---------------------------------------------------------------------------------------------
@@ -152,7 +180,7 @@ variable "jwt_allow_unscoped_tokens" {
 }
 
 variable "jwt_read_scopes" {
-  description = "Scopes the (future) read API will require; the module does not use them yet, they are output so an identity provider can be set up once for both."
+  description = "Scopes a token needs for the read API (GET /v1/events/{event_id}/proof, /v1/log/checkpoint, /v1/log/consistency): grant them to the clients and auditors that read a tenant's log."
   type        = list(string)
   default     = ["stele/events.read"]
 
@@ -380,6 +408,12 @@ variable "existing_db_archiver_secret_arn" {
 
 variable "existing_db_checkpointer_secret_arn" {
   description = "existing mode: the checkpointer's secret (a login user in the stele_checkpointer role); null: existing_db_secret_arn."
+  type        = string
+  default     = null
+}
+
+variable "existing_db_query_secret_arn" {
+  description = "existing mode: the query function's secret (a login user in the read-only stele_reader role); null: existing_db_secret_arn."
   type        = string
   default     = null
 }
