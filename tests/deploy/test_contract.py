@@ -79,6 +79,8 @@ def stack():
     query_secret = sm.create_secret(Name=f"{name}/db-query", SecretString=json.dumps({
         "host": pg.hostname, "port": pg.port or 5432, "username": query_user,
         "password": query_password, "dbname": db}))["ARN"]
+    # The query function's cursor key (query.tf: a random value generated once).
+    cursor_secret = sm.create_secret(Name=f"{name}/query-cursor-key", SecretString=uuid.uuid4().hex * 2)["ARN"]
     # The secret the module creates for Aurora (or the user's, database_mode = existing).
     secret = sm.create_secret(Name=f"{name}/db", SecretString=json.dumps({
         "host": pg.hostname, "port": pg.port or 5432, "username": pg.username or "postgres",
@@ -113,6 +115,7 @@ def stack():
         "db_archiver_secret_arn": secret,
         "db_checkpointer_secret_arn": secret,
         "db_query_secret_arn": query_secret,
+        "aws_secretsmanager_secret.cursor_key.arn": cursor_secret,
         "aws_kms_key.log.arn": log_key["Arn"],
         "account_id": "000000000000",
         "region": REGION,
@@ -347,8 +350,24 @@ def test_query_answers_reads_with_terraforms_environment_as_its_own_read_only_lo
         _, other = query.invoke(query_request(stack, proof_route, f"/v1/events/{event_id}/proof", "someone-else"))
         _, unclaimed = query.invoke(query_request(stack, "GET /v1/log/checkpoint", "/v1/log/checkpoint"))
         _, bad_id = query.invoke(query_request(stack, proof_route, "/v1/events/not-a-uuid/proof", tenant))
+        # The tenant's events, two pages (the cursor is signed with the key from its secret).
+        fmt = "%Y-%m-%dT%H:%M:%SZ"
+        window = {"from": (now - dt.timedelta(hours=1)).strftime(fmt),
+                  "to": (now + dt.timedelta(hours=1)).strftime(fmt), "limit": "2"}
+        _, page1 = query.invoke(query_request(stack, "GET /v1/events", "/v1/events", tenant, window))
+        cursor = json.loads(page1["body"]).get("next_cursor") or ""
+        _, page2 = query.invoke(query_request(stack, "GET /v1/events", "/v1/events", tenant,
+                                              {**window, "cursor": cursor}))
+        _, foreign = query.invoke(query_request(stack, "GET /v1/events", "/v1/events", "someone-else", window))
     finally:
         query.stop()
+    assert env["STELE_CURSOR_KEY_SECRET_ARN"] and env["STELE_ARCHIVE_BUCKET"] == stack["bucket"], env
+    assert page1["statusCode"] == 200 and page2["statusCode"] == 200, (page1, page2, query.output())
+    first, second = json.loads(page1["body"]), json.loads(page2["body"])
+    assert len(first["events"]) == 2 and len(second["events"]) == 1 and second["next_cursor"] is None, (first, second)
+    served = [e["event_id"] for e in first["events"] + second["events"]]
+    assert sorted(served) == sorted(line.split()[0] for line in stored), (served, stored)
+    assert foreign["statusCode"] == 200 and json.loads(foreign["body"])["events"] == [], foreign
     assert status == 200, (status, early, query.output())
     assert early["statusCode"] == 409, (early, query.output())
     assert json.loads(early["body"])["error"] == "not_yet_checkpointed", early

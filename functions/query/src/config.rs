@@ -1,6 +1,8 @@
 //! Settings of the query function, read once at start-up from the environment.
 //! The database is read as by every binary ([`stele_store::StoreSettings`]).
 
+use sha2::Digest;
+
 use crate::events::CursorKey;
 use crate::Error;
 
@@ -25,6 +27,10 @@ pub struct QueryConfig {
     /// Required in Lambda (every instance must accept every other's cursors); a
     /// random key per process otherwise (`stele dev`, tests).
     pub cursor_key: CursorKey,
+    /// `STELE_CURSOR_KEY_SECRET_ARN` (instead of `STELE_CURSOR_KEY`): a Secrets Manager
+    /// secret whose value (any string; its SHA-256 is the key) is read at start-up
+    /// ([`QueryConfig::resolve_cursor_key`]), as Terraform deploys it.
+    pub cursor_key_secret_arn: Option<String>,
 }
 
 impl Default for QueryConfig {
@@ -36,6 +42,7 @@ impl Default for QueryConfig {
             archive_bucket: None,
             archive_prefix: "audit".into(),
             cursor_key: CursorKey::random(),
+            cursor_key_secret_arn: None,
         }
     }
 }
@@ -75,6 +82,7 @@ impl QueryConfig {
         if let Some(prefix) = get("STELE_ARCHIVE_PREFIX") {
             cfg.archive_prefix = prefix.trim_matches('/').to_owned();
         }
+        cfg.cursor_key_secret_arn = get("STELE_CURSOR_KEY_SECRET_ARN").filter(|a| !a.trim().is_empty());
         match get("STELE_CURSOR_KEY") {
             Some(hex_key) => {
                 let mut key = [0u8; 32];
@@ -82,15 +90,41 @@ impl QueryConfig {
                     .map_err(|_| bad("STELE_CURSOR_KEY", "must be 64 hex digits (32 random bytes)".into()))?;
                 cfg.cursor_key = CursorKey::new(key);
             }
-            None if require_cursor_key => {
+            None if require_cursor_key && cfg.cursor_key_secret_arn.is_none() => {
                 return Err(bad(
                     "STELE_CURSOR_KEY",
-                    "is required: 64 hex digits shared by every instance, or cursors fail across instances".into(),
+                    "(or STELE_CURSOR_KEY_SECRET_ARN) is required: a key shared by every instance, or cursors fail across instances".into(),
                 ))
             }
             None => {}
         }
         Ok(cfg)
+    }
+}
+
+impl QueryConfig {
+    /// Reads the cursor key from `STELE_CURSOR_KEY_SECRET_ARN`, when set.
+    pub async fn resolve_cursor_key(&mut self, secrets: &aws_sdk_secretsmanager::Client) -> Result<(), Error> {
+        let Some(arn) = &self.cursor_key_secret_arn else {
+            return Ok(());
+        };
+        let bad = |reason: String| Error::Config {
+            var: "STELE_CURSOR_KEY_SECRET_ARN",
+            reason,
+        };
+        let out = secrets.get_secret_value().secret_id(arn).send().await.map_err(|e| {
+            bad(format!(
+                "{arn} cannot be read: {}",
+                aws_sdk_secretsmanager::error::DisplayErrorContext(e)
+            ))
+        })?;
+        let value = out
+            .secret_string()
+            .filter(|v| v.len() >= 32)
+            .ok_or_else(|| bad(format!("{arn} has no string value of at least 32 characters")))?;
+        let key: [u8; 32] = sha2::Sha256::digest(value.as_bytes()).into();
+        self.cursor_key = CursorKey::new(key);
+        Ok(())
     }
 }
 

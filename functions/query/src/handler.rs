@@ -211,7 +211,7 @@ impl Query {
             Err(e) => {
                 return Ok(error_response(
                     StatusCode::BAD_REQUEST,
-                    "invalid_parameter",
+                    "invalid_request",
                     e.to_string(),
                 ))
             }
@@ -228,7 +228,7 @@ impl Query {
             )),
             Err(SearchError::BadCursor) => Ok(error_response(
                 StatusCode::BAD_REQUEST,
-                "invalid_parameter",
+                "invalid_request",
                 SearchError::BadCursor.to_string(),
             )),
             Err(SearchError::Unavailable(why)) => Err(Failure::Unavailable(why)),

@@ -22,9 +22,10 @@ async fn main() -> Result<(), lambda_http::Error> {
         .with_current_span(false)
         .without_time()
         .init();
-    let config = QueryConfig::from_env().unwrap_or_else(|e| fail(&e));
+    let mut config = QueryConfig::from_env().unwrap_or_else(|e| fail(&e));
     let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let secrets = aws_sdk_secretsmanager::Client::new(&aws);
+    config.resolve_cursor_key(&secrets).await.unwrap_or_else(|e| fail(&e));
     let db = stele_store::StoreConfig::from_env(&secrets)
         .await
         .unwrap_or_else(|e| fail(&e));

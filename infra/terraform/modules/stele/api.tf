@@ -63,6 +63,7 @@ resource "aws_apigatewayv2_route" "post_events" {
 # not enough, and a reader's cannot write). A new read route is one line here.
 locals {
   query_routes = [
+    "GET /v1/events",
     "GET /v1/events/{event_id}/proof",
     "GET /v1/log/checkpoint",
     "GET /v1/log/consistency",

@@ -357,20 +357,39 @@ data "aws_iam_policy_document" "query" {
   }
 
   statement {
-    sid       = "DatabaseSecret"
+    sid       = "Secrets"
     actions   = ["secretsmanager:GetSecretValue"]
-    resources = [local.db_query_secret_arn]
+    resources = [local.db_query_secret_arn, aws_secretsmanager_secret.cursor_key.arn]
   }
 
-  # The secret's key, only through Secrets Manager: nothing else the stack key encrypts.
+  # Archived days of a search: the tenants' Parquet files, read only.
   statement {
-    sid       = "DecryptSecret"
+    sid       = "ReadArchivedEvents"
+    actions   = ["s3:GetObject"]
+    resources = ["${aws_s3_bucket.archive.arn}/${var.archive_prefix}/tenant_id=*"]
+  }
+
+  statement {
+    sid       = "ListArchivedDays"
+    actions   = ["s3:ListBucket"]
+    resources = [aws_s3_bucket.archive.arn]
+    condition {
+      test     = "StringLike"
+      variable = "s3:prefix"
+      values   = ["${var.archive_prefix}/tenant_id=*"]
+    }
+  }
+
+  # The secrets' and archive's key, only through Secrets Manager and S3: nothing else the
+  # stack key encrypts.
+  statement {
+    sid       = "DecryptSecretsAndArchive"
     actions   = ["kms:Decrypt"]
     resources = local.db_secret_kms_key_arns
     condition {
       test     = "StringEquals"
       variable = "kms:ViaService"
-      values   = [local.kms_via.secretsmanager]
+      values   = [local.kms_via.secretsmanager, local.kms_via.s3]
     }
   }
 }

@@ -88,7 +88,7 @@ locals {
     }
     secretsmanager = {
       actions   = ["secretsmanager:GetSecretValue"]
-      resources = [local.db_writer_secret_arn, local.db_archiver_secret_arn, local.db_checkpointer_secret_arn, local.db_query_secret_arn]
+      resources = [local.db_writer_secret_arn, local.db_archiver_secret_arn, local.db_checkpointer_secret_arn, local.db_query_secret_arn, aws_secretsmanager_secret.cursor_key.arn]
     }
     kms = {
       actions   = ["kms:Sign", "kms:GetPublicKey"]

@@ -1,8 +1,35 @@
 # The query function (functions/query): the read API. Tenant-scoped from the JWT claim like
-# ingest, it answers GET /v1/events/{event_id}/proof, /v1/log/checkpoint and
-# /v1/log/consistency from PostgreSQL (api.tf routes them). It connects as its own login user
-# in the read-only stele_reader role (database.tf) and holds no AWS permission besides its log
-# group and its database secret (iam.tf): no S3, no Kinesis, no KMS signing.
+# ingest, it answers GET /v1/events (a tenant's events: hot days from PostgreSQL, archived
+# days from the archive's Parquet files), GET /v1/events/{event_id}/proof, /v1/log/checkpoint
+# and /v1/log/consistency (api.tf routes them). It connects as its own login user in the
+# read-only stele_reader role (database.tf); in AWS it may read its secrets, the archive's
+# tenant directories (never write) and nothing else (iam.tf): no Kinesis, no KMS signing.
+
+# The secret page cursors are signed with (HMAC-SHA256 over tenant, query and position):
+# one value shared by every instance, generated once when the stack is created. Replacing
+# it invalidates open cursors, nothing else.
+data "aws_secretsmanager_random_password" "cursor_key" {
+  password_length     = 64
+  exclude_punctuation = true
+}
+
+resource "aws_secretsmanager_secret" "cursor_key" {
+  #checkov:skip=CKV2_AWS_57:not rotated: rotating only invalidates cursors in flight; replace it by tainting the version
+  name_prefix             = "${var.name}/query-cursor-key-"
+  description             = "stele query: the key page cursors of GET /v1/events are signed with"
+  kms_key_id              = local.kms_key_arn
+  recovery_window_in_days = 7
+  tags                    = local.tags
+}
+
+resource "aws_secretsmanager_secret_version" "cursor_key" {
+  secret_id     = aws_secretsmanager_secret.cursor_key.id
+  secret_string = data.aws_secretsmanager_random_password.cursor_key.random_password
+  lifecycle {
+    # The data source draws a new value on every plan: keep the first one.
+    ignore_changes = [secret_string]
+  }
+}
 
 resource "aws_cloudwatch_log_group" "query" {
   name              = "/aws/lambda/${local.function_names.query}"
@@ -34,6 +61,9 @@ resource "aws_lambda_function" "query" {
       STELE_DB_SECRET_ARN          = local.db_query_secret_arn
       STELE_TENANT_CLAIM           = var.tenant_claim
       STELE_PROOF_RETRY_AFTER_SECS = tostring(var.query_proof_retry_after_secs)
+      STELE_CURSOR_KEY_SECRET_ARN  = aws_secretsmanager_secret.cursor_key.arn
+      STELE_ARCHIVE_BUCKET         = aws_s3_bucket.archive.id
+      STELE_ARCHIVE_PREFIX         = var.archive_prefix
       RUST_LOG                     = var.rust_log
     })
   }
