@@ -104,7 +104,8 @@ async fn main() {
 
 /// The query handler over `url`, after applying the migrations (the schema it reads).
 async fn query_on(url: &str) -> Query {
-    let config = QueryConfig::from_env().unwrap_or_else(|e| fail(e.to_string()));
+    // One process: a random cursor key is enough here.
+    let config = QueryConfig::from_lookup(|k| std::env::var(k).ok(), false).unwrap_or_else(|e| fail(e.to_string()));
     let store = stele_store::StoreConfig::new(url);
     let client = stele_store::connect(&store)
         .await

@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 mod archive;
 mod db;
 mod dev;
+mod query;
 mod replay;
 mod send;
 
@@ -39,6 +40,10 @@ enum Command {
     /// log: signatures, consistency, every file's and row's hash, every leaf.
     /// Exit status 1 on any failure, each printed with tenant, day, file and event.
     Verify(stele::verify::cli::VerifyArgs),
+    /// A tenant's events, hot and archived, with the read API's filters: through the
+    /// API (`--endpoint`, `--token`) or from a database and bucket (`--database-url`,
+    /// `--tenant`, `--bucket`). A table on a terminal, NDJSON otherwise.
+    Query(query::QueryArgs),
     /// The owner's database steps: `migrate` (apply pending migrations) and
     /// `create-login` (a function's login user in its database role, its
     /// password written into the function's secret). Run as the master user.
@@ -75,6 +80,7 @@ async fn main() -> std::process::ExitCode {
         Command::Send(args) => send::run(args).await,
         Command::Archive(args) => archive::run(args).await,
         Command::Db(args) => db::run(args).await,
+        Command::Query(args) => query::run(args).await,
         Command::Replay(args) => match replay::run(args).await {
             // Still failing is a result, not an error: a distinct status for scripts.
             Ok(summary) if summary.still_failing() > 0 => return std::process::ExitCode::from(2),

@@ -356,6 +356,13 @@ impl Client {
         self.query(format!("/v1/log/consistency?from={from}{to}")).await
     }
 
+    /// `GET /v1/events?{query}`: one page of the tenant's events (`query`: the query
+    /// string, values already percent-encoded; the token needs the read scope). Pass
+    /// the page's `next_cursor` as `cursor` for the next one.
+    pub async fn search_page(&self, query: &str) -> Result<EventPage, QueryError> {
+        self.query(format!("/v1/events?{query}")).await
+    }
+
     async fn query<T: serde::de::DeserializeOwned>(&self, path: String) -> Result<T, QueryError> {
         let shared = &self.inner.shared;
         let token = shared
@@ -487,4 +494,12 @@ impl Drop for Inner {
             Err(_) => {}
         }
     }
+}
+
+/// One page of `GET /v1/events`: events as stored (with `event_hash` and
+/// `leaf_index`), and the next page's cursor.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct EventPage {
+    pub events: Vec<Value>,
+    pub next_cursor: Option<String>,
 }

@@ -1,0 +1,260 @@
+//! `stele query`: a tenant's events, hot and archived, with the read API's filters:
+//! through the API (`--endpoint` and a token with the read scope) or straight from a
+//! database and an archive bucket (the same search the query function runs). A table
+//! for people, NDJSON for pipes; a running count on stderr for long exports.
+
+use std::io::{IsTerminal, Write};
+
+use serde_json::Value;
+use stele_query::events::{self, CursorKey, EventSearch};
+
+use stele::local::aws;
+
+#[derive(clap::Args)]
+pub struct QueryArgs {
+    /// The tenant (direct mode; through the API it is the token's).
+    #[arg(long)]
+    tenant: Option<String>,
+    /// `occurred_at >= from` (RFC 3339).
+    #[arg(long)]
+    from: String,
+    /// `occurred_at < to` (RFC 3339), at most 31 days after `from`.
+    #[arg(long)]
+    to: String,
+    #[arg(long)]
+    actor_id: Option<String>,
+    /// An exact action, or a prefix ending in `.*`.
+    #[arg(long)]
+    action: Option<String>,
+    #[arg(long)]
+    category: Option<String>,
+    #[arg(long)]
+    outcome: Option<String>,
+    #[arg(long)]
+    resource_type: Option<String>,
+    #[arg(long)]
+    resource_id: Option<String>,
+    #[arg(long)]
+    correlation_id: Option<String>,
+    #[arg(long)]
+    source_service: Option<String>,
+    /// Oldest first (default: newest first).
+    #[arg(long)]
+    asc: bool,
+    /// Stop after this many events (default: all).
+    #[arg(long)]
+    max: Option<usize>,
+    /// `table` or `ndjson` (default: a table on a terminal, NDJSON otherwise).
+    #[arg(long)]
+    format: Option<String>,
+    /// The API (e.g. `stele dev`'s http://127.0.0.1:8080).
+    #[arg(long, env = "STELE_ENDPOINT", conflicts_with = "database_url")]
+    endpoint: Option<String>,
+    /// A bearer token with the read scope (with `--endpoint`).
+    #[arg(long, env = "STELE_TOKEN")]
+    token: Option<String>,
+    /// Direct mode: the database (hot days) ...
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: Option<String>,
+    /// ... and the archive bucket (archived days).
+    #[arg(long, env = "STELE_ARCHIVE_BUCKET")]
+    bucket: Option<String>,
+    #[arg(long, default_value = "audit")]
+    prefix: String,
+    /// S3 endpoint (LocalStack's for `stele dev`); absent: AWS from the environment.
+    #[arg(long, env = "STELE_AWS_ENDPOINT")]
+    aws_endpoint: Option<String>,
+}
+
+const PAGE: usize = 1000;
+
+impl QueryArgs {
+    /// The search's parameters, as the API takes them.
+    fn params(&self) -> Vec<(&'static str, String)> {
+        let mut p = vec![("from", self.from.clone()), ("to", self.to.clone())];
+        for (name, value) in [
+            ("actor_id", &self.actor_id),
+            ("action", &self.action),
+            ("category", &self.category),
+            ("outcome", &self.outcome),
+            ("resource_type", &self.resource_type),
+            ("resource_id", &self.resource_id),
+            ("correlation_id", &self.correlation_id),
+            ("source_service", &self.source_service),
+        ] {
+            if let Some(v) = value {
+                p.push((name, v.clone()));
+            }
+        }
+        if self.asc {
+            p.push(("order", "asc".into()));
+        }
+        p.push(("limit", PAGE.to_string()));
+        p
+    }
+}
+
+/// RFC 3986 percent-encoding of a query value (everything but unreserved bytes).
+fn encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Where pages come from.
+enum Source {
+    Api(stele_client::Client),
+    Direct {
+        client: Box<tokio_postgres::Client>,
+        store: Option<stele_archiver::S3Store>,
+        prefix: String,
+        tenant: String,
+        key: CursorKey,
+    },
+}
+
+impl Source {
+    async fn page(
+        &self,
+        params: &[(&'static str, String)],
+        cursor: Option<&str>,
+    ) -> Result<(Vec<Value>, Option<String>), String> {
+        let mut params = params.to_vec();
+        if let Some(c) = cursor {
+            params.push(("cursor", c.to_string()));
+        }
+        match self {
+            Source::Api(client) => {
+                let query: Vec<String> = params.iter().map(|(k, v)| format!("{k}={}", encode(v))).collect();
+                let page = client.search_page(&query.join("&")).await.map_err(|e| e.to_string())?;
+                Ok((page.events, page.next_cursor))
+            }
+            Source::Direct {
+                client,
+                store,
+                prefix,
+                tenant,
+                key,
+            } => {
+                let search = EventSearch::parse(
+                    |k| params.iter().find(|(n, _)| *n == k).map(|(_, v)| v.as_str()),
+                    params.iter().map(|(k, _)| *k),
+                )
+                .map_err(|e| e.to_string())?;
+                let archive = store.as_ref().map(|s| (s, prefix.as_str()));
+                let page = events::search(&**client, archive, key, tenant, &search)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok((page.events.iter().map(events::event_json).collect(), page.next_cursor))
+            }
+        }
+    }
+}
+
+fn cell(v: &Value, path: &[&str]) -> String {
+    let mut v = v;
+    for p in path {
+        v = &v[*p];
+    }
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+pub async fn run(args: QueryArgs) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let source = match (&args.endpoint, &args.database_url) {
+        (Some(endpoint), _) => {
+            let token = args
+                .token
+                .clone()
+                .ok_or("--endpoint needs --token (or STELE_TOKEN) with the read scope")?;
+            Source::Api(stele_client::Client::builder(endpoint.clone()).token(token).build()?)
+        }
+        (None, Some(url)) => {
+            let tenant = args.tenant.clone().ok_or("--database-url needs --tenant")?;
+            stele_core::check_tenant_id(&tenant).map_err(|e| format!("--tenant: {e}"))?;
+            let client = stele_store::connect(&stele_store::StoreConfig::new(url.clone())).await?;
+            let store = match &args.bucket {
+                Some(bucket) => {
+                    let sdk = match &args.aws_endpoint {
+                        Some(endpoint) => aws::sdk_config(endpoint).await,
+                        None => aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await,
+                    };
+                    Some(stele_archiver::S3Store::new(aws::s3_client(&sdk), bucket.clone()))
+                }
+                None => None,
+            };
+            Source::Direct {
+                client: Box::new(client),
+                store,
+                prefix: args.prefix.clone(),
+                tenant,
+                key: CursorKey::random(),
+            }
+        }
+        (None, None) => return Err("give --endpoint (and --token), or --database-url (and --tenant, --bucket)".into()),
+    };
+    let table = match args.format.as_deref() {
+        Some("table") => true,
+        Some("ndjson") => false,
+        Some(other) => return Err(format!("--format {other}: use table or ndjson").into()),
+        None => std::io::stdout().is_terminal(),
+    };
+    let progress = std::io::stderr().is_terminal() && !table;
+    let params = args.params();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    if table {
+        writeln!(
+            out,
+            "{:<27} {:<36} {:<24} {:<10} {:<20} resource",
+            "occurred_at", "event_id", "action", "outcome", "actor"
+        )?;
+    }
+    let (mut cursor, mut shown) = (None::<String>, 0usize);
+    loop {
+        let (events, next) = source.page(&params, cursor.as_deref()).await?;
+        for e in &events {
+            if args.max.is_some_and(|m| shown >= m) {
+                break;
+            }
+            if table {
+                let resource = [cell(e, &["resource", "type"]), cell(e, &["resource", "id"])].join("/");
+                writeln!(
+                    out,
+                    "{:<27} {:<36} {:<24} {:<10} {:<20} {}",
+                    cell(e, &["occurred_at"]),
+                    cell(e, &["event_id"]),
+                    cell(e, &["action"]),
+                    cell(e, &["outcome"]),
+                    cell(e, &["actor", "id"]),
+                    if resource == "/" { String::new() } else { resource }
+                )?;
+            } else {
+                serde_json::to_writer(&mut out, e)?;
+                out.write_all(b"\n")?;
+            }
+            shown += 1;
+        }
+        if progress {
+            eprint!("\r{shown} events");
+        }
+        match next {
+            Some(c) if args.max.is_none_or(|m| shown < m) => cursor = Some(c),
+            _ => break,
+        }
+    }
+    out.flush()?;
+    if progress {
+        eprintln!();
+    }
+    if table {
+        eprintln!("{shown} events");
+    }
+    Ok(())
+}
