@@ -160,10 +160,16 @@ async fn main() -> Res<()> {
                     .sign(&signer)
                     .await?;
                 store
-                    .put(&checkpoint_key(&prefix, &head.tenant_id, head.size), note.clone().into_bytes().into())
+                    .put(
+                        &checkpoint_key(&prefix, &head.tenant_id, head.size),
+                        note.clone().into_bytes().into(),
+                    )
                     .await?;
                 store
-                    .put(&latest_checkpoint_key(&prefix, &head.tenant_id), note.into_bytes().into())
+                    .put(
+                        &latest_checkpoint_key(&prefix, &head.tenant_id),
+                        note.into_bytes().into(),
+                    )
                     .await?;
                 leaves += head.size;
             }
@@ -189,8 +195,7 @@ async fn main() -> Res<()> {
                     .ok_or_else(|| format!("{} vanished", object.key))?;
                 bytes += body.len();
                 files += 1;
-                let reader =
-                    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(body)?.build()?;
+                let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(body)?.build()?;
                 for batch in reader {
                     let batch = batch?;
                     rows += batch.num_rows() as u64;

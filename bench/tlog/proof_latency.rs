@@ -21,12 +21,16 @@ type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 #[tokio::main]
 async fn main() -> Res<()> {
     let args: Vec<String> = std::env::args().collect();
-    let url = args.get(1).ok_or("usage: proof_latency <superuser-url> [leaves] [proofs]")?;
+    let url = args
+        .get(1)
+        .ok_or("usage: proof_latency <superuser-url> [leaves] [proofs]")?;
     let leaves: u64 = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(10_000_000);
     let proofs: u64 = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(1000);
     let admin = stele_store::connect(&StoreConfig::new(url.as_str())).await?;
     // One statement each: DROP/CREATE DATABASE refuse a multi-statement (implicit) transaction.
-    admin.batch_execute("DROP DATABASE IF EXISTS bench_proofs WITH (FORCE)").await?;
+    admin
+        .batch_execute("DROP DATABASE IF EXISTS bench_proofs WITH (FORCE)")
+        .await?;
     admin.batch_execute("CREATE DATABASE bench_proofs").await?;
     let (base, _) = url.rsplit_once('/').ok_or("URL has a database")?;
     let mut config = StoreConfig::new(format!("{base}/bench_proofs"));
@@ -111,6 +115,8 @@ async fn main() -> Res<()> {
         times[times.len() - 1]
     );
     drop(client);
-    admin.batch_execute("DROP DATABASE IF EXISTS bench_proofs WITH (FORCE)").await?;
+    admin
+        .batch_execute("DROP DATABASE IF EXISTS bench_proofs WITH (FORCE)")
+        .await?;
     Ok(())
 }
