@@ -70,11 +70,13 @@ fn sealed_row(day: NaiveDate, g: usize, rows: usize, tenants: usize) -> Result<S
         window: stele_core::TimeWindow::default(),
         id_if_missing: None,
     };
+    let action = ["user.login", "user.logout", "document.update", "role.grant"][g % 4];
+    let outcome = if g.is_multiple_of(11) { "failure" } else { "success" };
     let mut e = serde_json::json!({
         "occurred_at": at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
         "category": "audit",
-        "action": ["user.login", "user.logout", "document.update", "role.grant"][g % 4],
-        "outcome": if g % 11 == 0 { "failure" } else { "success" },
+        "action": action,
+        "outcome": outcome,
         "actor": { "id": format!("user-{}", g % 5000), "type": "user", "display": format!("User {}", g % 5000),
                    "ip": format!("10.1.{}.{}", g % 250, g % 199),
                    "user_agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/126.0" },
@@ -84,7 +86,7 @@ fn sealed_row(day: NaiveDate, g: usize, rows: usize, tenants: usize) -> Result<S
         "trace": { "traceparent": format!("00-{:032x}-{:016x}-01", g as u128 + 1, g as u64 + 1) },
         "source": { "service": "docs-api", "version": "1.42.0", "region": "eu-west-1" },
     });
-    if g % 5 == 0 {
+    if g.is_multiple_of(5) {
         e["changes"] = serde_json::json!({ "before": { "title": format!("draft {g}") }, "after": { "title": format!("final {g}") } });
     }
     let sealed = stele_core::validate_event(&e, &ctx)
