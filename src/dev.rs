@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{Days, Utc};
-use stele::local::{api_gateway, aws, demo, deployed, esm, services};
+use stele::local::{api_gateway, aws, demo, deployed, esm, services, viewer};
 use stele_batch_writer::{BatchWriter, SqsDeadLetters};
 use stele_ingest::{DynamoDbQuota, Ingest, IngestConfig, KinesisSink, Quota};
 use tokio::net::TcpListener;
@@ -88,6 +88,13 @@ pub struct DevArgs {
     /// Send realistic traffic from a few tenants and show progress.
     #[arg(long)]
     demo: bool,
+    /// Use this PostgreSQL (a connection URL) instead of starting one; the
+    /// browser test passes the test run's.
+    #[arg(long, value_name = "URL")]
+    pg_url: Option<String>,
+    /// Use this LocalStack endpoint instead of starting one.
+    #[arg(long, value_name = "URL")]
+    aws_endpoint: Option<String>,
     /// Provision, print, then stop everything instead of serving.
     #[arg(long)]
     exit_when_ready: bool,
@@ -106,20 +113,45 @@ pub async fn run(args: DevArgs) -> Result<(), BoxError> {
     // Refuse a bad `--token` or quota before starting anything.
     tenants(&args)?;
     tenant_quota(&args)?;
-    eprintln!("stele dev: starting PostgreSQL (installs Debian postgresql if missing)…");
-    let pg = services::start_postgres(false)?;
-    eprintln!("stele dev: starting LocalStack in host mode (the first run installs it, about a minute)…");
-    let localstack = match services::start_localstack() {
+    let pg = match &args.pg_url {
+        Some(_) => None,
+        None => {
+            eprintln!("stele dev: starting PostgreSQL (installs Debian postgresql if missing)…");
+            Some(services::start_postgres(false)?)
+        }
+    };
+    let localstack = match &args.aws_endpoint {
+        Some(_) => Ok(None),
+        None => {
+            eprintln!("stele dev: starting LocalStack in host mode (the first run installs it, about a minute)…");
+            services::start_localstack().map(Some)
+        }
+    };
+    let localstack = match localstack {
         Ok(ls) => ls,
         Err(e) => {
-            pg.stop();
+            if let Some(pg) = &pg {
+                pg.stop();
+            }
             return Err(e.into());
         }
     };
-    let result = serve(&args, &pg.endpoint, &localstack.endpoint).await;
-    eprintln!("stele dev: stopping PostgreSQL and LocalStack…");
-    localstack.stop();
-    pg.stop();
+    let pg_url = args.pg_url.clone().or_else(|| pg.as_ref().map(|s| s.endpoint.clone()));
+    let aws_endpoint = args
+        .aws_endpoint
+        .clone()
+        .or_else(|| localstack.as_ref().map(|s| s.endpoint.clone()));
+    let result = serve(&args, &pg_url.unwrap_or_default(), &aws_endpoint.unwrap_or_default()).await;
+    // Only what this run started is stopped; given services belong to their owner.
+    if pg.is_some() || localstack.is_some() {
+        eprintln!("stele dev: stopping PostgreSQL and LocalStack…");
+    }
+    if let Some(ls) = localstack {
+        ls.stop();
+    }
+    if let Some(pg) = pg {
+        pg.stop();
+    }
     result
 }
 
@@ -233,11 +265,22 @@ async fn serve(args: &DevArgs, pg_url: &str, aws_endpoint: &str) -> Result<(), B
     let query = Arc::new(
         stele_query::Query::new(query_config, stele_store::pool(&store_config)?).with_archive(aws::s3_client(&sdk)),
     );
+    // The checkpointer's key is made before serving: the viewer's config names it.
+    let checkpointer = if args.checkpoint_every > 0 {
+        Some(checkpointer(args, &sdk).await?)
+    } else {
+        None
+    };
+    let viewer = Arc::new(viewer::Viewer::new(
+        checkpointer.as_ref().map(|(_, vkey)| vkey.as_str()),
+        &args.log_origin,
+    ));
     let mut http_stop = stop_rx.clone();
     let http = tokio::spawn(api_gateway::serve_with_query(
         listener,
         ingest,
         Some(query),
+        Some(viewer),
         tenants.clone(),
         async move {
             let _ = http_stop.wait_for(|stop| *stop).await;
@@ -284,6 +327,7 @@ async fn serve(args: &DevArgs, pg_url: &str, aws_endpoint: &str) -> Result<(), B
     println!(
         "proofs         http://{addr}/v1/events/{{event_id}}/proof, /v1/log/checkpoint, /v1/log/consistency?from=N"
     );
+    println!("viewer         http://{addr}/   (read-only web viewer of a tenant's events)");
     println!("  development-only bearer tokens (the JWT authorizer's stand-in):");
     let mut listed: Vec<_> = tenants.iter().collect();
     listed.sort();
@@ -328,18 +372,15 @@ async fn serve(args: &DevArgs, pg_url: &str, aws_endpoint: &str) -> Result<(), B
         )
     });
     let checkpoints = Arc::new(demo::CheckpointTotals::default());
-    let checkpoint_timer = if args.checkpoint_every > 0 {
-        let checkpointer = checkpointer(args, &sdk).await?;
-        Some(tokio::spawn(demo::checkpoint_periodically(
+    let checkpoint_timer = checkpointer.map(|(checkpointer, _)| {
+        tokio::spawn(demo::checkpoint_periodically(
             checkpointer,
             stele_store::StoreConfig::new(pg_url),
             Duration::from_secs(args.checkpoint_every),
             checkpoints.clone(),
             stop_rx.clone(),
-        )))
-    } else {
-        None
-    };
+        ))
+    });
     println!("ready: send events to http://{addr}/v1/events (Ctrl-C stops cleanly)");
     let progress = tokio::spawn(demo::report_progress(
         sent.clone(),
@@ -380,11 +421,11 @@ async fn serve(args: &DevArgs, pg_url: &str, aws_endpoint: &str) -> Result<(), B
 }
 
 /// The dev checkpointer: its key file (generated on first use, with the vkey next to
-/// it) and the archive bucket the archiver uses.
+/// it) and the archive bucket the archiver uses; and the vkey.
 async fn checkpointer(
     args: &DevArgs,
     sdk: &aws_config::SdkConfig,
-) -> Result<stele_checkpointer::Checkpointer<stele_archiver::S3Store>, BoxError> {
+) -> Result<(stele_checkpointer::Checkpointer<stele_archiver::S3Store>, String), BoxError> {
     stele_checkpointer::config::check_origin(&args.log_origin)?;
     let path = &args.log_key_file;
     if !path.exists() {
@@ -430,12 +471,9 @@ async fn checkpointer(
         stele_tlog::publish::vkey_key(deployed::ARCHIVE_PREFIX)
     );
     let store = stele_archiver::S3Store::new(aws::s3_client(sdk), args.bucket.clone());
-    Ok(stele_checkpointer::Checkpointer::new(
-        store,
-        signer,
-        deployed::ARCHIVE_PREFIX,
-        args.log_origin.clone(),
-    ))
+    let checkpointer =
+        stele_checkpointer::Checkpointer::new(store, signer, deployed::ARCHIVE_PREFIX, args.log_origin.clone());
+    Ok((checkpointer, vkey))
 }
 
 /// Writes a secret file readable by its owner only.

@@ -31,6 +31,8 @@ use stele_ingest::lambda_http;
 use stele_ingest::{EventSink, Ingest, QuotaGate};
 use stele_query::Query;
 
+use super::viewer::Viewer;
+
 /// Why the stand-in could not build a request or serve.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -162,12 +164,37 @@ pub fn is_query_route(method: &Method, path: &str) -> bool {
     }
 }
 
+/// The viewer's file for a `GET`/`HEAD` of one of its paths (never an API path).
+fn viewer_file(viewer: &Viewer, method: &Method, path: &str) -> Option<hyper::Response<Full<Bytes>>> {
+    if method != Method::GET && method != Method::HEAD {
+        return None;
+    }
+    let asset = viewer.asset(path)?;
+    let mut resp = hyper::Response::new(Full::new(asset.body));
+    let headers = resp.headers_mut();
+    headers.insert(
+        "content-type",
+        lambda_http::http::HeaderValue::from_static(asset.content_type),
+    );
+    // A rebuilt binary serves a new viewer: never a stale cached one.
+    headers.insert("cache-control", lambda_http::http::HeaderValue::from_static("no-store"));
+    headers.insert(
+        "x-content-type-options",
+        lambda_http::http::HeaderValue::from_static("nosniff"),
+    );
+    Some(resp)
+}
+
 async fn answer<S: EventSink, Q: QuotaGate>(
     req: hyper::Request<Incoming>,
     ingest: &Ingest<S, Q>,
     query: Option<&Query>,
+    viewer: Option<&Viewer>,
     tenants: &Tenants,
 ) -> hyper::Response<Full<Bytes>> {
+    if let Some(file) = viewer.and_then(|v| viewer_file(v, req.method(), req.uri().path())) {
+        return file;
+    }
     let (parts, body) = req.into_parts();
     let body = match Limited::new(body, MAX_GATEWAY_BODY_BYTES).collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -216,15 +243,17 @@ pub async fn serve<S: EventSink + 'static, Q: QuotaGate + 'static>(
     tenants: Arc<Tenants>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
-    serve_with_query(listener, ingest, None, tenants, shutdown).await
+    serve_with_query(listener, ingest, None, None, tenants, shutdown).await
 }
 
 /// [`serve`], with the query function's routes ([`is_query_route`]) going to
-/// `query` (when given) as the HTTP API routes them in AWS.
+/// `query` (when given) as the HTTP API routes them in AWS, and the web viewer's
+/// files (when given) at `/`.
 pub async fn serve_with_query<S: EventSink + 'static, Q: QuotaGate + 'static>(
     listener: TcpListener,
     ingest: Arc<Ingest<S, Q>>,
     query: Option<Arc<Query>>,
+    viewer: Option<Arc<Viewer>>,
     tenants: Arc<Tenants>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
@@ -236,13 +265,15 @@ pub async fn serve_with_query<S: EventSink + 'static, Q: QuotaGate + 'static>(
         };
         let ingest = ingest.clone();
         let query = query.clone();
+        let viewer = viewer.clone();
         let tenants = tenants.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let ingest = ingest.clone();
                 let query = query.clone();
+                let viewer = viewer.clone();
                 let tenants = tenants.clone();
-                async move { Ok::<_, Infallible>(answer(req, &ingest, query.as_deref(), &tenants).await) }
+                async move { Ok::<_, Infallible>(answer(req, &ingest, query.as_deref(), viewer.as_deref(), &tenants).await) }
             });
             if let Err(e) = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -293,6 +324,19 @@ mod tests {
         assert!(is_query_route(&get, "/v1/events/"));
         assert!(!is_query_route(&Method::POST, "/v1/events"));
         assert!(!is_query_route(&get, "/v1/health"));
+    }
+
+    #[test]
+    fn the_viewer_is_served_to_reads_of_its_paths_only() {
+        let viewer = Viewer::new(None, "stele.dev/local");
+        let page = viewer_file(&viewer, &Method::GET, "/").expect("the page");
+        assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
+        assert_eq!(page.headers()["cache-control"], "no-store");
+        assert!(viewer_file(&viewer, &Method::HEAD, "/app.js").is_some());
+        // Writes and the API's paths go on to the handlers.
+        assert!(viewer_file(&viewer, &Method::POST, "/").is_none());
+        assert!(viewer_file(&viewer, &Method::GET, "/v1/events").is_none());
+        assert!(viewer_file(&viewer, &Method::GET, "/v1/health").is_none());
     }
 
     #[test]

@@ -10,3 +10,4 @@ pub mod deployed;
 pub mod esm;
 pub mod http;
 pub mod services;
+pub mod viewer;

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Makes .venv-tests at the repository root: Python 3.11 with tests/python/requirements.txt
-# (DuckDB, which reads archives back as Athena would). Prints the venv's python.
+# (DuckDB, which reads archives back as Athena would; Selenium, which drives the browser
+# test tests/browser). Prints the venv's python.
 #
 #   bash tests/python/venv.sh
 #
