@@ -23,9 +23,10 @@ pub struct QueryConfig {
     pub archive_bucket: Option<String>,
     /// `STELE_ARCHIVE_PREFIX` (default `audit`), as the archiver's.
     pub archive_prefix: String,
-    /// `STELE_CURSOR_KEY`: 64 hex digits, the secret page cursors are signed with.
-    /// Required in Lambda (every instance must accept every other's cursors); a
-    /// random key per process otherwise (`stele dev`, tests).
+    /// `STELE_CURSOR_KEY` (64 hex digits) or `STELE_CURSOR_KEY_SECRET_ARN` (below): the
+    /// secret page cursors are signed with. One of them is required in Lambda (every
+    /// instance must accept every other's cursors); a random key per process otherwise
+    /// (`stele dev`, tests).
     pub cursor_key: CursorKey,
     /// `STELE_CURSOR_KEY_SECRET_ARN` (instead of `STELE_CURSOR_KEY`): a Secrets Manager
     /// secret whose value (any string; its SHA-256 is the key) is read at start-up
