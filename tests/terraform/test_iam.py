@@ -44,8 +44,10 @@ ROLES = {
     # Kinesis, no signing key); Decrypt only, for the secret.
     "query": (
         "lambda.amazonaws.com",
-        {"aws_cloudwatch_log_group.query", "local.db_query_secret_arn", "local.db_secret_kms_key_arns", "local.kms_via"},
-        {"logs:CreateLogStream", "logs:PutLogEvents", "secretsmanager:GetSecretValue", "kms:Decrypt"},
+        {"aws_cloudwatch_log_group.query", "local.db_query_secret_arn", "local.db_secret_kms_key_arns", "local.kms_via",
+         "aws_secretsmanager_secret.cursor_key", "aws_s3_bucket.archive", "var.archive_prefix"},
+        {"logs:CreateLogStream", "logs:PutLogEvents", "secretsmanager:GetSecretValue", "kms:Decrypt",
+         "s3:GetObject", "s3:ListBucket"},
     ),
     "scheduler": (
         "scheduler.amazonaws.com",
@@ -138,9 +140,12 @@ def test_secret_key_list_is_the_stack_key_and_the_existing_secrets_key_only(modu
 def test_each_function_reads_only_its_own_database_secret(module, role, own):
     """Database roles (migration 0006_roles.sql): a function's IAM reaches only the secret of its
     own login user, so a compromised writer cannot connect as the archiver, or the reverse."""
-    secrets = [st for st in statements(module, role) if "secretsmanager:GetSecretValue" in as_list(st["actions"])]
-    assert len(secrets) == 1, role
-    assert as_list(secrets[0]["resources"]) == ["${local.db_%s_secret_arn}" % own]
+    secrets = [r for st in statements(module, role) if "secretsmanager:GetSecretValue" in as_list(st["actions"])
+               for r in as_list(st["resources"])]
+    database = [r for r in secrets if r.startswith("${local.db_")]
+    assert database == ["${local.db_%s_secret_arn}" % own], role
+    # Besides its database secret, only the query function's cursor key.
+    assert set(secrets) - set(database) <= {"${aws_secretsmanager_secret.cursor_key.arn}"}, role
     assert f'["{own}"]' in module.locals[f"db_{own}_secret_arn"]
 
 

@@ -51,6 +51,9 @@ ENV = {
         "STELE_DB_TLS",
         "STELE_TENANT_CLAIM",
         "STELE_PROOF_RETRY_AFTER_SECS",
+        "STELE_CURSOR_KEY_SECRET_ARN",
+        "STELE_ARCHIVE_BUCKET",
+        "STELE_ARCHIVE_PREFIX",
         "RUST_LOG",
     },
 }

@@ -91,7 +91,8 @@ def test_vpc_endpoints_have_policies_naming_only_this_stacks_resources(module):
     access = module.locals["endpoint_access"]
     assert set(access) == {"kinesis-streams", "kms", "secretsmanager", "sqs"}
     allowed = {"aws_kinesis_stream.events", "local.db_writer_secret_arn", "local.db_archiver_secret_arn",
-               "local.db_checkpointer_secret_arn", "local.db_query_secret_arn", "aws_sqs_queue.dlq", "aws_sqs_queue.archiver_dlq", "aws_kms_key.log"}
+               "local.db_checkpointer_secret_arn", "local.db_query_secret_arn", "aws_sqs_queue.dlq", "aws_sqs_queue.archiver_dlq", "aws_kms_key.log",
+               "aws_secretsmanager_secret.cursor_key"}
     for service, a in access.items():
         for r in as_list(a["resources"]):
             assert refs(r) and refs(r) <= allowed, (service, r)
@@ -100,7 +101,8 @@ def test_vpc_endpoints_have_policies_naming_only_this_stacks_resources(module):
     # Every function with a database secret can read it through the endpoint (a secret left
     # out there is a function that cannot start in a VPC without NAT).
     secrets = set().union(*(refs(r) for r in as_list(access["secretsmanager"]["resources"])))
-    assert secrets == {f"local.db_{fn}_secret_arn" for fn in ("writer", "archiver", "checkpointer", "query")}
+    assert secrets == {f"local.db_{fn}_secret_arn" for fn in ("writer", "archiver", "checkpointer", "query")} | {
+        "aws_secretsmanager_secret.cursor_key"}
     s3 = module.resource("aws_vpc_endpoint", "s3")
     assert "data.aws_iam_policy_document.s3_endpoint" in refs(s3["policy"])
     for doc in ("endpoint", "s3_endpoint"):
