@@ -85,7 +85,7 @@ async fn main() {
             .unwrap_or_else(|e| fail(e.to_string()));
             let ingest = Arc::new(Ingest::new(config, MemorySink::new()));
             println!("listening on http://{local}");
-            serve_with_query(listener, ingest, query, tenants, shutdown()).await
+            serve_with_query(listener, ingest, query, None, tenants, shutdown()).await
         }
         "kinesis" => {
             let config = IngestConfig::from_env().unwrap_or_else(|e| fail(e.to_string()));
@@ -93,7 +93,7 @@ async fn main() {
             let sink = KinesisSink::new(aws_sdk_kinesis::Client::new(&aws), &config.stream_name);
             let ingest = Arc::new(Ingest::new(config, sink));
             println!("listening on http://{local}");
-            serve_with_query(listener, ingest, query, tenants, shutdown()).await
+            serve_with_query(listener, ingest, query, None, tenants, shutdown()).await
         }
         other => fail(format!("STELE_LOCAL_SINK: `{other}` is neither memory nor kinesis")),
     };
