@@ -71,6 +71,11 @@ pub mod col {
         index(&I, "event_hash")
     }
 
+    pub fn actor_id() -> usize {
+        static I: OnceLock<usize> = OnceLock::new();
+        index(&I, "actor_id")
+    }
+
     pub fn leaf_index() -> usize {
         static I: OnceLock<usize> = OnceLock::new();
         index(&I, "leaf_index")

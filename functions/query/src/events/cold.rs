@@ -4,6 +4,7 @@
 
 use chrono::NaiveDate;
 use stele_archiver::layout::tenant_day_prefix;
+use stele_archiver::schema::col;
 use stele_archiver::ArchiveStore;
 use stele_store::{ExportRow, RowEvent};
 
@@ -40,20 +41,6 @@ impl ColdFilter {
             None => true,
             Some(a) => row.text(col::actor_id()).ok().flatten() == Some(a.as_str()),
         }
-    }
-}
-
-mod col {
-    use std::sync::OnceLock;
-
-    pub fn occurred_at() -> usize {
-        static I: OnceLock<usize> = OnceLock::new();
-        *I.get_or_init(|| stele_store::columns::archived_index("occurred_at"))
-    }
-
-    pub fn actor_id() -> usize {
-        static I: OnceLock<usize> = OnceLock::new();
-        *I.get_or_init(|| stele_store::columns::archived_index("actor_id"))
     }
 }
 
