@@ -1,12 +1,14 @@
 //! `stele query`: a tenant's events, hot and archived, with the read API's filters:
 //! through the API (`--endpoint` and a token with the read scope) or straight from a
 //! database and an archive bucket (the same search the query function runs). A table
-//! for people, NDJSON for pipes; a running count on stderr for long exports.
+//! for people, NDJSON or CSV (the export formats of `GET /v1/events/export`) for pipes
+//! and files; a running count on stderr for long exports.
 
 use std::io::{IsTerminal, Write};
 
 use serde_json::Value;
 use stele_query::events::{self, CursorKey, EventSearch};
+use stele_query::export::{cache::RecentObjects, Format};
 
 use stele::local::aws;
 
@@ -44,7 +46,7 @@ pub struct QueryArgs {
     /// Stop after this many events (default: all).
     #[arg(long)]
     max: Option<usize>,
-    /// `table` or `ndjson` (default: a table on a terminal, NDJSON otherwise).
+    /// `table`, `ndjson` or `csv` (default: a table on a terminal, NDJSON otherwise).
     #[arg(long)]
     format: Option<String>,
     /// The API (e.g. `stele dev`'s http://127.0.0.1:8080).
@@ -110,7 +112,8 @@ enum Source {
     Api(stele_client::Client),
     Direct {
         client: Box<tokio_postgres::Client>,
-        store: Option<stele_archiver::S3Store>,
+        /// Archived files are kept between pages: each is fetched once per run.
+        store: Option<RecentObjects<stele_archiver::S3Store>>,
         prefix: String,
         tenant: String,
         key: CursorKey,
@@ -186,7 +189,8 @@ pub async fn run(args: QueryArgs) -> Result<(), Box<dyn std::error::Error + Send
                         Some(endpoint) => aws::sdk_config(endpoint).await,
                         None => aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await,
                     };
-                    Some(stele_archiver::S3Store::new(aws::s3_client(&sdk), bucket.clone()))
+                    let s3 = stele_archiver::S3Store::new(aws::s3_client(&sdk), bucket.clone());
+                    Some(RecentObjects::new(s3, 256 << 20))
                 }
                 None => None,
             };
@@ -200,15 +204,20 @@ pub async fn run(args: QueryArgs) -> Result<(), Box<dyn std::error::Error + Send
         }
         (None, None) => return Err("give --endpoint (and --token), or --database-url (and --tenant, --bucket)".into()),
     };
-    let table = match args.format.as_deref() {
-        Some("table") => true,
-        Some("ndjson") => false,
-        Some(other) => return Err(format!("--format {other}: use table or ndjson").into()),
-        None => std::io::stdout().is_terminal(),
+    // `None`: a table.
+    let format = match args.format.as_deref() {
+        Some("table") => None,
+        Some(other) => Some(Format::parse(other).ok_or(format!("--format {other}: use table, ndjson or csv"))?),
+        None if std::io::stdout().is_terminal() => None,
+        None => Some(Format::Ndjson),
     };
+    let table = format.is_none();
     let progress = std::io::stderr().is_terminal() && !table;
     let params = args.params();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    if let Some(f) = format {
+        out.write_all(&f.header())?;
+    }
     if table {
         writeln!(
             out,
@@ -223,7 +232,11 @@ pub async fn run(args: QueryArgs) -> Result<(), Box<dyn std::error::Error + Send
             if args.max.is_some_and(|m| shown >= m) {
                 break;
             }
-            if table {
+            if let Some(f) = format {
+                let mut line = Vec::new();
+                f.write_json(e, &mut line);
+                out.write_all(&line)?;
+            } else {
                 let resource = [cell(e, &["resource", "type"]), cell(e, &["resource", "id"])].join("/");
                 writeln!(
                     out,
@@ -235,9 +248,6 @@ pub async fn run(args: QueryArgs) -> Result<(), Box<dyn std::error::Error + Send
                     cell(e, &["actor", "id"]),
                     if resource == "/" { String::new() } else { resource }
                 )?;
-            } else {
-                serde_json::to_writer(&mut out, e)?;
-                out.write_all(b"\n")?;
             }
             shown += 1;
         }

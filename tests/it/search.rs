@@ -86,62 +86,84 @@ fn expected(events: &[StoredEvent], tenant: &str, keep: impl Fn(&StoredEvent) ->
     v.iter().map(|e| e.event.event_id.to_string()).collect()
 }
 
-#[tokio::test]
-async fn hot_and_archived_days_page_as_one_result_within_the_tenant() {
-    let env = TestEnv::get().await;
-    let db = env.fresh_database().await;
+/// Stores `events` (their day partitions first), then archives every day before
+/// `archive_before` with row groups of `row_group_rows` (pages and time ranges skip
+/// row groups by their statistics); returns how many days were archived.
+async fn store_and_archive(
+    env: &TestEnv,
+    db: &support::TestDb,
+    bucket: &str,
+    events: &[StoredEvent],
+    days: &[NaiveDate],
+    archive_before: NaiveDate,
+    row_group_rows: usize,
+) -> usize {
     let client = db.migrated_client().await;
-    let bucket = support::unique_name("search");
-    env.create_bucket(&bucket).await;
-    let days: Vec<NaiveDate> = ARCHIVED.iter().chain([&HOT]).map(|d| d.parse().unwrap()).collect();
-    partitions::ensure_days(&client, &days).await.unwrap();
+    partitions::ensure_days(&client, days).await.unwrap();
+    PgEventStore::new(stele_store::pool(&db.store_config()).unwrap())
+        .insert_batch(events, &[])
+        .await
+        .unwrap();
+    let mut config = ArchiverConfig::new(bucket.to_string());
+    config.row_group_rows = row_group_rows;
+    config.batch_rows = row_group_rows;
+    config.retention = Utc::now().date_naive().signed_duration_since(archive_before);
+    let report = Archiver::with_postgres(
+        Arc::new(S3Store::new(env.s3().await, bucket.to_string())),
+        db.store_config(),
+        config,
+    )
+    .run(Utc::now(), Instant::now() + Duration::from_secs(600))
+    .await;
+    report.archived.len()
+}
+
+/// The query function over `db` and `bucket`, with `config`'s other settings.
+fn query_of(env_s3: aws_sdk_s3::Client, db: &support::TestDb, bucket: &str, config: QueryConfig) -> Query {
+    Query::new(
+        QueryConfig {
+            archive_bucket: Some(bucket.to_string()),
+            ..config
+        },
+        stele_store::pool(&db.store_config()).unwrap(),
+    )
+    .with_archive(env_s3)
+}
+
+/// Two tenants, nine events a day on two archived days and one hot day; two events
+/// share each time (the id breaks the tie).
+fn fixture_events() -> Vec<StoredEvent> {
     let mut events = Vec::new();
     for tenant in ["acme", "globex"] {
         for day in ARCHIVED.iter().chain([&HOT]) {
             for i in 0..9 {
                 let actor = ["u0", "u1", "u2"][i % 3];
                 let action = ["user.login", "user.logout", "doc.read"][i / 3];
-                // Two events share each time: the id breaks the tie.
                 let at = format!("{day}T{:02}:00:00Z", 10 + i / 2);
                 events.push(event(tenant, &at, action, actor));
             }
         }
     }
-    PgEventStore::new(stele_store::pool(&db.store_config()).unwrap())
-        .insert_batch(&events, &[])
-        .await
-        .unwrap();
+    events
+}
 
-    // Archive the February days: their partitions are dropped.
-    let mut config = ArchiverConfig::new(bucket.clone());
-    // Row groups of 2 rows: pages and time ranges skip row groups by their statistics.
-    config.row_group_rows = 2;
-    config.batch_rows = 2;
-    config.retention = Utc::now()
-        .date_naive()
-        .signed_duration_since(NaiveDate::from_ymd_opt(2026, 2, 25).unwrap());
-    let report = Archiver::with_postgres(
-        Arc::new(S3Store::new(env.s3().await, bucket.clone())),
-        db.store_config(),
-        config,
-    )
-    .run(Utc::now(), Instant::now() + Duration::from_secs(600))
-    .await;
-    assert_eq!(report.archived.len(), 2, "{report:?}");
+#[tokio::test]
+async fn hot_and_archived_days_page_as_one_result_within_the_tenant() {
+    let env = TestEnv::get().await;
+    let db = env.fresh_database().await;
+    let bucket = support::unique_name("search");
+    env.create_bucket(&bucket).await;
+    let days: Vec<NaiveDate> = ARCHIVED.iter().chain([&HOT]).map(|d| d.parse().unwrap()).collect();
+    let events = fixture_events();
+    let archived = store_and_archive(env, &db, &bucket, &events, &days, "2026-02-25".parse().unwrap(), 2).await;
+    assert_eq!(archived, 2);
+    let client = db.migrated_client().await;
     let attached = stele_store::search::attached_days(&client).await.unwrap();
     assert!(
         attached.contains(&days[2]) && !attached.contains(&days[0]) && !attached.contains(&days[1]),
         "only the hot day is left in PostgreSQL: {attached:?}"
     );
-
-    let query = Query::new(
-        QueryConfig {
-            archive_bucket: Some(bucket.clone()),
-            ..Default::default()
-        },
-        stele_store::pool(&db.store_config()).unwrap(),
-    )
-    .with_archive(env.s3().await);
+    let query = query_of(env.s3().await, &db, &bucket, QueryConfig::default());
 
     // Every event of the tenant, newest first, across the archived/hot boundary,
     // in pages of 5 (page edges fall inside days and between tied times).
@@ -341,12 +363,10 @@ fn random_search(rng: &mut StdRng) -> (String, Value) {
 async fn random_searches_match_duckdb_over_the_same_tables_and_files() {
     let env = TestEnv::get().await;
     let db = env.fresh_database().await;
-    let client = db.migrated_client().await;
     let bucket = support::unique_name("search-diff");
     env.create_bucket(&bucket).await;
     let day_names = ["2026-02-19", "2026-02-20", "2026-02-26", "2026-02-27"];
     let days: Vec<NaiveDate> = day_names.iter().map(|d| d.parse().unwrap()).collect();
-    partitions::ensure_days(&client, &days).await.unwrap();
     let mut rng = StdRng::seed_from_u64(17);
     let mut events = Vec::new();
     for tenant in ["acme", "globex", "initech"] {
@@ -356,24 +376,8 @@ async fn random_searches_match_duckdb_over_the_same_tables_and_files() {
             }
         }
     }
-    PgEventStore::new(stele_store::pool(&db.store_config()).unwrap())
-        .insert_batch(&events, &[])
-        .await
-        .unwrap();
-    let mut config = ArchiverConfig::new(bucket.clone());
-    config.row_group_rows = 8;
-    config.batch_rows = 8;
-    config.retention = Utc::now()
-        .date_naive()
-        .signed_duration_since(NaiveDate::from_ymd_opt(2026, 2, 24).unwrap());
-    let report = Archiver::with_postgres(
-        Arc::new(S3Store::new(env.s3().await, bucket.clone())),
-        db.store_config(),
-        config,
-    )
-    .run(Utc::now(), Instant::now() + Duration::from_secs(600))
-    .await;
-    assert_eq!(report.archived.len(), 2, "{report:?}");
+    let archived = store_and_archive(env, &db, &bucket, &events, &days, "2026-02-24".parse().unwrap(), 8).await;
+    assert_eq!(archived, 2);
 
     let searches: Vec<(String, Value)> = (0..200).map(|_| random_search(&mut rng)).collect();
     // The oracle: DuckDB over the database and a local copy of the bucket.
@@ -404,14 +408,7 @@ async fn random_searches_match_duckdb_over_the_same_tables_and_files() {
     );
     let answers: Vec<Vec<String>> = serde_json::from_slice(&out.stdout).unwrap();
 
-    let query = Query::new(
-        QueryConfig {
-            archive_bucket: Some(bucket.clone()),
-            ..Default::default()
-        },
-        stele_store::pool(&db.store_config()).unwrap(),
-    )
-    .with_archive(s3);
+    let query = query_of(s3, &db, &bucket, QueryConfig::default());
     let (mut nonempty, mut rows) = (0, 0);
     for ((params, oracle), want) in searches.iter().zip(&answers) {
         let got = all_pages(&query, oracle["tenant"].as_str().unwrap(), params).await;
@@ -421,4 +418,194 @@ async fn random_searches_match_duckdb_over_the_same_tables_and_files() {
     }
     // The searches are not vacuous: most find rows, on both sides of the boundary.
     assert!(nonempty >= 60 && rows >= 500, "{nonempty} searches found {rows} rows");
+}
+
+/// A `GET /v1/events/export` answer: status, headers and the body's bytes.
+async fn export(query: &Query, params: &str, tenant: &str) -> (u16, HeaderMap, Vec<u8>) {
+    let req = stele::local::api_gateway::api_gateway_request(
+        &Method::GET,
+        &format!("/v1/events/export?{params}"),
+        &HeaderMap::new(),
+        b"",
+        "tenant_id",
+        Some(tenant),
+    )
+    .unwrap();
+    let resp = query.handle(req).await;
+    (resp.status().as_u16(), resp.headers().clone(), resp.body().to_vec())
+}
+
+/// The bytes at `url`, as any HTTP client would fetch a presigned URL.
+fn download(url: &str) -> Vec<u8> {
+    let out = std::process::Command::new(support::archive::python())
+        .args([
+            "-c",
+            "import sys, urllib.request; sys.stdout.buffer.write(urllib.request.urlopen(sys.argv[1]).read())",
+            url,
+        ])
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "GET {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+fn ndjson_ids(body: &[u8]) -> Vec<String> {
+    body.split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let e: Value = serde_json::from_slice(l).unwrap();
+            e["event_id"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn exports_hold_every_event_of_the_search_inline_or_behind_a_presigned_url() {
+    let env = TestEnv::get().await;
+    let db = env.fresh_database().await;
+    let bucket = support::unique_name("export");
+    env.create_bucket(&bucket).await;
+    let days: Vec<NaiveDate> = ARCHIVED.iter().chain([&HOT]).map(|d| d.parse().unwrap()).collect();
+    let events = fixture_events();
+    let archived = store_and_archive(env, &db, &bucket, &events, &days, "2026-02-25".parse().unwrap(), 2).await;
+    assert_eq!(archived, 2);
+    let query = query_of(env.s3().await, &db, &bucket, QueryConfig::default());
+
+    // Inline NDJSON: every event of the range, hot and archived, as the search pages
+    // serve them (same order, same bytes per event).
+    let (status, headers, body) = export(&query, RANGE, "acme").await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(headers["content-type"], "application/x-ndjson");
+    assert_eq!(headers["x-stele-event-count"], "27");
+    assert!(headers["content-disposition"]
+        .to_str()
+        .unwrap()
+        .contains("stele-acme-20260220T000000Z-20260301T000000Z.ndjson"));
+    let ids = ndjson_ids(&body);
+    assert_eq!(ids, expected(&events, "acme", |_| true, false));
+    let (_, page) = get(&query, &format!("/v1/events?{RANGE}&limit=1"), "acme").await;
+    let first: Value = serde_json::from_slice(body.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    assert_eq!(
+        first, page["events"][0],
+        "an exported event is the event the API serves"
+    );
+
+    // Filters and order as in a search.
+    let (_, _, body) = export(&query, &format!("{RANGE}&actor_id=u1&order=asc"), "acme").await;
+    assert_eq!(
+        ndjson_ids(&body),
+        expected(&events, "acme", |e| e.event.actor.id == "u1", true)
+    );
+
+    // CSV: a header and one line per event, in the same order.
+    let (status, headers, body) = export(&query, &format!("{RANGE}&format=csv"), "globex").await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-type"], "text/csv; charset=utf-8");
+    let text = String::from_utf8(body).unwrap();
+    let lines: Vec<&str> = text.split("\r\n").filter(|l| !l.is_empty()).collect();
+    assert!(lines[0].starts_with("tenant_id,event_id,occurred_at,"), "{}", lines[0]);
+    let csv_ids: Vec<&str> = lines[1..].iter().map(|l| l.split(',').nth(1).unwrap()).collect();
+    assert_eq!(csv_ids, expected(&events, "globex", |_| true, false));
+    assert!(lines[1..].iter().all(|l| l.starts_with("globex,")));
+
+    // Larger than a response may be: written to the bucket, a 303 to a presigned URL.
+    let small = query_of(
+        env.s3().await,
+        &db,
+        &bucket,
+        QueryConfig {
+            export_inline_max_bytes: 2000,
+            ..QueryConfig::default()
+        },
+    );
+    let (status, headers, body) = export(&small, RANGE, "acme").await;
+    assert_eq!(status, 303, "{}", String::from_utf8_lossy(&body));
+    let answer: Value = serde_json::from_slice(&body).unwrap();
+    let url = headers["location"].to_str().unwrap();
+    assert_eq!(answer["url"], url);
+    assert_eq!(answer["events"], 27);
+    let key = answer["key"].as_str().unwrap();
+    assert!(key.starts_with("_exports/tenant_id=acme/"), "{key}");
+    let file = download(url);
+    assert_eq!(answer["bytes"], file.len());
+    assert_eq!(ndjson_ids(&file), ids, "the file holds what the inline export held");
+
+    // Without a bucket, an export that outgrows a response is refused, not cut.
+    let hot_only = Query::new(
+        QueryConfig {
+            export_inline_max_bytes: 2000,
+            ..QueryConfig::default()
+        },
+        stele_store::pool(&db.store_config()).unwrap(),
+    );
+    let (status, _, body) = export(&hot_only, RANGE, "acme").await;
+    assert_eq!(status, 413, "{}", String::from_utf8_lossy(&body));
+
+    // Tenants export only their own events; bad input names the parameter.
+    let (_, _, body) = export(&query, RANGE, "initech").await;
+    assert!(body.is_empty());
+    for (params, named) in [
+        (format!("{RANGE}&format=xml"), "`format`"),
+        (format!("{RANGE}&limit=10"), "`limit`"),
+        (
+            "from=2026-01-01T00:00:00Z&to=2026-03-01T00:00:00Z".to_string(),
+            "31 days",
+        ),
+    ] {
+        let (status, _, body) = export(&query, &params, "acme").await;
+        assert_eq!(status, 400, "{params}");
+        assert!(String::from_utf8_lossy(&body).contains(named), "{params}");
+    }
+}
+
+#[tokio::test]
+async fn exports_in_an_object_lock_bucket_keep_a_one_day_retention() {
+    let env = TestEnv::get().await;
+    let db = env.fresh_database().await;
+    let bucket = support::unique_name("export-lock");
+    let s3 = env.s3().await;
+    s3.create_bucket()
+        .bucket(&bucket)
+        .object_lock_enabled_for_bucket(true)
+        .send()
+        .await
+        .unwrap();
+    let day: NaiveDate = HOT.parse().unwrap();
+    let events: Vec<StoredEvent> = fixture_events()
+        .into_iter()
+        .filter(|e| e.event.occurred_at.date_naive() == day)
+        .collect();
+    store_and_archive(env, &db, &bucket, &events, &[day], "2026-01-01".parse().unwrap(), 100).await;
+    let query = query_of(
+        s3.clone(),
+        &db,
+        &bucket,
+        QueryConfig {
+            export_inline_max_bytes: 100,
+            export_lock_mode: Some("GOVERNANCE".into()),
+            ..QueryConfig::default()
+        },
+    );
+    let (status, _, body) = export(&query, RANGE, "acme").await;
+    assert_eq!(status, 303, "{}", String::from_utf8_lossy(&body));
+    let answer: Value = serde_json::from_slice(&body).unwrap();
+    let retention = s3
+        .get_object_retention()
+        .bucket(&bucket)
+        .key(answer["key"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let until = retention
+        .retention()
+        .and_then(|r| r.retain_until_date())
+        .unwrap()
+        .secs();
+    let hours = (until - Utc::now().timestamp()) / 3600;
+    assert!((23..=24).contains(&hours), "retained for {hours} h");
+    assert_eq!(ndjson_ids(&download(answer["url"].as_str().unwrap())).len(), 9);
 }

@@ -40,14 +40,16 @@ ROLES = {
         {"logs:CreateLogStream", "logs:PutLogEvents", "s3:PutObject", "s3:GetObject", "s3:ListBucket", "kms:Sign",
          "kms:GetPublicKey", "secretsmanager:GetSecretValue", "kms:Decrypt", "kms:GenerateDataKey"},
     ),
-    # The read path: its log group and its own database secret, nothing else (no S3, no
-    # Kinesis, no signing key); Decrypt only, for the secret.
+    # The read path: its log group, its own database secret and cursor key, the archive's
+    # tenant directories read-only, and its exports under _exports/ (no Kinesis, no signing key).
     "query": (
         "lambda.amazonaws.com",
         {"aws_cloudwatch_log_group.query", "local.db_query_secret_arn", "local.db_secret_kms_key_arns", "local.kms_via",
-         "aws_secretsmanager_secret.cursor_key", "aws_s3_bucket.archive", "var.archive_prefix"},
+         "aws_secretsmanager_secret.cursor_key", "aws_s3_bucket.archive", "var.archive_prefix", "local.export_prefix",
+         "local.kms_key_arn"},
         {"logs:CreateLogStream", "logs:PutLogEvents", "secretsmanager:GetSecretValue", "kms:Decrypt",
-         "s3:GetObject", "s3:ListBucket"},
+         "s3:GetObject", "s3:ListBucket", "s3:PutObject", "s3:PutObjectRetention", "s3:AbortMultipartUpload",
+         "kms:GenerateDataKey"},
     ),
     "scheduler": (
         "scheduler.amazonaws.com",

@@ -54,6 +54,7 @@ ENV = {
         "STELE_CURSOR_KEY_SECRET_ARN",
         "STELE_ARCHIVE_BUCKET",
         "STELE_ARCHIVE_PREFIX",
+        "STELE_EXPORT_LOCK_MODE",
         "RUST_LOG",
     },
 }

@@ -110,7 +110,7 @@ def test_vpc_endpoints_have_policies_naming_only_this_stacks_resources(module):
             assert st.get("effect", "Allow") == "Allow"
             for r in as_list(st["resources"]):
                 assert r.strip() != "*"
-                assert refs(r) <= allowed | {"aws_s3_bucket.archive", "var.archive_prefix", "each.value.resources"}, r
+                assert refs(r) <= allowed | {"aws_s3_bucket.archive", "var.archive_prefix", "local.export_prefix", "each.value.resources"}, r
             cond = conditions(st)["aws:PrincipalAccount"]
             assert is_ref(as_list(cond["values"])[0], "local.account_id")
 

@@ -32,6 +32,17 @@ pub struct QueryConfig {
     /// secret whose value (any string; its SHA-256 is the key) is read at start-up
     /// ([`QueryConfig::resolve_cursor_key`]), as Terraform deploys it.
     pub cursor_key_secret_arn: Option<String>,
+    /// `STELE_EXPORT_LOCK_MODE` (`GOVERNANCE`, `COMPLIANCE`, or empty: the bucket has no
+    /// Object Lock): large exports written to the archive bucket carry a one-day
+    /// retention in this mode, so the `_exports/` expiry can remove them.
+    pub export_lock_mode: Option<String>,
+    /// `STELE_EXPORT_URL_TTL_SECS` (default 900, 60..=3600): how long an export's
+    /// presigned URL is valid.
+    pub export_url_ttl_secs: u32,
+    /// `STELE_EXPORT_INLINE_MAX_BYTES` (default 5000000, 1..=5000000): the largest
+    /// export served as the response itself (JSON-escaped size); larger ones go to the
+    /// bucket.
+    pub export_inline_max_bytes: usize,
 }
 
 impl Default for QueryConfig {
@@ -44,6 +55,9 @@ impl Default for QueryConfig {
             archive_prefix: "audit".into(),
             cursor_key: CursorKey::random(),
             cursor_key_secret_arn: None,
+            export_lock_mode: None,
+            export_url_ttl_secs: 900,
+            export_inline_max_bytes: crate::export::spool::INLINE_MAX_ESCAPED,
         }
     }
 }
@@ -66,11 +80,11 @@ impl QueryConfig {
             }
             cfg.tenant_claim = claim.to_owned();
         }
-        let secs = |var: &'static str| -> Result<Option<u32>, Error> {
-            stele_core::settings::number(&get, var, 1..=3600)
-                .map(|n| n.map(|n| u32::try_from(n).unwrap_or(3600)))
+        let number = |var: &'static str, range: std::ops::RangeInclusive<u64>| -> Result<Option<u64>, Error> {
+            stele_core::settings::number(&get, var, range)
                 .map_err(|reason| bad(var, reason.trim_start_matches(var).trim_start().to_owned()))
         };
+        let secs = |var: &'static str| number(var, 1..=3600).map(|n| n.map(|n| n as u32));
         if let Some(n) = secs("STELE_PROOF_RETRY_AFTER_SECS")? {
             cfg.proof_retry_after_secs = n;
         }
@@ -82,6 +96,23 @@ impl QueryConfig {
             .filter(|b| !b.is_empty());
         if let Some(prefix) = get("STELE_ARCHIVE_PREFIX") {
             cfg.archive_prefix = prefix.trim_matches('/').to_owned();
+        }
+        cfg.export_lock_mode = match get("STELE_EXPORT_LOCK_MODE").as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(m @ ("GOVERNANCE" | "COMPLIANCE")) => Some(m.to_owned()),
+            Some(other) => {
+                return Err(bad(
+                    "STELE_EXPORT_LOCK_MODE",
+                    format!("`{other}` is not GOVERNANCE, COMPLIANCE or empty (no Object Lock)"),
+                ))
+            }
+        };
+        if let Some(n) = number("STELE_EXPORT_URL_TTL_SECS", 60..=3600)? {
+            cfg.export_url_ttl_secs = n as u32;
+        }
+        let inline_max = crate::export::spool::INLINE_MAX_ESCAPED as u64;
+        if let Some(n) = number("STELE_EXPORT_INLINE_MAX_BYTES", 1..=inline_max)? {
+            cfg.export_inline_max_bytes = n as usize;
         }
         cfg.cursor_key_secret_arn = get("STELE_CURSOR_KEY_SECRET_ARN").filter(|a| !a.trim().is_empty());
         match get("STELE_CURSOR_KEY") {

@@ -10,6 +10,8 @@ use uuid::Uuid;
 
 use crate::config::QueryConfig;
 use crate::events::{self, EventSearch, SearchError};
+use crate::export::spool::{Delivered, ExportBucket, Spool, SpoolError, EXPORT_PREFIX};
+use crate::export::{self, ExportError, ExportRequest};
 use stele_archiver::S3Store;
 
 /// The query function: configuration, a database pool and the archive, shared by
@@ -18,11 +20,14 @@ pub struct Query {
     config: QueryConfig,
     pool: deadpool_postgres::Pool,
     archive: Option<S3Store>,
+    /// Where exports too large for a response are written (the archive bucket).
+    exports: Option<ExportBucket>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
 enum Route<'a> {
     Events,
+    Export,
     Proof(&'a str),
     Checkpoint,
     Consistency,
@@ -40,6 +45,7 @@ fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
     };
     let found = match tail {
         ["events"] => Route::Events,
+        ["events", "export"] => Route::Export,
         ["events", id, "proof"] => Route::Proof(id),
         ["log", "checkpoint"] => Route::Checkpoint,
         ["log", "consistency"] => Route::Consistency,
@@ -119,6 +125,7 @@ impl Query {
             config,
             pool,
             archive: None,
+            exports: None,
         }
     }
 
@@ -128,7 +135,13 @@ impl Query {
             .config
             .archive_bucket
             .clone()
-            .map(|bucket| S3Store::new(s3, bucket));
+            .map(|bucket| S3Store::new(s3.clone(), bucket));
+        self.exports = self.config.archive_bucket.clone().map(|bucket| ExportBucket {
+            client: s3,
+            bucket,
+            lock_mode: self.config.export_lock_mode.clone(),
+            url_ttl: std::time::Duration::from_secs(self.config.export_url_ttl_secs.into()),
+        });
         self
     }
 
@@ -141,7 +154,7 @@ impl Query {
         let path = req.uri().path().to_owned();
         let resp = match route(req.method(), &path) {
             Route::NotFound => not_found(
-                "no such resource; see GET /v1/events, /v1/events/{event_id}/proof, /v1/log/checkpoint, /v1/log/consistency",
+                "no such resource; see GET /v1/events, /v1/events/export, /v1/events/{event_id}/proof, /v1/log/checkpoint, /v1/log/consistency",
             ),
             Route::MethodNotAllowed => {
                 let mut resp = error_response(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use GET, HEAD");
@@ -154,6 +167,7 @@ impl Query {
                 Ok(tenant) => {
                     let answer = match route {
                         Route::Events => self.events(&tenant, &req).await,
+                        Route::Export => self.export(&tenant, &req).await,
                         Route::Proof(id) => self.proof(&tenant, id).await,
                         Route::Checkpoint => self.checkpoint(&tenant).await,
                         _ => self.consistency(&tenant, &req).await,
@@ -233,6 +247,118 @@ impl Query {
             )),
             Err(SearchError::Unavailable(why)) => Err(Failure::Unavailable(why)),
             Err(SearchError::Unreadable(why)) => Err(Failure::Inconsistent(why)),
+        }
+    }
+
+    /// `GET /v1/events/export`: `200` with the file when it fits a response, else
+    /// `303 See Other` to a presigned URL of it (and the URL in a JSON body).
+    async fn export(&self, tenant: &str, req: &Request) -> Answer {
+        let params = req.query_string_parameters();
+        let names: Vec<&str> = params.iter().map(|(k, _)| k).collect();
+        let request = match ExportRequest::parse(|k| params.first(k), names) {
+            Ok(r) => r,
+            Err(e) => return Ok(bad_request(e.to_string())),
+        };
+        let (filters, format) = (&request.filters, request.format);
+        let stamp = |t: &chrono::DateTime<chrono::Utc>| t.format("%Y%m%dT%H%M%SZ").to_string();
+        let filename = format!(
+            "stele-{tenant}-{}-{}.{}",
+            stamp(&filters.from),
+            stamp(&filters.to),
+            format.extension()
+        );
+        let key = format!(
+            "{EXPORT_PREFIX}/tenant_id={tenant}/{}.{}",
+            Uuid::now_v7(),
+            format.extension()
+        );
+        let mut spool = Spool::new(
+            self.exports.clone(),
+            key,
+            filename.clone(),
+            format.content_type(),
+            self.config.export_inline_max_bytes,
+        );
+        // In Lambda: stop 2 s before the invocation's deadline, to answer with why.
+        if let Some(ctx) = req.lambda_context_ref() {
+            let left = (ctx.deadline as i64 - chrono::Utc::now().timestamp_millis() - 2000).max(0);
+            spool = spool.with_deadline(std::time::Instant::now() + std::time::Duration::from_millis(left as u64));
+        }
+        let client = self.client().await?;
+        let archive = self.archive.as_ref().map(|s| (s, self.config.archive_prefix.as_str()));
+        let count = match export::run(&**client, archive, tenant, filters, format, &mut spool, |_| {}).await {
+            Ok(n) => n,
+            Err(e) => {
+                spool.abandon().await;
+                return match e {
+                    ExportError::Search(SearchError::Unreadable(why)) => Err(Failure::Inconsistent(why)),
+                    ExportError::Search(other) => Err(Failure::Unavailable(other.to_string())),
+                    ExportError::Output(e) => self.export_failed(e),
+                };
+            }
+        };
+        let delivered = match spool.finish().await {
+            Ok(d) => d,
+            Err(e) => return self.export_failed(e),
+        };
+        tracing::info!(%tenant, events = count, "export written");
+        Ok(match delivered {
+            Delivered::Inline(body) => {
+                let mut resp = Response::new(Body::Text(String::from_utf8_lossy(&body).into_owned()));
+                let headers = resp.headers_mut();
+                headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(format.content_type()));
+                if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{filename}\"")) {
+                    headers.insert(header::CONTENT_DISPOSITION, v);
+                }
+                headers.insert("x-stele-event-count", HeaderValue::from(count));
+                resp
+            }
+            Delivered::Url {
+                url,
+                key,
+                bytes,
+                expires_at,
+            } => {
+                let mut resp = json_response(
+                    StatusCode::SEE_OTHER,
+                    &json!({
+                        "url": url,
+                        "expires_at": stele_core::event::timestamp::format(&expires_at),
+                        "key": key,
+                        "events": count,
+                        "bytes": bytes,
+                        "format": format.extension(),
+                    }),
+                );
+                if let Ok(v) = HeaderValue::from_str(&url) {
+                    resp.headers_mut().insert(header::LOCATION, v);
+                }
+                resp.headers_mut()
+                    .insert("x-stele-event-count", HeaderValue::from(count));
+                resp
+            }
+        })
+    }
+
+    fn export_failed(&self, e: SpoolError) -> Answer {
+        match e {
+            SpoolError::NoBucket => Ok(error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "export_too_large",
+                format!(
+                    "{e}: export a shorter range (the limit is {} bytes inline)",
+                    self.config.export_inline_max_bytes
+                ),
+            )),
+            SpoolError::OutOfTime { .. } => Ok(error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "export_too_large",
+                format!(
+                    "{e}: export a shorter range, or the whole range with `stele query --export` against the \
+                     database and bucket"
+                ),
+            )),
+            SpoolError::S3 { .. } => Err(Failure::Unavailable(e.to_string())),
         }
     }
 
@@ -384,6 +510,7 @@ mod tests {
         assert_eq!(route(&Method::GET, "/v1/log/checkpoint/"), Route::Checkpoint);
         assert_eq!(route(&Method::HEAD, "/v1/log/consistency"), Route::Consistency);
         assert_eq!(route(&Method::GET, "/v1/events"), Route::Events);
+        assert_eq!(route(&Method::GET, "/prod/v1/events/export"), Route::Export);
         assert_eq!(route(&Method::POST, "/v1/events"), Route::MethodNotAllowed);
         assert_eq!(route(&Method::GET, "/v1/events/x/proof/y"), Route::NotFound);
     }

@@ -3,6 +3,8 @@
 //!
 //! - `GET /v1/events?from=&to=&...`: the tenant's events, hot and archived, newest
 //!   first, paged by a signed cursor ([`events`]);
+//! - `GET /v1/events/export?from=&to=&...&format=ndjson|csv`: every event of a search
+//!   in one file, inline or as a presigned URL ([`export`]);
 //! - `GET /v1/events/{event_id}/proof`: the event's leaf and its inclusion proof
 //!   against the newest signed checkpoint that covers it (JSON, with the C2SP
 //!   tlog-proof text);
@@ -17,6 +19,7 @@
 
 pub mod config;
 pub mod events;
+pub mod export;
 pub mod handler;
 
 pub use config::QueryConfig;

@@ -64,6 +64,7 @@ resource "aws_apigatewayv2_route" "post_events" {
 locals {
   query_routes = [
     "GET /v1/events",
+    "GET /v1/events/export",
     "GET /v1/events/{event_id}/proof",
     "GET /v1/log/checkpoint",
     "GET /v1/log/consistency",

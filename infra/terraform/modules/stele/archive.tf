@@ -133,6 +133,25 @@ resource "aws_s3_bucket_lifecycle_configuration" "archive" {
     }
   }
 
+  # The query function's exports (GET /v1/events/export): a download, not a record. Each
+  # carries a one-day Object Lock retention of its own, so it can go after a day.
+  rule {
+    id     = "expire-exports"
+    status = "Enabled"
+
+    filter {
+      prefix = "${local.export_prefix}/"
+    }
+
+    expiration {
+      days = 1
+    }
+
+    noncurrent_version_expiration {
+      noncurrent_days = 1
+    }
+  }
+
   rule {
     id     = "abort-incomplete-multipart-uploads"
     status = "Enabled"
@@ -148,6 +167,8 @@ resource "aws_s3_bucket_lifecycle_configuration" "archive" {
 }
 
 locals {
+  # Where the query function writes exports (functions/query/src/export/spool.rs, EXPORT_PREFIX).
+  export_prefix           = "_exports"
   archive_noncurrent_days = var.object_lock_enabled ? max(30, var.object_lock_retention_days) : 30
 }
 

@@ -380,6 +380,30 @@ data "aws_iam_policy_document" "query" {
     }
   }
 
+  # Exports too large for a response: written under _exports/ (with their own one-day
+  # Object Lock retention), then fetched by the tenant through a presigned GET.
+  statement {
+    sid = "WriteExports"
+    actions = [
+      "s3:PutObject",
+      "s3:PutObjectRetention",
+      "s3:GetObject",
+      "s3:AbortMultipartUpload",
+    ]
+    resources = ["${aws_s3_bucket.archive.arn}/${local.export_prefix}/tenant_id=*"]
+  }
+
+  statement {
+    sid       = "EncryptExports"
+    actions   = ["kms:GenerateDataKey"]
+    resources = [local.kms_key_arn]
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = [local.kms_via.s3]
+    }
+  }
+
   # The secrets' and archive's key, only through Secrets Manager and S3: nothing else the
   # stack key encrypts.
   statement {

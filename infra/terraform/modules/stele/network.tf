@@ -133,8 +133,9 @@ resource "aws_vpc_endpoint" "interface" {
   tags                = merge(local.tags, { Name = "${var.name}-${each.key}" })
 }
 
-# The archiver's objects under the archive prefix, and listing that prefix (the only S3 calls
-# made from the VPC: the event source mapping and Athena reach S3 from outside it).
+# The archiver's objects under the archive prefix, the query function's exports, and listing
+# (the only S3 calls made from the VPC: the event source mapping and Athena reach S3 from
+# outside it).
 data "aws_iam_policy_document" "s3_endpoint" {
   statement {
     sid = "ArchiveObjects"
@@ -144,8 +145,9 @@ data "aws_iam_policy_document" "s3_endpoint" {
       "s3:DeleteObject",
       "s3:AbortMultipartUpload",
       "s3:ListMultipartUploadParts",
+      "s3:PutObjectRetention",
     ]
-    resources = ["${aws_s3_bucket.archive.arn}/${var.archive_prefix}/*"]
+    resources = ["${aws_s3_bucket.archive.arn}/${var.archive_prefix}/*", "${aws_s3_bucket.archive.arn}/${local.export_prefix}/*"]
     principals {
       type        = "AWS"
       identifiers = ["*"]

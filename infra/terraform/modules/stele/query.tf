@@ -1,9 +1,12 @@
 # The query function (functions/query): the read API. Tenant-scoped from the JWT claim like
 # ingest, it answers GET /v1/events (a tenant's events: hot days from PostgreSQL, archived
-# days from the archive's Parquet files), GET /v1/events/{event_id}/proof, /v1/log/checkpoint
-# and /v1/log/consistency (api.tf routes them). It connects as its own login user in the
-# read-only stele_reader role (database.tf); in AWS it may read its secrets, the archive's
-# tenant directories (never write) and nothing else (iam.tf): no Kinesis, no KMS signing.
+# days from the archive's Parquet files), GET /v1/events/export (the same as one NDJSON or CSV
+# file: inline, or written under the bucket's _exports/ prefix and handed out as a presigned URL;
+# archive.tf expires that prefix after a day), GET /v1/events/{event_id}/proof,
+# /v1/log/checkpoint and /v1/log/consistency (api.tf routes them). It connects as its own login
+# user in the read-only stele_reader role (database.tf); in AWS it may read its secrets and the
+# archive's tenant directories, write only under _exports/ (iam.tf), and nothing else: no
+# Kinesis, no KMS signing.
 
 # The secret page cursors are signed with (HMAC-SHA256 over tenant, query and position):
 # one value shared by every instance, generated once when the stack is created. Replacing
@@ -64,6 +67,7 @@ resource "aws_lambda_function" "query" {
       STELE_CURSOR_KEY_SECRET_ARN  = aws_secretsmanager_secret.cursor_key.arn
       STELE_ARCHIVE_BUCKET         = aws_s3_bucket.archive.id
       STELE_ARCHIVE_PREFIX         = var.archive_prefix
+      STELE_EXPORT_LOCK_MODE       = var.object_lock_enabled ? var.object_lock_mode : ""
       RUST_LOG                     = var.rust_log
     })
   }
