@@ -81,7 +81,10 @@ class Renderer:
         if m := re.fullmatch(r"coalesce\(([^,]+),(.*)\)", t, re.S):
             first = self._eval(m.group(1))
             return first if first is not None else self._eval(m.group(2))
-        if m := re.fullmatch(r"(local\.[a-z0-9_]+)\s*\?\s*(\"[^\"]*\")\s*:\s*(\"[^\"]*\")", t):
+        if m := re.fullmatch(
+            r"((?:local|var)\.[a-z0-9_]+)\s*\?\s*(\"[^\"]*\"|(?:local|var)\.[a-z0-9_]+)\s*:\s*(\"[^\"]*\"|(?:local|var)\.[a-z0-9_]+)",
+            t,
+        ):
             return self._eval(m.group(2) if self._eval(m.group(1)) else m.group(3))
         if m := re.fullmatch(r"jsonencode\(\{(.*)\}\)", t, re.S):
             return json.dumps(self._object(m.group(1)), separators=(",", ":"))

@@ -359,6 +359,10 @@ def test_query_answers_reads_with_terraforms_environment_as_its_own_read_only_lo
         _, page2 = query.invoke(query_request(stack, "GET /v1/events", "/v1/events", tenant,
                                               {**window, "cursor": cursor}))
         _, foreign = query.invoke(query_request(stack, "GET /v1/events", "/v1/events", "someone-else", window))
+        # The same events as one CSV export (inline: it is small).
+        export_window = {k: v for k, v in window.items() if k != "limit"}
+        _, exported = query.invoke(query_request(stack, "GET /v1/events/export", "/v1/events/export", tenant,
+                                                 {**export_window, "format": "csv"}))
     finally:
         query.stop()
     assert env["STELE_CURSOR_KEY_SECRET_ARN"] and env["STELE_ARCHIVE_BUCKET"] == stack["bucket"], env
@@ -368,6 +372,10 @@ def test_query_answers_reads_with_terraforms_environment_as_its_own_read_only_lo
     served = [e["event_id"] for e in first["events"] + second["events"]]
     assert sorted(served) == sorted(line.split()[0] for line in stored), (served, stored)
     assert foreign["statusCode"] == 200 and json.loads(foreign["body"])["events"] == [], foreign
+    assert exported["statusCode"] == 200, (exported, query.output())
+    lines = exported["body"].splitlines()
+    assert lines[0].startswith("tenant_id,event_id,") and len(lines) == 4, exported
+    assert [line.split(",")[1] for line in lines[1:]] == served, (lines, served)
     assert status == 200, (status, early, query.output())
     assert early["statusCode"] == 409, (early, query.output())
     assert json.loads(early["body"])["error"] == "not_yet_checkpointed", early

@@ -27,7 +27,8 @@ def test_http_api_routes_and_jwt_authorizer(module):
     # The read routes (one resource over local.query_routes): the query function, JWT, and
     # the read scopes, never the write scopes.
     assert set(as_list(module.locals["query_routes"])) == {
-        "GET /v1/events", "GET /v1/events/{event_id}/proof", "GET /v1/log/checkpoint", "GET /v1/log/consistency"}
+        "GET /v1/events", "GET /v1/events/export", "GET /v1/events/{event_id}/proof", "GET /v1/log/checkpoint",
+            "GET /v1/log/consistency"}
     query = module.resource("aws_apigatewayv2_route", "query")
     assert is_ref(query["for_each"], "toset(local.query_routes)") and is_ref(query["route_key"], "each.value")
     assert query["authorization_type"] == "JWT"

@@ -145,9 +145,25 @@ data "aws_iam_policy_document" "s3_endpoint" {
       "s3:DeleteObject",
       "s3:AbortMultipartUpload",
       "s3:ListMultipartUploadParts",
-      "s3:PutObjectRetention",
     ]
-    resources = ["${aws_s3_bucket.archive.arn}/${var.archive_prefix}/*", "${aws_s3_bucket.archive.arn}/${local.export_prefix}/*"]
+    resources = ["${aws_s3_bucket.archive.arn}/${var.archive_prefix}/*"]
+    principals {
+      type        = "AWS"
+      identifiers = ["*"]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "aws:PrincipalAccount"
+      values   = [local.account_id]
+    }
+  }
+
+  # Exports (GET /v1/events/export), with their own short retention: never under the archive
+  # prefix.
+  statement {
+    sid       = "Exports"
+    actions   = ["s3:PutObject", "s3:PutObjectRetention", "s3:GetObject", "s3:AbortMultipartUpload"]
+    resources = ["${aws_s3_bucket.archive.arn}/${local.export_prefix}/*"]
     principals {
       type        = "AWS"
       identifiers = ["*"]
