@@ -26,7 +26,7 @@ stamp=$(date -u +%Y%m%dT%H%M%SZ)
 eval "$(scripts/pg.sh start --watch-pid $$ | sed 's/^/export /')"
 cleanup() { scripts/pg.sh stop "$STELE_PG_DIR" >/dev/null 2>&1 || true; }
 trap cleanup EXIT
-url=$STELE_PG_URL tenant=tenant-0 first=2026-10-01
+url=$STELE_PG_URL tenant=tenant-0 first=2020-02-01
 
 case "$mode" in
 hot)

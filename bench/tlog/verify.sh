@@ -23,7 +23,7 @@ results="$out/verify-$(date -u +%Y%m%dT%H%M%SZ).tsv"
 eval "$(scripts/pg.sh start --watch-pid $$ | sed 's/^/export /')"
 eval "$(localstack/start.sh --no-warm --watch-pid $$ | sed 's/^/export /')"
 trap 'scripts/pg.sh stop "$STELE_PG_DIR" >/dev/null 2>&1 || true; localstack/stop.sh "$LOCALSTACK_DIR" >/dev/null 2>&1 || true' EXIT
-bucket=bench-verify origin=bench.invalid/stele day=2026-11-20
+bucket=bench-verify origin=bench.invalid/stele day=2020-01-15
 url=$STELE_PG_URL vkey="$out/log.vkey"
 "$bench" bucket "$STELE_AWS_ENDPOINT" "$bucket"
 "$bench" fill "$url" "$day" "$rows" "$tenants"
@@ -41,7 +41,7 @@ for r in $(seq 1 "$runs"); do
   tail -n1 "$out/verify-$r.log" >&2
   load=$(cut -d' ' -f1 /proc/loadavg)
   line=$("$bench" decode "$STELE_AWS_ENDPOINT" "$bucket" | tail -n1)
-  python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert d["rows"] == int(sys.argv[3]), d; print(f"{sys.argv[2]}\tdecode\t{d[\"secs\"]:.3f}\t{d[\"rows_per_sec\"]:.0f}\t{sys.argv[4]}")' \
+  python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert d["rows"] == int(sys.argv[3]), d; print("%s\tdecode\t%.3f\t%.0f\t%s" % (sys.argv[2], d["secs"], d["rows_per_sec"], sys.argv[4]))' \
     "$line" "$r" "$rows" "$load" | tee -a "$results"
 done
 echo "results: $results" >&2

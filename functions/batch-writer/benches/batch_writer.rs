@@ -19,7 +19,9 @@
 //! Settings: STELE_BENCH_EVENTS (50000), STELE_BENCH_BATCH (10000),
 //! STELE_BENCH_ROUNDS (3), STELE_BENCH_CHUNK (records per insert statement,
 //! default 2000), STELE_BENCH_PG_URL (an existing cluster's
-//! superuser URL; default: a new `scripts/pg.sh start --durable` cluster).
+//! superuser URL; default: a new `scripts/pg.sh start --durable` cluster),
+//! STELE_BENCH_WITHOUT_SEARCH_INDEXES (set: without the `(tenant, actor)` and
+//! `(tenant, resource)` indexes the read API's filters use, to measure their cost).
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -178,6 +180,13 @@ impl Cluster {
         let url = self.url_of(name);
         let client = stele_store::connect(&StoreConfig::new(url.clone())).await.unwrap();
         stele_store::migrate(&client).await.unwrap();
+        // The read API's secondary indexes' write cost (issue 17): the same run without them.
+        if std::env::var_os("STELE_BENCH_WITHOUT_SEARCH_INDEXES").is_some() {
+            client
+                .batch_execute("DROP INDEX audit_events_tenant_actor, audit_events_tenant_resource")
+                .await
+                .unwrap();
+        }
         let (from, to) = days();
         stele_store::partitions::ensure_range(&client, from, to).await.unwrap();
         // Same starting point for every method: empty, analysed, checkpointed.
