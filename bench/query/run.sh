@@ -8,7 +8,8 @@
 #       through the query function's handler against the same rows read by one SQL statement.
 # cold: DAYS days of one tenant archived by the archiver (export, verify, detach), copied to a
 #       local folder, then actor_id searches over all DAYS days: our search (first page, and
-#       every page) against DuckDB over the same files (bench/query/duckdb_search.py).
+#       every page) against DuckDB over the same files (bench/query/duckdb_search.py); then
+#       GET /v1/events/export of the archived range (NDJSON, CSV) and of three hot days after it.
 # Builds (unless SKIP_BUILD=1) in ${CARGO_TARGET_DIR:-target}; starts its own PostgreSQL (and
 # LocalStack for cold). Prints each query's times on stderr, the summary JSON on stdout.
 set -euo pipefail
@@ -55,6 +56,18 @@ cold)
   "$bench" cold "$url" "$dir" "$tenant" "${first}T00:00:00Z" "${to}T00:00:00Z" "$queries" "$python" \
     2>"$out/cold-$stamp.tsv" | tee "$out/cold-$stamp.json"
   rm -rf "$dir"
+  # Exports through the handler: the archived days (uploaded: larger than a response), then
+  # three hot days after them, inline-sized and uploaded.
+  for f in ndjson csv; do
+    "$bench" export "$url" "$STELE_AWS_ENDPOINT" "$bucket" "$tenant" "${first}T00:00:00Z" "${to}T00:00:00Z" $f 5000000 \
+      | tee -a "$out/export-$stamp.json"
+  done
+  for d in 0 1 2; do
+    "$archiver" fill "$url" "$(date -u -d "$to + $d day" +%F)" "$per_day" 1 >&2
+  done
+  hot_to=$(date -u -d "$to + 3 day" +%F)
+  "$bench" export "$url" "$STELE_AWS_ENDPOINT" "$bucket" "$tenant" "${to}T00:00:00Z" "${hot_to}T00:00:00Z" ndjson 5000000 \
+    | tee -a "$out/export-$stamp.json"
   ;;
 *) echo "usage: $0 hot|cold ..." >&2; exit 2 ;;
 esac

@@ -10,6 +10,10 @@
 //!     holds `audit/tenant_id=…/dt=…/*.parquet`): our search (first page of 100, and
 //!     every page to the end) against DuckDB answering the same query over the same
 //!     files (bench/query/duckdb_search.py, one process fed query by query).
+//! search_bench export <db-url> <s3-endpoint> <bucket> <tenant> <from> <to> <format> <inline-max-bytes>
+//!     one `GET /v1/events/export` through the handler (archived days from the bucket,
+//!     a large export uploaded there), timed; the presigned file is fetched and its
+//!     lines counted.
 //! search_bench download <s3-endpoint> <bucket> <dir>
 //!     a local copy of the bucket's Parquet files.
 //!
@@ -65,7 +69,11 @@ fn ms(d: Duration) -> f64 {
 struct DirStore(PathBuf);
 
 fn unsupported<T>() -> StoreResult<T> {
-    Err(stele_archiver::error::StoreError::new("write", "", "a local copy is read-only"))
+    Err(stele_archiver::error::StoreError::new(
+        "write",
+        "",
+        "a local copy is read-only",
+    ))
 }
 
 impl ArchiveStore for DirStore {
@@ -206,7 +214,7 @@ async fn cold(args: &[String]) -> Res<()> {
     let client = pool.get().await?;
     let store = DirStore(dir.clone());
     let key = CursorKey::random();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/query/duckdb_search.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/query/duckdb_search.py");
     let mut duck = std::process::Command::new(&python)
         .arg(&script)
         .arg(dir.join("audit"))
@@ -258,7 +266,14 @@ async fn cold(args: &[String]) -> Res<()> {
         let started = Instant::now();
         let (mut all, mut cursor) = (Vec::new(), None);
         loop {
-            let page = events::search(&**client, Some((&store, "audit")), &key, &tenant, &search(1000, cursor)?).await?;
+            let page = events::search(
+                &**client,
+                Some((&store, "audit")),
+                &key,
+                &tenant,
+                &search(1000, cursor)?,
+            )
+            .await?;
             all.extend(page.events.into_iter().map(|e| e.event.event_id.to_string()));
             match page.next_cursor {
                 Some(c) => cursor = Some(c),
@@ -297,6 +312,64 @@ async fn cold(args: &[String]) -> Res<()> {
     Ok(())
 }
 
+async fn export(args: &[String]) -> Res<()> {
+    let url = arg(args, 2, "db url")?;
+    let endpoint = arg(args, 3, "s3 endpoint")?;
+    let bucket = arg(args, 4, "bucket")?;
+    let tenant = arg(args, 5, "tenant")?;
+    let (from, to) = (arg(args, 6, "from")?, arg(args, 7, "to")?);
+    let format = arg(args, 8, "format")?;
+    let inline_max: usize = arg(args, 9, "inline max bytes")?.parse()?;
+    let sdk = stele::local::aws::sdk_config(&endpoint).await;
+    let s3 = stele::local::aws::s3_client(&sdk);
+    let config = QueryConfig {
+        archive_bucket: Some(bucket.clone()),
+        export_inline_max_bytes: inline_max,
+        ..QueryConfig::default()
+    };
+    let query = Query::new(config, stele_store::pool(&StoreConfig::new(url.as_str()))?).with_archive(s3.clone());
+    let path = format!("/v1/events/export?from={from}&to={to}&format={format}");
+    let req = stele::local::api_gateway::api_gateway_request(
+        &Method::GET,
+        &path,
+        &HeaderMap::new(),
+        b"",
+        "tenant_id",
+        Some(&tenant),
+    )?;
+    let started = Instant::now();
+    let resp = query.handle(req).await;
+    let secs = started.elapsed().as_secs_f64();
+    let events: u64 = resp
+        .headers()
+        .get("x-stele-event-count")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| format!("{path}: {} {:?}", resp.status(), resp.body()))?;
+    // The delivered bytes, as the tenant gets them.
+    let (delivered, bytes) = if resp.status() == 303 {
+        let answer: serde_json::Value = serde_json::from_slice(resp.body().as_ref())?;
+        let key = answer["key"].as_str().ok_or("no key")?;
+        let object = s3.get_object().bucket(&bucket).key(key).send().await?;
+        let body = object.body.collect().await?.into_bytes();
+        ("s3", body)
+    } else {
+        ("inline", Bytes::copy_from_slice(resp.body().as_ref()))
+    };
+    let lines = bytes.iter().filter(|b| **b == b'\n').count() as u64;
+    let expected = events + u64::from(format == "csv");
+    if lines != expected {
+        return Err(format!("{lines} lines for {events} events").into());
+    }
+    println!(
+        "{}",
+        serde_json::json!({"mode": "export", "format": format, "delivered": delivered, "events": events,
+            "bytes": bytes.len(), "secs": secs, "events_per_sec": events as f64 / secs,
+            "mib_per_sec": bytes.len() as f64 / secs / 1048576.0})
+    );
+    Ok(())
+}
+
 async fn download(args: &[String]) -> Res<()> {
     let endpoint = arg(args, 2, "s3 endpoint")?;
     let bucket = arg(args, 3, "bucket")?;
@@ -323,6 +396,7 @@ async fn main() -> Res<()> {
     match arg(&args, 1, "mode")?.as_str() {
         "hot" => hot(&args).await,
         "cold" => cold(&args).await,
+        "export" => export(&args).await,
         "download" => download(&args).await,
         other => Err(format!("unknown mode {other}").into()),
     }

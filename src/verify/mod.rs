@@ -23,6 +23,7 @@ mod report;
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::NaiveDate;
+use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use stele_archiver::manifest::Manifest;
 use stele_archiver::merkle::MerkleBuilder;
@@ -193,6 +194,53 @@ async fn read_manifests<S: ArchiveStore>(
     Ok(in_force)
 }
 
+/// One tenant-day's objects as read: the listing, and per file of the manifest its
+/// rows as checked (`None`: the file is missing).
+struct TenantDayRead {
+    listed: BTreeSet<String>,
+    files: Vec<Option<Result<Vec<CheckedRow>, stele_archiver::readback::ReadbackError>>>,
+}
+
+/// Lists a tenant-day and checks each file (hash, footer, every row re-hashed) on a
+/// blocking thread: the CPU-heavy part, so two tenant-days run at once on two cores
+/// while the next files download.
+async fn read_tenant_day<S: ArchiveStore>(
+    store: &S,
+    prefix: &str,
+    day: NaiveDate,
+    tenant: &stele_archiver::export::TenantArchive,
+) -> Result<TenantDayRead, String> {
+    let dir = stele_archiver::layout::tenant_day_prefix(prefix, &tenant.tenant_id, day);
+    let listed: BTreeSet<String> = store
+        .list(&dir)
+        .await
+        .map_err(|e| format!("listing {dir}: {e}"))?
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    let mut files = Vec::with_capacity(tenant.files.len());
+    for file in &tenant.files {
+        let Some(bytes) = store
+            .get(&file.key)
+            .await
+            .map_err(|e| format!("reading {}: {e}", file.key))?
+        else {
+            files.push(None);
+            continue;
+        };
+        let (tenant_id, sha256, rows) = (tenant.tenant_id.clone(), file.sha256.clone(), file.rows);
+        let checked = tokio::task::spawn_blocking(move || {
+            let mut seen: Vec<CheckedRow> = Vec::new();
+            stele_archiver::readback::check_file(bytes, &tenant_id, &sha256, rows, |r| seen.push(r.clone()))
+                .map(|()| seen)
+        })
+        .await
+        .map_err(|e| format!("checking {}: {e}", file.key))?;
+        files.push(Some(checked));
+    }
+    Ok(TenantDayRead { listed, files })
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn check_day<S: ArchiveStore>(
     store: &S,
@@ -205,16 +253,14 @@ async fn check_day<S: ArchiveStore>(
     leaves: &mut BTreeMap<String, BTreeMap<u64, Vec<RowSeen>>>,
     progress: &dyn Fn(&str),
 ) -> Result<(), String> {
-    for tenant in manifest.tenants.iter().filter(|t| scope.tenant(&t.tenant_id)) {
+    let tenants: Vec<_> = manifest.tenants.iter().filter(|t| scope.tenant(&t.tenant_id)).collect();
+    // Read ahead: the next tenant-day is read and checked while this one is recorded.
+    let mut reads =
+        futures_util::stream::iter(tenants.iter().map(|t| read_tenant_day(store, prefix, day, t))).buffered(2);
+    for tenant in &tenants {
         progress(&format!("{day} {}", tenant.tenant_id));
-        let dir = stele_archiver::layout::tenant_day_prefix(prefix, &tenant.tenant_id, day);
-        let listed: BTreeSet<String> = store
-            .list(&dir)
-            .await
-            .map_err(|e| format!("listing {dir}: {e}"))?
-            .into_iter()
-            .map(|o| o.key)
-            .collect();
+        let Some(read) = reads.next().await else { break };
+        let TenantDayRead { listed, files } = read?;
         let named: BTreeSet<String> = tenant.files.iter().map(|f| f.key.clone()).collect();
         for missing in named.difference(&listed) {
             report.fail(
@@ -234,31 +280,25 @@ async fn check_day<S: ArchiveStore>(
         }
         let mut merkle = MerkleBuilder::new();
         let mut max_leaf: Option<u64> = None;
-        for file in &tenant.files {
-            let Some(bytes) = store
-                .get(&file.key)
-                .await
-                .map_err(|e| format!("reading {}: {e}", file.key))?
-            else {
+        for (file, checked) in tenant.files.iter().zip(files) {
+            let Some(checked) = checked else {
                 continue; // reported above
             };
-            let mut rows: Vec<CheckedRow> = Vec::new();
-            let checked =
-                stele_archiver::readback::check_file(bytes, &tenant.tenant_id, &file.sha256, file.rows, |r| {
-                    rows.push(r.clone())
-                });
             report.files += 1;
-            if let Err(e) = checked {
-                let mut f = Finding::new(e.to_string())
-                    .tenant(&tenant.tenant_id)
-                    .day(day)
-                    .file(&file.key);
-                if let stele_archiver::readback::ReadbackError::Row { problem, .. } = &e {
-                    f = f.event(problem.event_id());
+            let rows = match checked {
+                Ok(rows) => rows,
+                Err(e) => {
+                    let mut f = Finding::new(e.to_string())
+                        .tenant(&tenant.tenant_id)
+                        .day(day)
+                        .file(&file.key);
+                    if let stele_archiver::readback::ReadbackError::Row { problem, .. } = &e {
+                        f = f.event(problem.event_id());
+                    }
+                    report.fail(f);
+                    continue;
                 }
-                report.fail(f);
-                continue;
-            }
+            };
             for r in &rows {
                 merkle.push(&r.event_hash.0);
                 max_leaf = max_leaf.max(r.leaf_index);
