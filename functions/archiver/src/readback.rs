@@ -3,10 +3,11 @@
 //! PostgreSQL, so the archiver's verify step and `stele verify` re-hash every row's
 //! content on both sides the same way.
 
-use arrow::array::{Array, Int32Array, Int64Array, StringArray, TimestampMicrosecondArray};
+use arrow::array::{Array, BooleanArray, Int32Array, Int64Array, StringArray, TimestampMicrosecondArray};
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
-use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::arrow_reader::{ArrowPredicateFn, ArrowReaderMetadata, ParquetRecordBatchReaderBuilder, RowFilter};
+use parquet::arrow::ProjectionMask;
 use sha2::{Digest, Sha256};
 use stele_store::columns::archived_columns;
 use stele_store::{CheckedRow, ExportRow, RowProblem};
@@ -153,6 +154,57 @@ pub struct EventScan {
     pub reverse: bool,
     /// Stop after the row group in which this many rows were kept.
     pub limit: Option<usize>,
+    /// Only rows whose text column (by name) equals the value: that column and
+    /// `occurred_at` are decoded first, the others only for the rows that pass
+    /// (Parquet's row filter: a selective filter decodes a fraction of the file).
+    pub equals: Option<(String, String)>,
+}
+
+/// Parquet's row filter for `scan`: the rows of a row group that `occurred` and
+/// `equals` select, decided on those columns alone (`None`: nothing to filter on).
+fn row_filter(scan: &EventScan, file: &parquet::file::metadata::ParquetMetaData) -> Option<RowFilter> {
+    let descr = file.file_metadata().schema_descr();
+    let leaf = |name: &str| descr.columns().iter().position(|c| c.name() == name);
+    let equals = match &scan.equals {
+        Some((column, value)) => Some((column.clone(), value.clone(), leaf(column)?)),
+        None => None,
+    };
+    let occurred = match scan.occurred {
+        Some(range) => Some((range, leaf("occurred_at")?)),
+        None => None,
+    };
+    if equals.is_none() && occurred.is_none() {
+        return None;
+    }
+    let leaves: Vec<usize> = equals.iter().map(|e| e.2).chain(occurred.iter().map(|o| o.1)).collect();
+    let mask = ProjectionMask::leaves(descr, leaves);
+    let predicate = ArrowPredicateFn::new(mask, move |batch: RecordBatch| {
+        let mut keep = vec![true; batch.num_rows()];
+        // A column in another encoding than this archiver writes is not filtered here:
+        // every row is decoded and the caller's own check decides.
+        let text = equals
+            .as_ref()
+            .and_then(|(column, value, _)| Some((batch.column_by_name(column)?.clone(), value)));
+        if let Some((column, value)) = &text {
+            if let Some(a) = column.as_any().downcast_ref::<StringArray>() {
+                for (i, k) in keep.iter_mut().enumerate() {
+                    *k &= a.is_valid(i) && a.value(i) == value.as_str();
+                }
+            }
+        }
+        if let Some(((from, to), _)) = occurred {
+            let at = batch
+                .column_by_name("occurred_at")
+                .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>());
+            if let Some(a) = at {
+                for (i, k) in keep.iter_mut().enumerate() {
+                    *k &= a.is_valid(i) && (from..=to).contains(&a.value(i));
+                }
+            }
+        }
+        Ok(BooleanArray::from(keep))
+    });
+    Some(RowFilter::new(vec![Box::new(predicate)]))
 }
 
 /// The events of an archive file that `scan` selects, `keep` accepts (it sees each
@@ -196,10 +248,12 @@ pub fn read_events_where(
     }
     let mut out = Vec::new();
     for group in groups {
-        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(bytes.clone(), meta.clone())
-            .with_row_groups(vec![group])
-            .build()
-            .map_err(parquet_err)?;
+        let mut builder = ParquetRecordBatchReaderBuilder::new_with_metadata(bytes.clone(), meta.clone())
+            .with_row_groups(vec![group]);
+        if let Some(filter) = row_filter(scan, &file) {
+            builder = builder.with_row_filter(filter);
+        }
+        let reader = builder.build().map_err(parquet_err)?;
         let mut kept = Vec::new();
         for batch in reader {
             let batch = batch.map_err(|e| ReadbackError::Parquet(e.to_string()))?;

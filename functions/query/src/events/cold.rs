@@ -74,6 +74,7 @@ pub async fn read_day<S: ArchiveStore>(
         occurred: Some((filter.from_micros, filter.to_micros)),
         reverse: filter.newest_first,
         limit: None,
+        equals: filter.actor_id.clone().map(|a| ("actor_id".to_string(), a)),
     };
     let mut events = Vec::new();
     for key in keys {
