@@ -44,15 +44,19 @@ impl ColdFilter {
     }
 }
 
+/// Which rebuilt events a search keeps (its other filters and its cursor).
+pub type Accept = std::sync::Arc<dyn Fn(&RowEvent) -> bool + Send + Sync>;
+
 /// The archived events of `tenant` on `day` that pass `filter` and `accept` (no
-/// files: none), at most `filter.limit` of them in the search's order.
+/// files: none), at most `filter.limit` of them in the search's order. Files are
+/// decoded on a blocking thread, so a search can read two days on two cores.
 pub async fn read_day<S: ArchiveStore>(
     store: &S,
     prefix: &str,
     tenant: &str,
     day: NaiveDate,
     filter: &ColdFilter,
-    accept: impl Fn(&RowEvent) -> bool,
+    accept: Accept,
 ) -> Result<Vec<RowEvent>, ColdError> {
     let dir = tenant_day_prefix(prefix, tenant, day);
     let mut keys: Vec<String> = store
@@ -92,8 +96,16 @@ pub async fn read_day<S: ArchiveStore>(
             limit: Some(filter.limit - events.len()),
             ..scan.clone()
         };
-        let rows = stele_archiver::readback::read_events_where(bytes, tenant, &scan, |row| filter.keep(row), &accept)
-            .map_err(|e| ColdError::File {
+        let (tenant_id, keep, accept) = (tenant.to_string(), filter.clone(), accept.clone());
+        let rows = tokio::task::spawn_blocking(move || {
+            stele_archiver::readback::read_events_where(bytes, &tenant_id, &scan, |row| keep.keep(row), |e| accept(e))
+        })
+        .await
+        .map_err(|e| ColdError::File {
+            key: key.clone(),
+            reason: format!("decoding stopped: {e}"),
+        })?
+        .map_err(|e| ColdError::File {
             key: key.clone(),
             reason: e.to_string(),
         })?;

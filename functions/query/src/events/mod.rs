@@ -13,6 +13,7 @@ pub mod cursor;
 pub mod params;
 
 use chrono::{Duration, NaiveDate};
+use futures_util::StreamExt;
 use serde_json::Value;
 use stele_archiver::ArchiveStore;
 use stele_store::search::{Column, HotSearch};
@@ -179,6 +180,10 @@ async fn search_once<S: ArchiveStore>(
             newest_first: filters.order == Order::Desc,
             limit: want,
         };
+        // The archived days this page may need, in the search's order: not in
+        // PostgreSQL, not wholly before the cursor, not wholly past the hot rows'
+        // last position.
+        let mut wanted = Vec::new();
         for day in filters.days() {
             if attached.contains(&day) {
                 continue;
@@ -200,21 +205,32 @@ async fn search_once<S: ArchiveStore>(
             if served {
                 continue;
             }
-            if boundary.as_ref().is_some_and(past) || archived >= want {
+            if boundary.as_ref().is_some_and(past) {
                 break;
             }
-            let accept = |e: &RowEvent| {
-                filters.matches(&e.event) && after.is_none_or(|a| before(filters.order, &a, &position(e)))
-            };
-            let cold_filter = cold::ColdFilter {
-                limit: want - archived,
-                ..cold_filter.clone()
-            };
-            let events = cold::read_day(store, prefix, tenant, day, &cold_filter, accept)
-                .await
-                .map_err(|e| SearchError::Unavailable(e.to_string()))?;
+            wanted.push(day);
+        }
+        let accept: cold::Accept = {
+            let (filters, order) = (filters.clone(), filters.order);
+            std::sync::Arc::new(move |e: &RowEvent| {
+                filters.matches(&e.event) && after.is_none_or(|a| before(order, &a, &position(e)))
+            })
+        };
+        // Two days at a time (each decoded on its own blocking thread), taken in order;
+        // once a page's worth is found the day still in flight is dropped unread.
+        let mut reads = futures_util::stream::iter(
+            wanted
+                .into_iter()
+                .map(|day| cold::read_day(store, prefix, tenant, day, &cold_filter, accept.clone())),
+        )
+        .buffered(2);
+        while let Some(events) = reads.next().await {
+            let events = events.map_err(|e| SearchError::Unavailable(e.to_string()))?;
             archived += events.len();
             found.extend(events);
+            if archived >= want {
+                break;
+            }
         }
     }
 
