@@ -22,7 +22,8 @@ const ARCHIVED: [&str; 2] = ["2026-02-20", "2026-02-21"];
 const HOT: &str = "2026-02-28";
 const RANGE: &str = "from=2026-02-20T00:00:00Z&to=2026-03-01T00:00:00Z";
 
-async fn get(query: &Query, path_and_query: &str, tenant: &str) -> (u16, Value) {
+/// What the query function answers `tenant`'s `GET path_and_query`.
+async fn answer(query: &Query, path_and_query: &str, tenant: &str) -> lambda_http::Response<lambda_http::Body> {
     let req = stele::local::api_gateway::api_gateway_request(
         &Method::GET,
         path_and_query,
@@ -32,7 +33,11 @@ async fn get(query: &Query, path_and_query: &str, tenant: &str) -> (u16, Value) 
         Some(tenant),
     )
     .unwrap();
-    let resp = query.handle(req).await;
+    query.handle(req).await
+}
+
+async fn get(query: &Query, path_and_query: &str, tenant: &str) -> (u16, Value) {
+    let resp = answer(query, path_and_query, tenant).await;
     let body = serde_json::from_slice(resp.body().as_ref()).unwrap_or(Value::Null);
     (resp.status().as_u16(), body)
 }
@@ -147,16 +152,24 @@ fn fixture_events() -> Vec<StoredEvent> {
     events
 }
 
-#[tokio::test]
-async fn hot_and_archived_days_page_as_one_result_within_the_tenant() {
-    let env = TestEnv::get().await;
+/// [`fixture_events`] stored in a fresh database, the two February days archived to a
+/// new bucket (named after `name`) in row groups of 2: the database, the bucket, the events.
+async fn archived_fixture(env: &TestEnv, name: &str) -> (support::TestDb, String, Vec<StoredEvent>) {
     let db = env.fresh_database().await;
-    let bucket = support::unique_name("search");
+    let bucket = support::unique_name(name);
     env.create_bucket(&bucket).await;
     let days: Vec<NaiveDate> = ARCHIVED.iter().chain([&HOT]).map(|d| d.parse().unwrap()).collect();
     let events = fixture_events();
     let archived = store_and_archive(env, &db, &bucket, &events, &days, "2026-02-25".parse().unwrap(), 2).await;
     assert_eq!(archived, 2);
+    (db, bucket, events)
+}
+
+#[tokio::test]
+async fn hot_and_archived_days_page_as_one_result_within_the_tenant() {
+    let env = TestEnv::get().await;
+    let (db, bucket, events) = archived_fixture(env, "search").await;
+    let days: Vec<NaiveDate> = ARCHIVED.iter().chain([&HOT]).map(|d| d.parse().unwrap()).collect();
     let client = db.migrated_client().await;
     let attached = stele_store::search::attached_days(&client).await.unwrap();
     assert!(
@@ -422,16 +435,7 @@ async fn random_searches_match_duckdb_over_the_same_tables_and_files() {
 
 /// A `GET /v1/events/export` answer: status, headers and the body's bytes.
 async fn export(query: &Query, params: &str, tenant: &str) -> (u16, HeaderMap, Vec<u8>) {
-    let req = stele::local::api_gateway::api_gateway_request(
-        &Method::GET,
-        &format!("/v1/events/export?{params}"),
-        &HeaderMap::new(),
-        b"",
-        "tenant_id",
-        Some(tenant),
-    )
-    .unwrap();
-    let resp = query.handle(req).await;
+    let resp = answer(query, &format!("/v1/events/export?{params}"), tenant).await;
     (resp.status().as_u16(), resp.headers().clone(), resp.body().to_vec())
 }
 
@@ -466,13 +470,7 @@ fn ndjson_ids(body: &[u8]) -> Vec<String> {
 #[tokio::test]
 async fn exports_hold_every_event_of_the_search_inline_or_behind_a_presigned_url() {
     let env = TestEnv::get().await;
-    let db = env.fresh_database().await;
-    let bucket = support::unique_name("export");
-    env.create_bucket(&bucket).await;
-    let days: Vec<NaiveDate> = ARCHIVED.iter().chain([&HOT]).map(|d| d.parse().unwrap()).collect();
-    let events = fixture_events();
-    let archived = store_and_archive(env, &db, &bucket, &events, &days, "2026-02-25".parse().unwrap(), 2).await;
-    assert_eq!(archived, 2);
+    let (db, bucket, events) = archived_fixture(env, "export").await;
     let query = query_of(env.s3().await, &db, &bucket, QueryConfig::default());
 
     // Inline NDJSON: every event of the range, hot and archived, as the search pages

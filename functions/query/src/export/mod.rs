@@ -40,7 +40,7 @@ impl ExportRequest {
         for paging in ["limit", "cursor"] {
             if names.contains(&paging) {
                 return Err(ParamError {
-                    param: if paging == "limit" { "limit" } else { "cursor" },
+                    param: paging,
                     message: "an export has no pages: it holds every event of the range".into(),
                 });
             }

@@ -197,11 +197,6 @@ impl Spool {
         Ok(())
     }
 
-    /// The bytes written so far.
-    pub fn written(&self) -> u64 {
-        self.written
-    }
-
     /// Delivers the export: inline, or completed in the bucket with a presigned URL.
     pub async fn finish(mut self) -> Result<Delivered, SpoolError> {
         if self.upload.is_none() && escaped_len(&self.buf) <= self.inline_max_escaped {
