@@ -13,6 +13,7 @@ use std::time::Duration;
 use chrono::{Days, Utc};
 use stele::local::{api_gateway, aws, demo, deployed, esm, services, viewer};
 use stele_batch_writer::{BatchWriter, SqsDeadLetters};
+use stele_query::export::jobs::{ExportWorker, InProcessJobs};
 use stele_ingest::{DynamoDbQuota, Ingest, IngestConfig, KinesisSink, Quota};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -262,9 +263,13 @@ async fn serve(args: &DevArgs, pg_url: &str, aws_endpoint: &str) -> Result<(), B
         archive_prefix: deployed::ARCHIVE_PREFIX.into(),
         ..Default::default()
     };
-    let query = Arc::new(
-        stele_query::Query::new(query_config, stele_store::pool(&store_config)?).with_archive(aws::s3_client(&sdk)),
-    );
+    let (query_pool, s3) = (stele_store::pool(&store_config)?, aws::s3_client(&sdk));
+    let mut query = stele_query::Query::new(query_config.clone(), query_pool.clone()).with_archive(s3.clone());
+    // Asynchronous exports (POST /v1/exports) run on a task here, not behind a queue.
+    if let Some(worker) = ExportWorker::from_config(&query_config, query_pool, s3) {
+        query = query.with_export_jobs(Arc::new(InProcessJobs::new(Arc::new(worker))));
+    }
+    let query = Arc::new(query);
     // The checkpointer's key is made before serving: the viewer's config names it.
     let checkpointer = if args.checkpoint_every > 0 {
         Some(checkpointer(args, &sdk).await?)

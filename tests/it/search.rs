@@ -12,6 +12,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 use stele_archiver::{Archiver, ArchiverConfig, S3Store};
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use stele_query::export::jobs::{ExportJob, ExportWorker, SqsJobs};
 use stele_query::{lambda_http, Query, QueryConfig};
 use stele_store::{partitions, EventStore, PgEventStore, StoredEvent};
 use uuid::Uuid;
@@ -24,8 +26,17 @@ const RANGE: &str = "from=2026-02-20T00:00:00Z&to=2026-03-01T00:00:00Z";
 
 /// What the query function answers `tenant`'s `GET path_and_query`.
 async fn answer(query: &Query, path_and_query: &str, tenant: &str) -> lambda_http::Response<lambda_http::Body> {
+    answer_to(query, Method::GET, path_and_query, tenant).await
+}
+
+async fn answer_to(
+    query: &Query,
+    method: Method,
+    path_and_query: &str,
+    tenant: &str,
+) -> lambda_http::Response<lambda_http::Body> {
     let req = stele::local::api_gateway::api_gateway_request(
-        &Method::GET,
+        &method,
         path_and_query,
         &HeaderMap::new(),
         b"",
@@ -606,4 +617,142 @@ async fn exports_in_an_object_lock_bucket_keep_a_one_day_retention() {
     let hours = (until - Utc::now().timestamp()) / 3600;
     assert!((23..=24).contains(&hours), "retained for {hours} h");
     assert_eq!(ndjson_ids(&download(answer["url"].as_str().unwrap())).len(), 9);
+}
+
+/// Delivers each job waiting in `queue` to `worker` as the SQS event source mapping
+/// does (one message per batch, `ReportBatchItemFailures`): a message the worker
+/// reports failed stays in the queue, visible again after `visibility` seconds.
+/// Returns how many were delivered and how many reported failed.
+async fn deliver_jobs(
+    sqs: &aws_sdk_sqs::Client,
+    queue: &str,
+    worker: &ExportWorker,
+    visibility: i32,
+) -> (usize, usize) {
+    let out = sqs
+        .receive_message()
+        .queue_url(queue)
+        .max_number_of_messages(10)
+        .visibility_timeout(visibility)
+        .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
+        .send()
+        .await
+        .unwrap();
+    let (mut delivered, mut failed) = (0, 0);
+    for m in out.messages() {
+        let mut record = SqsMessage::default();
+        record.message_id = m.message_id().map(str::to_owned);
+        record.body = m.body().map(str::to_owned);
+        record.attributes = m
+            .attributes()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| (k.as_str().to_owned(), v.clone()))
+            .collect();
+        let mut event = SqsEvent::default();
+        event.records = vec![record];
+        let response = worker.handle(event, None).await;
+        delivered += 1;
+        if response.batch_item_failures.is_empty() {
+            sqs.delete_message()
+                .queue_url(queue)
+                .receipt_handle(m.receipt_handle().unwrap())
+                .send()
+                .await
+                .unwrap();
+        } else {
+            failed += 1;
+        }
+    }
+    (delivered, failed)
+}
+
+#[tokio::test]
+async fn asynchronous_exports_queue_a_job_the_worker_writes_to_the_bucket() {
+    let env = TestEnv::get().await;
+    let (db, bucket, _) = archived_fixture(env, "async-export").await;
+    let (s3, sqs) = (env.s3().await, env.sqs().await);
+    let queue = sqs
+        .create_queue()
+        .queue_name(support::unique_name("exports"))
+        .send()
+        .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_string();
+    let config = QueryConfig {
+        archive_bucket: Some(bucket.clone()),
+        ..QueryConfig::default()
+    };
+    let pool = stele_store::pool(&db.store_config()).unwrap();
+    let query = query_of(s3.clone(), &db, &bucket, QueryConfig::default())
+        .with_export_jobs(Arc::new(SqsJobs::new(sqs.clone(), &queue)));
+    let worker = ExportWorker::from_config(&config, pool, s3.clone()).unwrap();
+
+    // POST answers 202 with the queued job and where to poll it.
+    let params = format!("{RANGE}&format=csv&actor_id=u1");
+    let resp = answer_to(&query, Method::POST, &format!("/v1/exports?{params}"), "acme").await;
+    let body: Value = serde_json::from_slice(resp.body().as_ref()).unwrap();
+    assert_eq!(resp.status().as_u16(), 202, "{body}");
+    assert_eq!(body["status"], "queued");
+    let id = body["export_id"].as_str().unwrap().to_string();
+    let status_url = format!("/v1/exports/{id}");
+    assert_eq!(body["status_url"], status_url.as_str());
+    assert_eq!(resp.headers()["location"], status_url.as_str());
+    let resp = answer(&query, &status_url, "acme").await;
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(resp.headers()["retry-after"], "5");
+    // Another tenant cannot see it.
+    let (status, _) = get(&query, &status_url, "globex").await;
+    assert_eq!(status, 404);
+
+    // The worker runs it from the queue; the file is what the synchronous export serves.
+    assert_eq!(deliver_jobs(&sqs, &queue, &worker, 30).await, (1, 0));
+    let (status, done) = get(&query, &status_url, "acme").await;
+    assert_eq!((status, &done["status"]), (200, &Value::from("succeeded")), "{done}");
+    let (_, _, inline) = export(&query, &params, "acme").await;
+    let file = download(done["url"].as_str().unwrap());
+    assert_eq!(file, inline);
+    let rows = String::from_utf8(file).unwrap().split("\r\n").filter(|l| !l.is_empty()).count() - 1;
+    assert_eq!((done["events"].as_u64(), done["format"].as_str()), (Some(rows as u64), Some("csv")));
+    assert!(rows > 0);
+    assert!(done["key"].as_str().unwrap().starts_with("_exports/tenant_id=acme/"));
+
+    // A redelivered job that ended is not run again.
+    let job = ExportJob {
+        export_id: id.parse().unwrap(),
+        tenant: "acme".into(),
+        params: vec![("from".into(), "2026-02-20T00:00:00Z".into()), ("to".into(), "2026-02-21T00:00:00Z".into())],
+    };
+    worker.run(&job, 2, None).await.unwrap();
+    let (_, again) = get(&query, &status_url, "acme").await;
+    assert_eq!((&again["events"], &again["attempts"]), (&done["events"], &done["attempts"]));
+
+    // A database that is down: the job is delivered again, then fails for good after
+    // the last attempt, and says why.
+    let unreachable = stele_store::pool(&stele_store::StoreConfig::new("postgres://stele@127.0.0.1:1/none")).unwrap();
+    let down = ExportWorker::new(unreachable, None, "audit".into(), config.export_bucket(s3.clone()).unwrap(), 2);
+    let resp = answer_to(&query, Method::POST, &format!("/v1/exports?{RANGE}"), "globex").await;
+    let body: Value = serde_json::from_slice(resp.body().as_ref()).unwrap();
+    let failing_url = format!("/v1/exports/{}", body["export_id"].as_str().unwrap());
+    assert_eq!(deliver_jobs(&sqs, &queue, &down, 1).await, (1, 1));
+    let (_, retrying) = get(&query, &failing_url, "globex").await;
+    assert_eq!(retrying["status"], "running", "{retrying}");
+    assert!(retrying["error"].as_str().unwrap().contains("attempt 1 failed"), "{retrying}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(deliver_jobs(&sqs, &queue, &down, 1).await, (1, 0));
+    let (_, failed) = get(&query, &failing_url, "globex").await;
+    assert_eq!((&failed["status"], failed["attempts"].as_u64()), (&Value::from("failed"), Some(2)), "{failed}");
+    assert!(failed.get("url").is_none());
+
+    // Bad input names the parameter; without a queue, asynchronous exports are off.
+    let resp = answer_to(&query, Method::POST, &format!("/v1/exports?{RANGE}&format=xml"), "acme").await;
+    assert_eq!(resp.status().as_u16(), 400);
+    assert!(String::from_utf8_lossy(resp.body().as_ref()).contains("`format`"));
+    let (status, _) = get(&query, "/v1/exports/not-a-uuid", "acme").await;
+    assert_eq!(status, 400);
+    let no_queue = query_of(s3, &db, &bucket, QueryConfig::default());
+    let resp = answer_to(&no_queue, Method::POST, &format!("/v1/exports?{RANGE}"), "acme").await;
+    assert_eq!(resp.status().as_u16(), 404);
 }

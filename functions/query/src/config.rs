@@ -43,6 +43,13 @@ pub struct QueryConfig {
     /// export served as the response itself (JSON-escaped size); larger ones go to the
     /// bucket.
     pub export_inline_max_bytes: usize,
+    /// `STELE_EXPORT_QUEUE_URL` (optional): the SQS queue `POST /v1/exports` sends its
+    /// jobs to (the export worker drains it). Without it, and outside Lambda, jobs run
+    /// in the process; in Lambda, asynchronous exports are off.
+    pub export_queue_url: Option<String>,
+    /// `STELE_EXPORT_MAX_ATTEMPTS` (default 3, 1..=10): the export worker's attempts at a
+    /// job before its failure is final: the queue's `maxReceiveCount`.
+    pub export_max_attempts: u32,
 }
 
 impl Default for QueryConfig {
@@ -58,6 +65,8 @@ impl Default for QueryConfig {
             export_lock_mode: None,
             export_url_ttl_secs: 900,
             export_inline_max_bytes: crate::export::spool::INLINE_MAX_ESCAPED,
+            export_queue_url: None,
+            export_max_attempts: 3,
         }
     }
 }
@@ -114,6 +123,12 @@ impl QueryConfig {
         if let Some(n) = number("STELE_EXPORT_INLINE_MAX_BYTES", 1..=inline_max)? {
             cfg.export_inline_max_bytes = n as usize;
         }
+        cfg.export_queue_url = get("STELE_EXPORT_QUEUE_URL")
+            .map(|u| u.trim().to_owned())
+            .filter(|u| !u.is_empty());
+        if let Some(n) = number("STELE_EXPORT_MAX_ATTEMPTS", 1..=10)? {
+            cfg.export_max_attempts = n as u32;
+        }
         cfg.cursor_key_secret_arn = get("STELE_CURSOR_KEY_SECRET_ARN").filter(|a| !a.trim().is_empty());
         match get("STELE_CURSOR_KEY") {
             Some(hex_key) => {
@@ -135,6 +150,18 @@ impl QueryConfig {
 }
 
 impl QueryConfig {
+    /// Where exports are written: the archive bucket, when there is one.
+    pub fn export_bucket(&self, s3: aws_sdk_s3::Client) -> Option<crate::export::spool::ExportBucket> {
+        self.archive_bucket
+            .clone()
+            .map(|bucket| crate::export::spool::ExportBucket {
+                client: s3,
+                bucket,
+                lock_mode: self.export_lock_mode.clone(),
+                url_ttl: std::time::Duration::from_secs(self.export_url_ttl_secs.into()),
+            })
+    }
+
     /// Reads the cursor key from `STELE_CURSOR_KEY_SECRET_ARN`, when set.
     pub async fn resolve_cursor_key(&mut self, secrets: &aws_sdk_secretsmanager::Client) -> Result<(), Error> {
         let Some(arn) = &self.cursor_key_secret_arn else {

@@ -1,6 +1,8 @@
 //! The HTTP handler: route, tenant from the authorizer, read the log, answer.
 
 use lambda_http::http::{header, HeaderValue, Method, StatusCode};
+use std::sync::Arc;
+
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::{json, Value};
 use stele_core::http::{error_response, json_response, tenant_of, tenant_refused};
@@ -10,7 +12,8 @@ use uuid::Uuid;
 
 use crate::config::QueryConfig;
 use crate::events::{self, EventSearch, SearchError};
-use crate::export::spool::{Delivered, ExportBucket, Spool, SpoolError, EXPORT_PREFIX};
+use crate::export::jobs::{self, ExportJob, ExportJobs, ExportStatus, State};
+use crate::export::spool::{Delivered, ExportBucket, Spool, SpoolError};
 use crate::export::{self, ExportError, ExportRequest};
 use stele_archiver::S3Store;
 
@@ -22,17 +25,22 @@ pub struct Query {
     archive: Option<S3Store>,
     /// Where exports too large for a response are written (the archive bucket).
     exports: Option<ExportBucket>,
+    /// Where `POST /v1/exports` hands its jobs (none: asynchronous exports are off).
+    jobs: Option<Arc<dyn ExportJobs>>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
 enum Route<'a> {
     Events,
     Export,
+    StartExport,
+    ExportStatus(&'a str),
     Proof(&'a str),
     Checkpoint,
     Consistency,
     NotFound,
-    MethodNotAllowed,
+    /// The resource exists; the `Allow` header lists its methods.
+    MethodNotAllowed(&'static str),
 }
 
 /// `/v1/...` or `/<stage>/v1/...` (API Gateway keeps a named stage in the path).
@@ -43,20 +51,30 @@ fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
         [_stage, "v1", rest @ ..] => rest,
         _ => return Route::NotFound,
     };
-    let found = match tail {
-        ["events"] => Route::Events,
-        ["events", "export"] => Route::Export,
-        ["events", id, "proof"] => Route::Proof(id),
-        ["log", "checkpoint"] => Route::Checkpoint,
-        ["log", "consistency"] => Route::Consistency,
+    const READ: &str = "GET, HEAD";
+    let (found, allow) = match tail {
+        ["events"] => (Route::Events, READ),
+        ["events", "export"] => (Route::Export, READ),
+        ["events", id, "proof"] => (Route::Proof(id), READ),
+        ["log", "checkpoint"] => (Route::Checkpoint, READ),
+        ["log", "consistency"] => (Route::Consistency, READ),
+        ["exports"] => (Route::StartExport, "POST"),
+        ["exports", id] => (Route::ExportStatus(id), READ),
         _ => return Route::NotFound,
     };
-    if method == Method::GET || method == Method::HEAD {
+    let allowed = match allow {
+        READ => method == Method::GET || method == Method::HEAD,
+        _ => method == Method::POST,
+    };
+    if allowed {
         found
     } else {
-        Route::MethodNotAllowed
+        Route::MethodNotAllowed(allow)
     }
 }
+
+/// The `Retry-After` of an export that is not finished: how often to poll it.
+const EXPORT_POLL_SECS: u32 = 5;
 
 /// Why a request could not be answered from the log.
 enum Failure {
@@ -126,6 +144,7 @@ impl Query {
             pool,
             archive: None,
             exports: None,
+            jobs: None,
         }
     }
 
@@ -136,12 +155,13 @@ impl Query {
             .archive_bucket
             .clone()
             .map(|bucket| S3Store::new(s3.clone(), bucket));
-        self.exports = self.config.archive_bucket.clone().map(|bucket| ExportBucket {
-            client: s3,
-            bucket,
-            lock_mode: self.config.export_lock_mode.clone(),
-            url_ttl: std::time::Duration::from_secs(self.config.export_url_ttl_secs.into()),
-        });
+        self.exports = self.config.export_bucket(s3);
+        self
+    }
+
+    /// `POST /v1/exports` hands its jobs to `jobs` (it needs the archive bucket too).
+    pub fn with_export_jobs(mut self, jobs: Arc<dyn ExportJobs>) -> Self {
+        self.jobs = Some(jobs);
         self
     }
 
@@ -154,12 +174,13 @@ impl Query {
         let path = req.uri().path().to_owned();
         let resp = match route(req.method(), &path) {
             Route::NotFound => not_found(
-                "no such resource; see GET /v1/events, /v1/events/export, /v1/events/{event_id}/proof, /v1/log/checkpoint, /v1/log/consistency",
+                "no such resource; see GET /v1/events, /v1/events/export, /v1/events/{event_id}/proof, \
+                 /v1/log/checkpoint, /v1/log/consistency, POST /v1/exports, GET /v1/exports/{export_id}",
             ),
-            Route::MethodNotAllowed => {
-                let mut resp = error_response(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use GET, HEAD");
-                resp.headers_mut()
-                    .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            Route::MethodNotAllowed(allow) => {
+                let mut resp =
+                    error_response(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("use {allow}"));
+                resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
                 resp
             }
             route => match tenant_of(&req, &self.config.tenant_claim) {
@@ -168,6 +189,8 @@ impl Query {
                     let answer = match route {
                         Route::Events => self.events(&tenant, &req).await,
                         Route::Export => self.export(&tenant, &req).await,
+                        Route::StartExport => self.start_export(&tenant, &req).await,
+                        Route::ExportStatus(id) => self.export_status(&tenant, id).await,
                         Route::Proof(id) => self.proof(&tenant, id).await,
                         Route::Checkpoint => self.checkpoint(&tenant).await,
                         _ => self.consistency(&tenant, &req).await,
@@ -259,19 +282,9 @@ impl Query {
             Ok(r) => r,
             Err(e) => return Ok(bad_request(e.to_string())),
         };
-        let (filters, format) = (&request.filters, request.format);
-        let stamp = |t: &chrono::DateTime<chrono::Utc>| t.format("%Y%m%dT%H%M%SZ").to_string();
-        let filename = format!(
-            "stele-{tenant}-{}-{}.{}",
-            stamp(&filters.from),
-            stamp(&filters.to),
-            format.extension()
-        );
-        let key = format!(
-            "{EXPORT_PREFIX}/tenant_id={tenant}/{}.{}",
-            Uuid::now_v7(),
-            format.extension()
-        );
+        let format = request.format;
+        let filename = jobs::filename(tenant, &request);
+        let key = jobs::file_key(tenant, Uuid::now_v7(), format.extension());
         let mut spool = Spool::new(
             self.exports.clone(),
             key,
@@ -286,20 +299,11 @@ impl Query {
         }
         let client = self.client().await?;
         let archive = self.archive.as_ref().map(|s| (s, self.config.archive_prefix.as_str()));
-        let count = match export::run(&**client, archive, tenant, filters, format, &mut spool, |_| {}).await {
-            Ok(n) => n,
-            Err(e) => {
-                spool.abandon().await;
-                return match e {
-                    ExportError::Search(SearchError::Unreadable(why)) => Err(Failure::Inconsistent(why)),
-                    ExportError::Search(other) => Err(Failure::Unavailable(other.to_string())),
-                    ExportError::Output(e) => self.export_failed(e),
-                };
-            }
-        };
-        let delivered = match spool.finish().await {
-            Ok(d) => d,
-            Err(e) => return self.export_failed(e),
+        let (count, delivered) = match export::deliver(&**client, archive, tenant, &request, spool).await {
+            Ok(done) => done,
+            Err(ExportError::Search(SearchError::Unreadable(why))) => return Err(Failure::Inconsistent(why)),
+            Err(ExportError::Search(other)) => return Err(Failure::Unavailable(other.to_string())),
+            Err(ExportError::Output(e)) => return self.export_failed(e),
         };
         tracing::info!(%tenant, events = count, "export written");
         Ok(match delivered {
@@ -340,6 +344,84 @@ impl Query {
         })
     }
 
+    /// `POST /v1/exports?<the parameters of GET /v1/events/export>`: queues an export of
+    /// any size; `202` with its status and where to poll it.
+    async fn start_export(&self, tenant: &str, req: &Request) -> Answer {
+        let params = req.query_string_parameters();
+        let names: Vec<&str> = params.iter().map(|(k, _)| k).collect();
+        let request = match ExportRequest::parse(|k| params.first(k), names) {
+            Ok(r) => r,
+            Err(e) => return Ok(bad_request(e.to_string())),
+        };
+        let (Some(bucket), Some(jobs)) = (&self.exports, &self.jobs) else {
+            return Ok(not_found(
+                "asynchronous exports are not enabled in this deployment (no export queue or bucket); \
+                 use GET /v1/events/export",
+            ));
+        };
+        let export_id = Uuid::now_v7();
+        let status = ExportStatus::queued(export_id, request.format, jobs::filename(tenant, &request));
+        // The status first: a job that runs at once finds it, and the id answers from now on.
+        jobs::write_status(bucket, tenant, &status)
+            .await
+            .map_err(|e| Failure::Unavailable(e.to_string()))?;
+        let job = ExportJob {
+            export_id,
+            tenant: tenant.to_owned(),
+            params: params.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
+        };
+        jobs.submit(job).await.map_err(Failure::Unavailable)?;
+        tracing::info!(%tenant, %export_id, "export queued");
+        let status_url = format!("{}/{export_id}", req.uri().path().trim_end_matches('/'));
+        let mut body = serde_json::to_value(&status).unwrap_or_default();
+        body["status_url"] = Value::String(status_url.clone());
+        let mut resp = json_response(StatusCode::ACCEPTED, &body);
+        if let Ok(v) = HeaderValue::from_str(&status_url) {
+            resp.headers_mut().insert(header::LOCATION, v);
+        }
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(EXPORT_POLL_SECS));
+        Ok(resp)
+    }
+
+    /// `GET /v1/exports/{export_id}`: the job's status; once it succeeded, a fresh
+    /// presigned URL of the file.
+    async fn export_status(&self, tenant: &str, id: &str) -> Answer {
+        let Ok(export_id) = Uuid::parse_str(id) else {
+            return Ok(bad_request(format!("`{id}` is not an export id (a UUID)")));
+        };
+        let unknown = || {
+            not_found(format!(
+                "no export {export_id} of this tenant: the id is unknown, or older than a day (exports are kept one day)"
+            ))
+        };
+        let Some(bucket) = &self.exports else {
+            return Ok(unknown());
+        };
+        // Read under the caller's own prefix: another tenant's id is unknown here.
+        let Some(status) = jobs::read_status(bucket, tenant, export_id)
+            .await
+            .map_err(|e| Failure::Unavailable(e.to_string()))?
+        else {
+            return Ok(unknown());
+        };
+        let mut body = serde_json::to_value(&status).unwrap_or_default();
+        if let (State::Succeeded, Some(key)) = (status.status, &status.key) {
+            let (url, expires_at) = bucket
+                .presign(key, &status.filename)
+                .await
+                .map_err(|e| Failure::Unavailable(e.to_string()))?;
+            body["url"] = Value::String(url);
+            body["expires_at"] = Value::String(stele_core::event::timestamp::format(&expires_at));
+        }
+        let mut resp = json_response(StatusCode::OK, &body);
+        if !status.status.is_final() {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(EXPORT_POLL_SECS));
+        }
+        Ok(resp)
+    }
+
     fn export_failed(&self, e: SpoolError) -> Answer {
         match e {
             SpoolError::NoBucket => Ok(error_response(
@@ -354,8 +436,8 @@ impl Query {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "export_too_large",
                 format!(
-                    "{e}: export a shorter range, or the whole range with `stele query --export` against the \
-                     database and bucket"
+                    "{e}: export a shorter range, or start an asynchronous export of the whole range with \
+                     POST /v1/exports"
                 ),
             )),
             SpoolError::S3 { .. } => Err(Failure::Unavailable(e.to_string())),
@@ -506,12 +588,16 @@ mod tests {
         let proof = format!("/v1/events/{id}/proof");
         assert_eq!(route(&Method::GET, &proof), Route::Proof(id));
         assert_eq!(route(&Method::GET, &format!("/prod{proof}")), Route::Proof(id));
-        assert_eq!(route(&Method::POST, &proof), Route::MethodNotAllowed);
+        assert_eq!(route(&Method::POST, &proof), Route::MethodNotAllowed("GET, HEAD"));
         assert_eq!(route(&Method::GET, "/v1/log/checkpoint/"), Route::Checkpoint);
         assert_eq!(route(&Method::HEAD, "/v1/log/consistency"), Route::Consistency);
         assert_eq!(route(&Method::GET, "/v1/events"), Route::Events);
         assert_eq!(route(&Method::GET, "/prod/v1/events/export"), Route::Export);
-        assert_eq!(route(&Method::POST, "/v1/events"), Route::MethodNotAllowed);
+        assert_eq!(route(&Method::POST, "/v1/events"), Route::MethodNotAllowed("GET, HEAD"));
+        assert_eq!(route(&Method::POST, "/prod/v1/exports"), Route::StartExport);
+        assert_eq!(route(&Method::GET, "/v1/exports"), Route::MethodNotAllowed("POST"));
+        assert_eq!(route(&Method::GET, "/v1/exports/x"), Route::ExportStatus("x"));
+        assert_eq!(route(&Method::DELETE, "/v1/exports/x"), Route::MethodNotAllowed("GET, HEAD"));
         assert_eq!(route(&Method::GET, "/v1/events/x/proof/y"), Route::NotFound);
     }
 

@@ -9,6 +9,7 @@
 
 pub mod cache;
 pub mod format;
+pub mod jobs;
 pub mod spool;
 
 use stele_archiver::ArchiveStore;
@@ -124,6 +125,24 @@ pub async fn run<S: ArchiveStore, O: ExportOutput>(
     }
     out.write(&buf).await.map_err(ExportError::Output)?;
     Ok(count)
+}
+
+/// Runs an export of `request` into `spool` and delivers it (inline or in the
+/// bucket); on failure an upload in progress is abandoned. Returns the event count.
+pub async fn deliver<S: ArchiveStore>(
+    client: &impl tokio_postgres::GenericClient,
+    archive: Option<(&S, &str)>,
+    tenant: &str,
+    request: &ExportRequest,
+    mut spool: spool::Spool,
+) -> Result<(u64, spool::Delivered), ExportError<spool::SpoolError>> {
+    match run(client, archive, tenant, &request.filters, request.format, &mut spool, |_| {}).await {
+        Ok(count) => Ok((count, spool.finish().await.map_err(ExportError::Output)?)),
+        Err(e) => {
+            spool.abandon().await;
+            Err(e)
+        }
+    }
 }
 
 #[cfg(test)]

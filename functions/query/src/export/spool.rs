@@ -31,6 +31,79 @@ pub struct ExportBucket {
     pub url_ttl: Duration,
 }
 
+impl ExportBucket {
+    /// A one-day Object Lock retention, when the bucket has Object Lock.
+    fn retention(&self) -> Option<(ObjectLockMode, aws_sdk_s3::primitives::DateTime)> {
+        let mode = self.lock_mode.as_deref()?;
+        let until = Utc::now() + chrono::Duration::days(1);
+        Some((
+            ObjectLockMode::from(mode),
+            aws_sdk_s3::primitives::DateTime::from_secs(until.timestamp()),
+        ))
+    }
+
+    /// A presigned `GET` of `key` that downloads as `filename`, and when it expires.
+    pub async fn presign(&self, key: &str, filename: &str) -> Result<(String, DateTime<Utc>), BucketError> {
+        let presigning = PresigningConfig::expires_in(self.url_ttl).map_err(|e| BucketError::new(key, e))?;
+        let url = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .response_content_disposition(format!("attachment; filename=\"{filename}\""))
+            .presigned(presigning)
+            .await
+            .map_err(|e| BucketError::new(key, e))?;
+        let expires_at = Utc::now() + chrono::Duration::from_std(self.url_ttl).unwrap_or_default();
+        Ok((url.uri().to_string(), expires_at))
+    }
+
+    /// Writes a small object under [`EXPORT_PREFIX`] (an export's status), with the
+    /// exports' one-day retention.
+    pub async fn put_small(&self, key: &str, body: Vec<u8>, content_type: &str) -> Result<(), BucketError> {
+        let mut req = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .body(ByteStream::from(body));
+        if let Some((mode, until)) = self.retention() {
+            req = req.object_lock_mode(mode).object_lock_retain_until_date(until);
+        }
+        req.send().await.map_err(|e| BucketError::new(key, e))?;
+        Ok(())
+    }
+
+    /// Reads a small object; `None` when there is no such key.
+    pub async fn get_small(&self, key: &str) -> Result<Option<Vec<u8>>, BucketError> {
+        let out = match self.client.get_object().bucket(&self.bucket).key(key).send().await {
+            Ok(out) => out,
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => return Ok(None),
+            Err(e) => return Err(BucketError::new(key, e)),
+        };
+        let body = out.body.collect().await.map_err(|e| BucketError::new(key, e))?;
+        Ok(Some(body.into_bytes().to_vec()))
+    }
+}
+
+/// An S3 request on the export bucket failed.
+#[derive(Debug, thiserror::Error)]
+#[error("s3 object {key}: {reason}")]
+pub struct BucketError {
+    pub key: String,
+    pub reason: String,
+}
+
+impl BucketError {
+    fn new(key: &str, e: impl std::error::Error) -> Self {
+        Self {
+            key: key.to_owned(),
+            reason: aws_sdk_s3::error::DisplayErrorContext(e).to_string(),
+        }
+    }
+}
+
 /// An export as delivered.
 #[derive(Debug)]
 pub enum Delivered {
@@ -128,15 +201,6 @@ impl Spool {
         }
     }
 
-    fn retention(bucket: &ExportBucket) -> Option<(ObjectLockMode, aws_sdk_s3::primitives::DateTime)> {
-        let mode = bucket.lock_mode.as_deref()?;
-        let until = Utc::now() + chrono::Duration::days(1);
-        Some((
-            ObjectLockMode::from(mode),
-            aws_sdk_s3::primitives::DateTime::from_secs(until.timestamp()),
-        ))
-    }
-
     /// Appends `bytes`; uploads a part whenever a whole one is held.
     pub async fn write(&mut self, bytes: &[u8]) -> Result<(), SpoolError> {
         if self.deadline.is_some_and(|d| std::time::Instant::now() >= d) {
@@ -156,7 +220,7 @@ impl Spool {
                 .bucket(&bucket.bucket)
                 .key(&self.key)
                 .content_type(self.content_type);
-            if let Some((mode, until)) = Self::retention(&bucket) {
+            if let Some((mode, until)) = bucket.retention() {
                 req = req.object_lock_mode(mode).object_lock_retain_until_date(until);
             }
             let out = req.send().await.map_err(|e| self.s3_error(&bucket, e))?;
@@ -235,26 +299,24 @@ impl Spool {
                 .key(&self.key)
                 .content_type(self.content_type)
                 .body(ByteStream::from(std::mem::take(&mut self.buf)));
-            if let Some((mode, until)) = Self::retention(&bucket) {
+            if let Some((mode, until)) = bucket.retention() {
                 req = req.object_lock_mode(mode).object_lock_retain_until_date(until);
             }
             req.send().await.map_err(|e| self.s3_error(&bucket, e))?;
         }
-        let presigning = PresigningConfig::expires_in(bucket.url_ttl).map_err(|e| self.s3_error(&bucket, e))?;
-        let url = bucket
-            .client
-            .get_object()
-            .bucket(&bucket.bucket)
-            .key(&self.key)
-            .response_content_disposition(format!("attachment; filename=\"{}\"", self.filename))
-            .presigned(presigning)
+        let (url, expires_at) = bucket
+            .presign(&self.key, &self.filename)
             .await
-            .map_err(|e| self.s3_error(&bucket, e))?;
+            .map_err(|e| SpoolError::S3 {
+                bucket: bucket.bucket.clone(),
+                key: e.key,
+                reason: e.reason,
+            })?;
         Ok(Delivered::Url {
-            url: url.uri().to_string(),
+            url,
             key: self.key.clone(),
             bytes: self.written,
-            expires_at: Utc::now() + chrono::Duration::from_std(bucket.url_ttl).unwrap_or_default(),
+            expires_at,
         })
     }
 
