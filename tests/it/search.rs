@@ -634,6 +634,7 @@ async fn deliver_jobs(
         .queue_url(queue)
         .max_number_of_messages(10)
         .visibility_timeout(visibility)
+        .wait_time_seconds(10)
         .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
         .send()
         .await
@@ -740,7 +741,7 @@ async fn asynchronous_exports_queue_a_job_the_worker_writes_to_the_bucket() {
     let (_, retrying) = get(&query, &failing_url, "globex").await;
     assert_eq!(retrying["status"], "running", "{retrying}");
     assert!(retrying["error"].as_str().unwrap().contains("attempt 1 failed"), "{retrying}");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Visible again after a second: long polling waits for it.
     assert_eq!(deliver_jobs(&sqs, &queue, &down, 1).await, (1, 0));
     let (_, failed) = get(&query, &failing_url, "globex").await;
     assert_eq!((&failed["status"], failed["attempts"].as_u64()), (&Value::from("failed"), Some(2)), "{failed}");
