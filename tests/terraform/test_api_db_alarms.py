@@ -28,7 +28,7 @@ def test_http_api_routes_and_jwt_authorizer(module):
     # the read scopes, never the write scopes.
     assert set(as_list(module.locals["query_routes"])) == {
         "GET /v1/events", "GET /v1/events/export", "GET /v1/events/{event_id}/proof", "GET /v1/log/checkpoint",
-            "GET /v1/log/consistency"}
+            "GET /v1/log/consistency", "POST /v1/exports", "GET /v1/exports/{export_id}"}
     query = module.resource("aws_apigatewayv2_route", "query")
     assert is_ref(query["for_each"], "toset(local.query_routes)") and is_ref(query["route_key"], "each.value")
     assert query["authorization_type"] == "JWT"
@@ -39,13 +39,14 @@ def test_http_api_routes_and_jwt_authorizer(module):
         integ = module.resource("aws_apigatewayv2_integration", fn)
         assert integ["integration_type"] == "AWS_PROXY" and integ["payload_format_version"] == "2.0"
         assert is_ref(integ["integration_uri"], f"aws_lambda_function.{fn}.invoke_arn")
-    for name, fn in (("api", "ingest"), ("query", "query")):
+    for name, fn in (("api", "ingest"), ("query", "query"), ("query_start_export", "query")):
         perm = module.resource("aws_lambda_permission", name)
         assert perm["principal"] == "apigateway.amazonaws.com"
         assert is_ref(perm["function_name"], f"aws_lambda_function.{fn}.function_name")
         assert perm["source_arn"].startswith("${aws_apigatewayv2_api.this.execution_arn}/")
-    # The query function may be invoked for GET requests only.
+    # The query function may be invoked for GET requests, and POST only to start an export.
     assert module.resource("aws_lambda_permission", "query")["source_arn"].endswith("/*/GET/v1/*")
+    assert module.resource("aws_lambda_permission", "query_start_export")["source_arn"].endswith("/*/POST/v1/exports")
 
 
 def test_stage_has_access_logs_and_throttling(module):
@@ -143,10 +144,11 @@ def test_alarms_cover_iterator_age_dlq_errors_and_api_5xx(module):
     assert "aws_lambda_function.batch_writer.function_name" in str(age["dimensions"])
     dlq = alarms["dlq_depth"]
     assert (dlq["namespace"], dlq["metric_name"]) == ("AWS/SQS", "ApproximateNumberOfMessagesVisible")
-    assert {"aws_sqs_queue.dlq", "aws_sqs_queue.archiver_dlq"} <= refs(dlq["for_each"])
+    assert {"aws_sqs_queue.dlq", "aws_sqs_queue.archiver_dlq", "aws_sqs_queue.export_jobs_dlq"} <= refs(dlq["for_each"])
     errors = alarms["function_errors"]
     assert (errors["namespace"], errors["metric_name"]) == ("AWS/Lambda", "Errors")
-    assert {f"aws_lambda_function.{f}" for f in ("ingest", "batch_writer", "archiver", "checkpointer", "query")} \
+    assert {f"aws_lambda_function.{f}" for f in ("ingest", "batch_writer", "archiver", "checkpointer", "query",
+                                                 "export_worker")} \
         <= refs(errors["for_each"])
     api = alarms["api_5xx"]
     assert (api["namespace"], api["metric_name"]) == ("AWS/ApiGateway", "5xx")

@@ -16,6 +16,7 @@ SOURCES = {
     "archiver": ["functions/archiver/src", "crates/store/src/config.rs"],
     "checkpointer": ["functions/checkpointer/src", "crates/store/src/config.rs"],
     "query": ["functions/query/src", "crates/store/src/config.rs"],
+    "export_worker": ["functions/query/src", "crates/store/src/config.rs"],
 }
 # Read by the process but set by the Lambda service itself (runtime contract, role credentials).
 LAMBDA_SETS = re.compile(r"^(AWS_|_HANDLER$|LAMBDA_)")

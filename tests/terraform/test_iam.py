@@ -46,10 +46,21 @@ ROLES = {
         "lambda.amazonaws.com",
         {"aws_cloudwatch_log_group.query", "local.db_query_secret_arn", "local.db_secret_kms_key_arns", "local.kms_via",
          "aws_secretsmanager_secret.cursor_key", "aws_s3_bucket.archive", "var.archive_prefix", "local.export_prefix",
-         "local.kms_key_arn"},
+         "local.kms_key_arn", "aws_sqs_queue.export_jobs"},
         {"logs:CreateLogStream", "logs:PutLogEvents", "secretsmanager:GetSecretValue", "kms:Decrypt",
          "s3:GetObject", "s3:ListBucket", "s3:PutObject", "s3:PutObjectRetention", "s3:AbortMultipartUpload",
-         "kms:GenerateDataKey"},
+         "kms:GenerateDataKey", "sqs:SendMessage"},
+    ),
+    # Asynchronous exports: the query function's reads and exports, fed by the export queue
+    # (no cursor key, no API).
+    "export_worker": (
+        "lambda.amazonaws.com",
+        {"aws_cloudwatch_log_group.export_worker", "local.db_query_secret_arn", "local.db_secret_kms_key_arns",
+         "local.kms_via", "aws_s3_bucket.archive", "var.archive_prefix", "local.export_prefix", "local.kms_key_arn",
+         "aws_sqs_queue.export_jobs"},
+        {"logs:CreateLogStream", "logs:PutLogEvents", "secretsmanager:GetSecretValue", "kms:Decrypt",
+         "s3:GetObject", "s3:ListBucket", "s3:PutObject", "s3:PutObjectRetention", "s3:AbortMultipartUpload",
+         "kms:GenerateDataKey", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"},
     ),
     "scheduler": (
         "scheduler.amazonaws.com",
@@ -102,8 +113,9 @@ def test_no_role_may_destroy_versions_or_rewrite_retention_of_archive_objects(mo
                 # prefix (checked below); nothing may destroy a version.
                 if role == "archiver" and action == "s3:DeleteObject":
                     continue
-                # The query function sets its exports' own one-day retention, under _exports/ only.
-                if role == "query" and action == "s3:PutObjectRetention":
+                # The query function and the export worker set their exports' own one-day
+                # retention, under _exports/ only.
+                if role in ("query", "export_worker") and action == "s3:PutObjectRetention":
                     assert as_list(st["resources"]) == ["${aws_s3_bucket.archive.arn}/${local.export_prefix}/tenant_id=*"]
                     continue
                 assert not action.startswith(("s3:Delete", "s3:PutObjectRetention", "s3:PutObjectLegalHold",
@@ -142,7 +154,8 @@ def test_secret_key_list_is_the_stack_key_and_the_existing_secrets_key_only(modu
 
 
 @pytest.mark.parametrize("role,own", [("batch_writer", "writer"), ("archiver", "archiver"),
-                                      ("checkpointer", "checkpointer"), ("query", "query")])
+                                      ("checkpointer", "checkpointer"), ("query", "query"),
+                                      ("export_worker", "query")])
 def test_each_function_reads_only_its_own_database_secret(module, role, own):
     """Database roles (migration 0006_roles.sql): a function's IAM reaches only the secret of its
     own login user, so a compromised writer cannot connect as the archiver, or the reverse."""
@@ -171,7 +184,7 @@ def test_trust_policy_is_the_one_service_in_this_account(module, role):
 def test_only_the_unscopable_managed_policies_are_attached(module):
     assert set(as_list(module.locals["lambda_managed_policy_arns"])) == LAMBDA_MANAGED
     attachments = module.of_type("aws_iam_role_policy_attachment")
-    fns = ("ingest", "batch_writer", "archiver", "checkpointer", "query")
+    fns = ("ingest", "batch_writer", "archiver", "checkpointer", "query", "export_worker")
     assert set(attachments) == {*fns, "rds_monitoring"}
     for fn in fns:
         a = attachments[fn]

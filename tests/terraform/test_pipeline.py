@@ -1,9 +1,12 @@
 """Kinesis, the event source mapping, the DLQ and the three functions."""
 from conftest import REPO, as_list, block, blocks, is_ref, refs
 
-FUNCTIONS = ("ingest", "batch_writer", "archiver", "checkpointer", "query")
+FUNCTIONS = ("ingest", "batch_writer", "archiver", "checkpointer", "query", "export_worker")
 PACKAGES = {"ingest": "stele-ingest", "batch_writer": "stele-batch-writer", "archiver": "stele-archiver",
-            "checkpointer": "stele-checkpointer", "query": "stele-query"}
+            "checkpointer": "stele-checkpointer", "query": "stele-query", "export_worker": "stele-query"}
+# The export worker is the query function's zip started with another handler (functions/query/src/main.rs).
+ZIP = {fn: fn for fn in FUNCTIONS} | {"export_worker": "query"}
+HANDLER = {fn: "bootstrap" for fn in FUNCTIONS} | {"export_worker": "export-worker"}
 
 # The environment contract of each function (docs/ARCHITECTURE.md, the functions' config).
 ENV = {
@@ -55,6 +58,16 @@ ENV = {
         "STELE_ARCHIVE_BUCKET",
         "STELE_ARCHIVE_PREFIX",
         "STELE_EXPORT_LOCK_MODE",
+        "STELE_EXPORT_QUEUE_URL",
+        "RUST_LOG",
+    },
+    "export_worker": {
+        "STELE_DB_SECRET_ARN",
+        "STELE_DB_TLS",
+        "STELE_ARCHIVE_BUCKET",
+        "STELE_ARCHIVE_PREFIX",
+        "STELE_EXPORT_LOCK_MODE",
+        "STELE_EXPORT_MAX_ATTEMPTS",
         "RUST_LOG",
     },
 }
@@ -164,8 +177,8 @@ def test_functions_are_al2023_arm64_bootstrap_zips_with_own_role_and_log_group(m
         f = module.resource("aws_lambda_function", fn)
         assert f["runtime"] == "provided.al2023", fn
         assert as_list(f["architectures"]) == ["arm64"], fn
-        assert f["handler"] == "bootstrap", fn
-        zip_var = "var.%s_zip" % fn
+        assert f["handler"] == HANDLER[fn], fn
+        zip_var = "var.%s_zip" % ZIP[fn]
         assert is_ref(f["filename"], zip_var), fn
         assert is_ref(f["source_code_hash"], "filebase64sha256(%s)" % zip_var), fn
         assert is_ref(f["role"], f"aws_iam_role.{fn}.arn"), f"{fn} must use its own role"
@@ -187,6 +200,7 @@ def test_functions_are_al2023_arm64_bootstrap_zips_with_own_role_and_log_group(m
         "archiver": "${var.name}-archiver",
         "checkpointer": "${var.name}-checkpointer",
         "query": "${var.name}-query",
+        "export_worker": "${var.name}-export-worker",
     }
     assert module.default("log_retention_days") > 0
 
@@ -220,6 +234,12 @@ def test_function_environments_follow_the_contract(module):
     # The query function reads the tenant from the same claim ingest files it under.
     assert "var.tenant_claim" in query["STELE_TENANT_CLAIM"]
     assert "var.query_proof_retry_after_secs" in query["STELE_PROOF_RETRY_AFTER_SECS"]
+    assert "aws_sqs_queue.export_jobs.url" in query["STELE_EXPORT_QUEUE_URL"]
+    # The export worker reads as the query function does, and gives up when the queue does.
+    _, worker = env_of(module, "export_worker")
+    assert "local.db_query_secret_arn" in worker["STELE_DB_SECRET_ARN"]
+    assert worker["STELE_EXPORT_LOCK_MODE"] == query["STELE_EXPORT_LOCK_MODE"]
+    assert "var.export_max_attempts" in worker["STELE_EXPORT_MAX_ATTEMPTS"]
     assert is_ref(module.locals["db_environment"]["STELE_DB_TLS"], "local.db_tls")
     # Contract defaults.
     assert module.default("tenant_claim") == "tenant_id"
@@ -227,6 +247,24 @@ def test_function_environments_follow_the_contract(module):
     assert module.default("max_skew_secs") == 300
     assert module.default("archive_prefix") == "audit"
     assert module.default("retention_days") == 30
+
+
+def test_export_jobs_are_drained_one_at_a_time_with_retries_then_a_dead_letter_queue(module):
+    queue = module.resource("aws_sqs_queue", "export_jobs")
+    redrive = str(queue["redrive_policy"])
+    assert "aws_sqs_queue.export_jobs_dlq.arn" in redrive and "var.export_max_attempts" in redrive
+    # A job in flight stays hidden for longer than the worker can run.
+    worker = module.resource("aws_lambda_function", "export_worker")
+    assert is_ref(worker["timeout"], "local.export_worker_timeout_secs")
+    assert module.locals["export_worker_timeout_secs"] == 900
+    assert "local.export_worker_timeout_secs" in str(queue["visibility_timeout_seconds"])
+    esm = module.resource("aws_lambda_event_source_mapping", "export_worker")
+    assert is_ref(esm["event_source_arn"], "aws_sqs_queue.export_jobs.arn")
+    assert is_ref(esm["function_name"], "aws_lambda_function.export_worker.arn")
+    assert esm["batch_size"] == 1 and as_list(esm["function_response_types"]) == ["ReportBatchItemFailures"]
+    # The mapping never invokes more workers than are reserved (no throttled jobs).
+    assert is_ref(block(esm, "scaling_config")["maximum_concurrency"], "var.export_worker_concurrency")
+    assert is_ref(worker["reserved_concurrent_executions"], "var.export_worker_concurrency")
 
 
 def test_archiver_runs_one_at_a_time_with_failure_destination(module):
@@ -248,7 +286,7 @@ def test_scheduler_invokes_the_archiver_with_its_own_role(module):
 def test_example_uses_the_module_with_cargo_lambda_zips(example):
     stele = example.modules["stele"]
     assert stele["source"] == "../../modules/stele"
-    for fn, package in PACKAGES.items():
+    for fn, package in ((fn, p) for fn, p in PACKAGES.items() if ZIP[fn] == fn):
         assert stele[f"{fn}_zip"] == "${var.lambda_dir}/%s/bootstrap.zip" % package
     assert example.default("lambda_dir") == "../../../../target/lambda"
     # lambda_dir resolves to <repo>/target/lambda from examples/complete.

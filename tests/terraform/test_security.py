@@ -91,7 +91,7 @@ def test_vpc_endpoints_have_policies_naming_only_this_stacks_resources(module):
     access = module.locals["endpoint_access"]
     assert set(access) == {"kinesis-streams", "kms", "secretsmanager", "sqs"}
     allowed = {"aws_kinesis_stream.events", "local.db_writer_secret_arn", "local.db_archiver_secret_arn",
-               "local.db_checkpointer_secret_arn", "local.db_query_secret_arn", "aws_sqs_queue.dlq", "aws_sqs_queue.archiver_dlq", "aws_kms_key.log",
+               "local.db_checkpointer_secret_arn", "local.db_query_secret_arn", "aws_sqs_queue.dlq", "aws_sqs_queue.archiver_dlq", "aws_sqs_queue.export_jobs", "aws_kms_key.log",
                "aws_secretsmanager_secret.cursor_key"}
     for service, a in access.items():
         for r in as_list(a["resources"]):

@@ -22,8 +22,9 @@ resource "aws_cloudwatch_metric_alarm" "iterator_age" {
 
 resource "aws_cloudwatch_metric_alarm" "dlq_depth" {
   for_each = {
-    batch-writer = aws_sqs_queue.dlq.name
-    archiver     = aws_sqs_queue.archiver_dlq.name
+    batch-writer  = aws_sqs_queue.dlq.name
+    archiver      = aws_sqs_queue.archiver_dlq.name
+    export-worker = aws_sqs_queue.export_jobs_dlq.name
   }
 
   alarm_name          = "${var.name}-${each.key}-dlq-depth"
@@ -64,11 +65,12 @@ resource "aws_cloudwatch_metric_alarm" "id_conflicts" {
 
 resource "aws_cloudwatch_metric_alarm" "function_errors" {
   for_each = {
-    ingest       = aws_lambda_function.ingest.function_name
-    batch-writer = aws_lambda_function.batch_writer.function_name
-    archiver     = aws_lambda_function.archiver.function_name
-    checkpointer = aws_lambda_function.checkpointer.function_name
-    query        = aws_lambda_function.query.function_name
+    ingest        = aws_lambda_function.ingest.function_name
+    batch-writer  = aws_lambda_function.batch_writer.function_name
+    archiver      = aws_lambda_function.archiver.function_name
+    checkpointer  = aws_lambda_function.checkpointer.function_name
+    query         = aws_lambda_function.query.function_name
+    export-worker = aws_lambda_function.export_worker.function_name
   }
 
   alarm_name          = "${var.name}-${each.key}-errors"

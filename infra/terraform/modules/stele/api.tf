@@ -68,6 +68,8 @@ locals {
     "GET /v1/events/{event_id}/proof",
     "GET /v1/log/checkpoint",
     "GET /v1/log/consistency",
+    "POST /v1/exports",
+    "GET /v1/exports/{export_id}",
   ]
 }
 
@@ -147,6 +149,15 @@ resource "aws_lambda_permission" "query" {
   function_name = aws_lambda_function.query.function_name
   principal     = "apigateway.amazonaws.com"
   source_arn    = "${aws_apigatewayv2_api.this.execution_arn}/*/GET/v1/*"
+}
+
+# The one write the read API takes: starting an asynchronous export.
+resource "aws_lambda_permission" "query_start_export" {
+  statement_id  = "AllowHttpApiExportJobs"
+  action        = "lambda:InvokeFunction"
+  function_name = aws_lambda_function.query.function_name
+  principal     = "apigateway.amazonaws.com"
+  source_arn    = "${aws_apigatewayv2_api.this.execution_arn}/*/POST/v1/exports"
 }
 
 resource "aws_lambda_permission" "api" {

@@ -393,19 +393,26 @@ data "aws_iam_policy_document" "query" {
     resources = ["${aws_s3_bucket.archive.arn}/${local.export_prefix}/tenant_id=*"]
   }
 
+  # POST /v1/exports: a job for the export worker (export_worker.tf), on the encrypted queue.
   statement {
-    sid       = "EncryptExports"
+    sid       = "QueueExportJobs"
+    actions   = ["sqs:SendMessage"]
+    resources = [aws_sqs_queue.export_jobs.arn]
+  }
+
+  statement {
+    sid       = "EncryptExportsAndJobs"
     actions   = ["kms:GenerateDataKey"]
     resources = [local.kms_key_arn]
     condition {
       test     = "StringEquals"
       variable = "kms:ViaService"
-      values   = [local.kms_via.s3]
+      values   = [local.kms_via.s3, local.kms_via.sqs]
     }
   }
 
-  # The secrets' and archive's key, only through Secrets Manager and S3: nothing else the
-  # stack key encrypts.
+  # The secrets', archive's and queue's key, only through Secrets Manager, S3 and SQS:
+  # nothing else the stack key encrypts.
   statement {
     sid       = "DecryptSecretsAndArchive"
     actions   = ["kms:Decrypt"]
@@ -413,7 +420,7 @@ data "aws_iam_policy_document" "query" {
     condition {
       test     = "StringEquals"
       variable = "kms:ViaService"
-      values   = [local.kms_via.secretsmanager, local.kms_via.s3]
+      values   = [local.kms_via.secretsmanager, local.kms_via.s3, local.kms_via.sqs]
     }
   }
 }
@@ -428,6 +435,101 @@ resource "aws_iam_role_policy_attachment" "query" {
   for_each = toset(local.lambda_managed_policy_arns)
 
   role       = aws_iam_role.query.name
+  policy_arn = each.value
+}
+
+# --- export worker: the query function's reads and exports, fed by the export queue ---------
+# The same database login as the query function (read-only stele_reader) and the same archive
+# access; no cursor key (its pages' cursors never leave it), no API.
+
+resource "aws_iam_role" "export_worker" {
+  name               = "${local.function_names.export_worker}-role"
+  assume_role_policy = data.aws_iam_policy_document.lambda_assume.json
+  tags               = local.tags
+}
+
+data "aws_iam_policy_document" "export_worker" {
+  statement {
+    sid       = "Logs"
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
+    resources = ["${aws_cloudwatch_log_group.export_worker.arn}:*"]
+  }
+
+  statement {
+    sid       = "Secrets"
+    actions   = ["secretsmanager:GetSecretValue"]
+    resources = [local.db_query_secret_arn]
+  }
+
+  # Its event source mapping reads the jobs with this role.
+  statement {
+    sid       = "ConsumeExportJobs"
+    actions   = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"]
+    resources = [aws_sqs_queue.export_jobs.arn]
+  }
+
+  statement {
+    sid       = "ReadArchivedEvents"
+    actions   = ["s3:GetObject"]
+    resources = ["${aws_s3_bucket.archive.arn}/${var.archive_prefix}/tenant_id=*"]
+  }
+
+  statement {
+    sid       = "ListArchivedDays"
+    actions   = ["s3:ListBucket"]
+    resources = [aws_s3_bucket.archive.arn]
+    condition {
+      test     = "StringLike"
+      variable = "s3:prefix"
+      values   = ["${var.archive_prefix}/tenant_id=*"]
+    }
+  }
+
+  # The export file and the job's status, each with its own one-day Object Lock retention.
+  statement {
+    sid = "WriteExports"
+    actions = [
+      "s3:PutObject",
+      "s3:PutObjectRetention",
+      "s3:GetObject",
+      "s3:AbortMultipartUpload",
+    ]
+    resources = ["${aws_s3_bucket.archive.arn}/${local.export_prefix}/tenant_id=*"]
+  }
+
+  statement {
+    sid       = "EncryptExports"
+    actions   = ["kms:GenerateDataKey"]
+    resources = [local.kms_key_arn]
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = [local.kms_via.s3]
+    }
+  }
+
+  statement {
+    sid       = "DecryptSecretsArchiveAndJobs"
+    actions   = ["kms:Decrypt"]
+    resources = local.db_secret_kms_key_arns
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = [local.kms_via.secretsmanager, local.kms_via.s3, local.kms_via.sqs]
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "export_worker" {
+  name   = "least-privilege"
+  role   = aws_iam_role.export_worker.id
+  policy = data.aws_iam_policy_document.export_worker.json
+}
+
+resource "aws_iam_role_policy_attachment" "export_worker" {
+  for_each = toset(local.lambda_managed_policy_arns)
+
+  role       = aws_iam_role.export_worker.name
   policy_arn = each.value
 }
 

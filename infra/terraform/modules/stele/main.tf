@@ -32,11 +32,12 @@ locals {
   failed_bucket_name  = "${var.name}-failed-batches-${local.account_id}-${local.region}"
 
   function_names = {
-    ingest       = "${var.name}-ingest"
-    batch_writer = "${var.name}-batch-writer"
-    archiver     = "${var.name}-archiver"
-    checkpointer = "${var.name}-checkpointer"
-    query        = "${var.name}-query"
+    ingest        = "${var.name}-ingest"
+    batch_writer  = "${var.name}-batch-writer"
+    archiver      = "${var.name}-archiver"
+    checkpointer  = "${var.name}-checkpointer"
+    query         = "${var.name}-query"
+    export_worker = "${var.name}-export-worker"
   }
 
   # The deployment's log origin: the first line of every checkpoint (per tenant:

@@ -96,7 +96,7 @@ locals {
     }
     sqs = {
       actions   = ["sqs:SendMessage", "sqs:GetQueueAttributes"]
-      resources = [aws_sqs_queue.dlq.arn, aws_sqs_queue.archiver_dlq.arn]
+      resources = [aws_sqs_queue.dlq.arn, aws_sqs_queue.archiver_dlq.arn, aws_sqs_queue.export_jobs.arn]
     }
   }
 }

@@ -2,7 +2,8 @@
 # ingest, it answers GET /v1/events (a tenant's events: hot days from PostgreSQL, archived
 # days from the archive's Parquet files), GET /v1/events/export (the same as one NDJSON or CSV
 # file: inline, or written under the bucket's _exports/ prefix and handed out as a presigned URL;
-# archive.tf expires that prefix after a day), GET /v1/events/{event_id}/proof,
+# archive.tf expires that prefix after a day), POST /v1/exports and GET /v1/exports/{export_id}
+# (the same file written by the export worker: export_worker.tf), GET /v1/events/{event_id}/proof,
 # /v1/log/checkpoint and /v1/log/consistency (api.tf routes them). It connects as its own login
 # user in the read-only stele_reader role (database.tf); in AWS it may read its secrets and the
 # archive's tenant directories, write only under _exports/ (iam.tf), and nothing else: no
@@ -68,6 +69,7 @@ resource "aws_lambda_function" "query" {
       STELE_ARCHIVE_BUCKET         = aws_s3_bucket.archive.id
       STELE_ARCHIVE_PREFIX         = var.archive_prefix
       STELE_EXPORT_LOCK_MODE       = var.object_lock_enabled ? var.object_lock_mode : ""
+      STELE_EXPORT_QUEUE_URL       = aws_sqs_queue.export_jobs.url
       RUST_LOG                     = var.rust_log
     })
   }

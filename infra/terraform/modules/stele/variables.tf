@@ -130,6 +130,32 @@ variable "query_memory_mb" {
   default     = 256
 }
 
+variable "export_worker_memory_mb" {
+  description = "Memory of the export worker (asynchronous exports: a 256 MiB cache of archived files and an 8 MiB upload part)."
+  type        = number
+  default     = 1024
+}
+
+variable "export_worker_concurrency" {
+  description = "Exports run at once (the worker's reserved concurrency and its queue mapping's maximum concurrency; each holds one database connection). At least 2."
+  type        = number
+  default     = 2
+  validation {
+    condition     = var.export_worker_concurrency >= 2 && var.export_worker_concurrency <= 1000
+    error_message = "export_worker_concurrency must be 2..1000 (an SQS mapping's maximum concurrency starts at 2)."
+  }
+}
+
+variable "export_max_attempts" {
+  description = "Attempts at an asynchronous export before it fails for good (the export queue's maxReceiveCount)."
+  type        = number
+  default     = 3
+  validation {
+    condition     = var.export_max_attempts >= 1 && var.export_max_attempts <= 10
+    error_message = "export_max_attempts must be 1..10."
+  }
+}
+
 variable "query_reserved_concurrency" {
   description = "Reserved concurrency of the query function (caps the read path's connections to Postgres; -1: unreserved)."
   type        = number
