@@ -97,6 +97,15 @@ def kinesis_batch(records, stream_arn, region="us-east-1", function_arn=None):
     return {"Records": out}
 
 
+def sqs_event(messages, queue_arn, region="us-east-1"):
+    """What an SQS event source mapping sends: the received messages, as records."""
+    return {"Records": [{
+        "messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
+        "attributes": m.get("Attributes", {}), "messageAttributes": {}, "md5OfBody": m["MD5OfBody"],
+        "eventSource": "aws:sqs", "eventSourceARN": queue_arn, "awsRegion": region,
+    } for m in messages]}
+
+
 def new_event(tenant, action="user.login"):
     return {
         "event_id": str(uuid.uuid4()),

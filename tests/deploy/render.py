@@ -18,7 +18,9 @@ os.environ.setdefault("STELE_TF_CHECK", "1")
 _spec.loader.exec_module(tf)
 
 FUNCTIONS = {"ingest": "stele-ingest", "batch_writer": "stele-batch-writer", "archiver": "stele-archiver",
-             "checkpointer": "stele-checkpointer", "query": "stele-query"}
+             "checkpointer": "stele-checkpointer", "query": "stele-query",
+             # The query function's binary, started as the worker by its handler (export_worker.tf).
+             "export_worker": "stele-query"}
 
 
 class Unrenderable(Exception):
@@ -126,6 +128,10 @@ class Renderer:
         else:
             env = self.expr(variables)
         return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in env.items()}
+
+    def handler(self, fn):
+        """aws_lambda_function.<fn>.handler (Lambda passes it to the bootstrap as _HANDLER)."""
+        return str(self.expr(self.module.resource("aws_lambda_function", fn)["handler"]))
 
     def timeout(self, fn):
         """aws_lambda_function.<fn>.timeout, seconds."""

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The deploy contract test (tests/deploy/test_contract.py): the five function binaries, release
+# The deploy contract test (tests/deploy/test_contract.py): the function binaries, release
 # builds as deployed, each started with the environment Terraform gives it and driven through
 # cargo-lambda's Runtime API emulator with AWS-shaped payloads, against the PostgreSQL and
 # LocalStack of STELE_TEST_PG_URL / STELE_TEST_AWS_ENDPOINT (scripts/test starts them).

@@ -23,6 +23,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+import urllib.request
 from urllib.parse import urlparse
 
 import boto3
@@ -67,6 +68,7 @@ def stack():
     stream = f"{name}-events"
     kinesis.create_stream(StreamName=stream, ShardCount=1)
     queue = sqs.create_queue(QueueName=f"{name}-batch-writer-dlq")["QueueUrl"]
+    export_jobs = sqs.create_queue(QueueName=f"{name}-export-jobs")["QueueUrl"]
     bucket = f"{name}-archive"
     s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)  # as the module's default
     s3.put_object_lock_configuration(Bucket=bucket, ObjectLockConfiguration={
@@ -108,6 +110,7 @@ def stack():
     renderer = render.Renderer({
         "aws_kinesis_stream.events.name": stream,
         "aws_sqs_queue.dlq.url": queue,
+        "aws_sqs_queue.export_jobs.url": export_jobs,
         "aws_s3_bucket.archive.id": bucket,
         # One secret for both here (the test cluster's superuser); deployed, each function has
         # its own login user's (tests/it/db_roles.rs checks what each role may do).
@@ -122,7 +125,7 @@ def stack():
         "aws_dynamodb_table.tenant_quotas.name": quota_table,
     })
     yield {"renderer": renderer, "db_url": db_url, "stream": stream, "bucket": bucket, "quota_table": quota_table,
-           "log_key": log_key, "query_user": query_user,
+           "log_key": log_key, "query_user": query_user, "export_jobs": export_jobs,
            "stream_arn": kinesis.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"]["StreamARN"]}
 
 
@@ -137,6 +140,7 @@ def environment(stack, fn):
     env.update({"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_SESSION_TOKEN": "test",
                 "AWS_ENDPOINT_URL": AWS_ENDPOINT})
     env.update(tf_env)
+    env["_HANDLER"] = stack["renderer"].handler(fn)
     return env
 
 
@@ -272,7 +276,7 @@ def test_checkpointer_starts_with_terraforms_environment_and_its_log_key(stack):
     assert status == 200 and report["refused"] == [] and report["error"] is None, (status, report, checkpointer.output())
 
 
-def query_request(stack, route_key, path, tenant=None, query=None):
+def query_request(stack, route_key, path, tenant=None, query=None, method="GET"):
     """What API Gateway sends the query function for a read route (api.tf) once its JWT
     authorizer accepted a token with a read scope; `tenant=None`: a token without the claim."""
     claim = stack["renderer"].environment("query")["STELE_TENANT_CLAIM"]
@@ -280,9 +284,11 @@ def query_request(stack, route_key, path, tenant=None, query=None):
     if tenant is None:
         del claims[claim]
     claims["scope"] = "stele/events.read"
-    event = payloads.api_gateway_v2("GET", path, claims=claims, route_key=route_key)
+    event = payloads.api_gateway_v2(method, path, claims=claims, route_key=route_key)
     if "{event_id}" in route_key:
         event["pathParameters"] = {"event_id": path.split("/")[3]}
+    if "{export_id}" in route_key:
+        event["pathParameters"] = {"export_id": path.split("/")[3]}
     if query:
         event["rawQueryString"] = "&".join(f"{k}={v}" for k, v in query.items())
         event["queryStringParameters"] = dict(query)
@@ -363,8 +369,34 @@ def test_query_answers_reads_with_terraforms_environment_as_its_own_read_only_lo
         export_window = {k: v for k, v in window.items() if k != "limit"}
         _, exported = query.invoke(query_request(stack, "GET /v1/events/export", "/v1/events/export", tenant,
                                                  {**export_window, "format": "csv"}))
+        # The whole range again, as an asynchronous export: queued by the query function, run by
+        # the export worker from the queue's message, then served with a presigned URL.
+        _, started = query.invoke(query_request(stack, "POST /v1/exports", "/v1/exports", tenant,
+                                                {**export_window, "format": "csv"}, method="POST"))
+        sqs = aws("sqs")
+        messages = sqs.receive_message(QueueUrl=stack["export_jobs"], AttributeNames=["All"],
+                                       WaitTimeSeconds=5).get("Messages", [])
+        queue_arn = sqs.get_queue_attributes(QueueUrl=stack["export_jobs"],
+                                             AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        worker = start(stack, "export_worker")
+        try:
+            worker_status, worker_response = worker.invoke(payloads.sqs_event(messages, queue_arn, REGION))
+        finally:
+            worker.stop()
+        export_id = json.loads(started["body"]).get("export_id", "")
+        _, job = query.invoke(query_request(stack, "GET /v1/exports/{export_id}", f"/v1/exports/{export_id}", tenant))
     finally:
         query.stop()
+    assert started["statusCode"] == 202, (started, query.output())
+    assert len(messages) == 1 and json.loads(messages[0]["Body"])["export_id"] == export_id, messages
+    assert worker_status == 200 and worker_response == {"batchItemFailures": []}, \
+        (worker_status, worker_response, worker.output())
+    assert job["statusCode"] == 200, (job, query.output())
+    job = json.loads(job["body"])
+    assert (job["status"], job["events"], job["format"]) == ("succeeded", 3, "csv"), job
+    assert job["key"].startswith(f"_exports/tenant_id={tenant}/"), job
+    with urllib.request.urlopen(job["url"]) as downloaded:
+        assert downloaded.read().decode() == exported["body"], job
     assert env["STELE_CURSOR_KEY_SECRET_ARN"] and env["STELE_ARCHIVE_BUCKET"] == stack["bucket"], env
     assert page1["statusCode"] == 200 and page2["statusCode"] == 200, (page1, page2, query.output())
     first, second = json.loads(page1["body"]), json.loads(page2["body"])
