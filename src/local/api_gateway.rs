@@ -154,12 +154,13 @@ fn to_hyper(resp: Response<Body>) -> hyper::Response<Full<Bytes>> {
 }
 
 /// Whether the HTTP API routes the request to the query function: `GET /v1/events`,
-/// `/v1/log/…` and `/v1/events/{event_id}/…` (ingest has `POST /v1/events` and `/v1/health`).
+/// `/v1/log/…`, `/v1/events/{event_id}/…` and `/v1/exports…` (ingest has `POST /v1/events`
+/// and `/v1/health`).
 pub fn is_query_route(method: &Method, path: &str) -> bool {
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
     match segments.as_slice() {
         ["v1", "events"] => method == Method::GET || method == Method::HEAD,
-        ["v1", "log", ..] | ["v1", "events", _, ..] => true,
+        ["v1", "log", ..] | ["v1", "events", _, ..] | ["v1", "exports", ..] => true,
         _ => false,
     }
 }
@@ -323,6 +324,8 @@ mod tests {
         assert!(is_query_route(&get, "/v1/events"));
         assert!(is_query_route(&get, "/v1/events/"));
         assert!(!is_query_route(&Method::POST, "/v1/events"));
+        assert!(is_query_route(&Method::POST, "/v1/exports"));
+        assert!(is_query_route(&get, "/v1/exports/0190a4b2-0000-7000-8000-000000000000"));
         assert!(!is_query_route(&get, "/v1/health"));
     }
 
