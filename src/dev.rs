@@ -13,8 +13,8 @@ use std::time::Duration;
 use chrono::{Days, Utc};
 use stele::local::{api_gateway, aws, demo, deployed, esm, services, viewer};
 use stele_batch_writer::{BatchWriter, SqsDeadLetters};
-use stele_query::export::jobs::{ExportWorker, InProcessJobs};
 use stele_ingest::{DynamoDbQuota, Ingest, IngestConfig, KinesisSink, Quota};
+use stele_query::export::jobs::{ExportWorker, InProcessJobs};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 

@@ -6,13 +6,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use chrono::{DateTime, NaiveDate, Utc};
 use lambda_http::http::{HeaderMap, Method};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 use stele_archiver::{Archiver, ArchiverConfig, S3Store};
-use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use stele_query::export::jobs::{ExportJob, ExportWorker, SqsJobs};
 use stele_query::{lambda_http, Query, QueryConfig};
 use stele_store::{partitions, EventStore, PgEventStore, StoredEvent};
@@ -715,8 +715,16 @@ async fn asynchronous_exports_queue_a_job_the_worker_writes_to_the_bucket() {
     let (_, _, inline) = export(&query, &params, "acme").await;
     let file = download(done["url"].as_str().unwrap());
     assert_eq!(file, inline);
-    let rows = String::from_utf8(file).unwrap().split("\r\n").filter(|l| !l.is_empty()).count() - 1;
-    assert_eq!((done["events"].as_u64(), done["format"].as_str()), (Some(rows as u64), Some("csv")));
+    let rows = String::from_utf8(file)
+        .unwrap()
+        .split("\r\n")
+        .filter(|l| !l.is_empty())
+        .count()
+        - 1;
+    assert_eq!(
+        (done["events"].as_u64(), done["format"].as_str()),
+        (Some(rows as u64), Some("csv"))
+    );
     assert!(rows > 0);
     assert!(done["key"].as_str().unwrap().starts_with("_exports/tenant_id=acme/"));
 
@@ -724,27 +732,46 @@ async fn asynchronous_exports_queue_a_job_the_worker_writes_to_the_bucket() {
     let job = ExportJob {
         export_id: id.parse().unwrap(),
         tenant: "acme".into(),
-        params: vec![("from".into(), "2026-02-20T00:00:00Z".into()), ("to".into(), "2026-02-21T00:00:00Z".into())],
+        params: vec![
+            ("from".into(), "2026-02-20T00:00:00Z".into()),
+            ("to".into(), "2026-02-21T00:00:00Z".into()),
+        ],
     };
     worker.run(&job, 2, None).await.unwrap();
     let (_, again) = get(&query, &status_url, "acme").await;
-    assert_eq!((&again["events"], &again["attempts"]), (&done["events"], &done["attempts"]));
+    assert_eq!(
+        (&again["events"], &again["attempts"]),
+        (&done["events"], &done["attempts"])
+    );
 
     // A database that is down: the job is delivered again, then fails for good after
     // the last attempt, and says why.
     let unreachable = stele_store::pool(&stele_store::StoreConfig::new("postgres://stele@127.0.0.1:1/none")).unwrap();
-    let down = ExportWorker::new(unreachable, None, "audit".into(), config.export_bucket(s3.clone()).unwrap(), 2);
+    let down = ExportWorker::new(
+        unreachable,
+        None,
+        "audit".into(),
+        config.export_bucket(s3.clone()).unwrap(),
+        2,
+    );
     let resp = answer_to(&query, Method::POST, &format!("/v1/exports?{RANGE}"), "globex").await;
     let body: Value = serde_json::from_slice(resp.body().as_ref()).unwrap();
     let failing_url = format!("/v1/exports/{}", body["export_id"].as_str().unwrap());
     assert_eq!(deliver_jobs(&sqs, &queue, &down, 1).await, (1, 1));
     let (_, retrying) = get(&query, &failing_url, "globex").await;
     assert_eq!(retrying["status"], "running", "{retrying}");
-    assert!(retrying["error"].as_str().unwrap().contains("attempt 1 failed"), "{retrying}");
+    assert!(
+        retrying["error"].as_str().unwrap().contains("attempt 1 failed"),
+        "{retrying}"
+    );
     // Visible again after a second: long polling waits for it.
     assert_eq!(deliver_jobs(&sqs, &queue, &down, 1).await, (1, 0));
     let (_, failed) = get(&query, &failing_url, "globex").await;
-    assert_eq!((&failed["status"], failed["attempts"].as_u64()), (&Value::from("failed"), Some(2)), "{failed}");
+    assert_eq!(
+        (&failed["status"], failed["attempts"].as_u64()),
+        (&Value::from("failed"), Some(2)),
+        "{failed}"
+    );
     assert!(failed.get("url").is_none());
 
     // Bad input names the parameter; without a queue, asynchronous exports are off.

@@ -178,9 +178,13 @@ impl Query {
                  /v1/log/checkpoint, /v1/log/consistency, POST /v1/exports, GET /v1/exports/{export_id}",
             ),
             Route::MethodNotAllowed(allow) => {
-                let mut resp =
-                    error_response(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("use {allow}"));
-                resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+                let mut resp = error_response(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    format!("use {allow}"),
+                );
+                resp.headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static(allow));
                 resp
             }
             route => match tenant_of(&req, &self.config.tenant_claim) {
@@ -597,7 +601,10 @@ mod tests {
         assert_eq!(route(&Method::POST, "/prod/v1/exports"), Route::StartExport);
         assert_eq!(route(&Method::GET, "/v1/exports"), Route::MethodNotAllowed("POST"));
         assert_eq!(route(&Method::GET, "/v1/exports/x"), Route::ExportStatus("x"));
-        assert_eq!(route(&Method::DELETE, "/v1/exports/x"), Route::MethodNotAllowed("GET, HEAD"));
+        assert_eq!(
+            route(&Method::DELETE, "/v1/exports/x"),
+            Route::MethodNotAllowed("GET, HEAD")
+        );
         assert_eq!(route(&Method::GET, "/v1/events/x/proof/y"), Route::NotFound);
     }
 

@@ -307,7 +307,10 @@ impl ExportWorker {
         let (tenant, export_id) = (job.tenant.as_str(), job.export_id);
         let retry = |reason: String| RetryLater { export_id, reason };
         let params = || job.params.iter().map(|(k, v)| (k.as_str(), v.as_str()));
-        let parsed = ExportRequest::parse(|k| params().find(|(n, _)| *n == k).map(|(_, v)| v), params().map(|(k, _)| k));
+        let parsed = ExportRequest::parse(
+            |k| params().find(|(n, _)| *n == k).map(|(_, v)| v),
+            params().map(|(k, _)| k),
+        );
         let previous = read_status(&self.bucket, tenant, export_id)
             .await
             .map_err(|e| retry(e.to_string()))?;
@@ -427,7 +430,10 @@ mod tests {
         let job = ExportJob {
             export_id: Uuid::now_v7(),
             tenant: "tenant-a".into(),
-            params: vec![("from".into(), "2026-01-01T00:00:00Z".into()), ("format".into(), "csv".into())],
+            params: vec![
+                ("from".into(), "2026-01-01T00:00:00Z".into()),
+                ("format".into(), "csv".into()),
+            ],
         };
         let back: ExportJob = serde_json::from_str(&serde_json::to_string(&job).unwrap()).unwrap();
         assert_eq!(back, job);

@@ -136,7 +136,17 @@ pub async fn deliver<S: ArchiveStore>(
     request: &ExportRequest,
     mut spool: spool::Spool,
 ) -> Result<(u64, spool::Delivered), ExportError<spool::SpoolError>> {
-    match run(client, archive, tenant, &request.filters, request.format, &mut spool, |_| {}).await {
+    match run(
+        client,
+        archive,
+        tenant,
+        &request.filters,
+        request.format,
+        &mut spool,
+        |_| {},
+    )
+    .await
+    {
         Ok(count) => Ok((count, spool.finish().await.map_err(ExportError::Output)?)),
         Err(e) => {
             spool.abandon().await;
