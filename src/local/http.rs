@@ -18,9 +18,24 @@ pub struct Response {
 /// `POST path` with a JSON body and an optional bearer token; one connection
 /// per request (`Connection: close`).
 pub async fn post_json(addr: SocketAddr, path: &str, token: Option<&str>, body: &[u8]) -> std::io::Result<Response> {
+    request(addr, "POST", path, token, body).await
+}
+
+/// `GET path` with an optional bearer token.
+pub async fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> std::io::Result<Response> {
+    request(addr, "GET", path, token, b"").await
+}
+
+async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &[u8],
+) -> std::io::Result<Response> {
     let mut stream = TcpStream::connect(addr).await?;
     let mut head = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
         body.len()
     );
     if let Some(token) = token {

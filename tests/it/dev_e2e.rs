@@ -235,6 +235,44 @@ async fn accepted_events_land_in_postgres_exactly_once_and_bad_ones_nowhere() {
         .collect();
     assert_eq!(read, expected, "DuckDB reads the archived rows per tenant");
 
+    // An asynchronous export of acme's events, hot and archived: queued, run by stele dev,
+    // then served as a presigned URL of a file holding exactly the events it counts.
+    let (from, to) = (
+        (chrono::Utc::now() - chrono::Duration::days(3)).format("%Y-%m-%dT00:00:00Z"),
+        (chrono::Utc::now() + chrono::Duration::days(1)).format("%Y-%m-%dT00:00:00Z"),
+    );
+    let started = http::post_json(
+        dev.ingest,
+        &format!("/v1/exports?from={from}&to={to}"),
+        Some("dev-token-acme"),
+        b"",
+    )
+    .await
+    .unwrap();
+    assert_eq!(started.status, 202, "{}", started.body);
+    let status_url = serde_json::from_str::<Value>(&started.body).unwrap()["status_url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let job = loop {
+        let answer = http::get(dev.ingest, &status_url, Some("dev-token-acme")).await.unwrap();
+        let job: Value = serde_json::from_str(&answer.body).unwrap();
+        if job["status"] == "succeeded" || job["status"] == "failed" || Instant::now() > deadline {
+            break job;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let file = support::archive::download(job["url"].as_str().unwrap());
+    let lines: Vec<Value> = file
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect();
+    assert_eq!(Some(lines.len() as u64), job["events"].as_u64());
+    assert!(lines.len() >= 800 && lines.iter().all(|e| e["tenant_id"] == "acme"));
+
     assert!(dev.interrupt(), "Ctrl-C stops stele dev cleanly");
     let gone = tokio_postgres::connect(&dev.pg_url, tokio_postgres::NoTls).await;
     assert!(gone.is_err(), "its PostgreSQL is stopped");

@@ -450,24 +450,6 @@ async fn export(query: &Query, params: &str, tenant: &str) -> (u16, HeaderMap, V
     (resp.status().as_u16(), resp.headers().clone(), resp.body().to_vec())
 }
 
-/// The bytes at `url`, as any HTTP client would fetch a presigned URL.
-fn download(url: &str) -> Vec<u8> {
-    let out = std::process::Command::new(support::archive::python())
-        .args([
-            "-c",
-            "import sys, urllib.request; sys.stdout.buffer.write(urllib.request.urlopen(sys.argv[1]).read())",
-            url,
-        ])
-        .output()
-        .expect("run python");
-    assert!(
-        out.status.success(),
-        "GET {url}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
-
 fn ndjson_ids(body: &[u8]) -> Vec<String> {
     body.split(|b| *b == b'\n')
         .filter(|l| !l.is_empty())
@@ -539,7 +521,7 @@ async fn exports_hold_every_event_of_the_search_inline_or_behind_a_presigned_url
     assert_eq!(answer["events"], 27);
     let key = answer["key"].as_str().unwrap();
     assert!(key.starts_with("_exports/tenant_id=acme/"), "{key}");
-    let file = download(url);
+    let file = support::archive::download(url);
     assert_eq!(answer["bytes"], file.len());
     assert_eq!(ndjson_ids(&file), ids, "the file holds what the inline export held");
 
@@ -616,7 +598,7 @@ async fn exports_in_an_object_lock_bucket_keep_a_one_day_retention() {
         .secs();
     let hours = (until - Utc::now().timestamp()) / 3600;
     assert!((23..=24).contains(&hours), "retained for {hours} h");
-    assert_eq!(ndjson_ids(&download(answer["url"].as_str().unwrap())).len(), 9);
+    assert_eq!(ndjson_ids(&support::archive::download(answer["url"].as_str().unwrap())).len(), 9);
 }
 
 /// Delivers each job waiting in `queue` to `worker` as the SQS event source mapping
@@ -713,7 +695,7 @@ async fn asynchronous_exports_queue_a_job_the_worker_writes_to_the_bucket() {
     let (status, done) = get(&query, &status_url, "acme").await;
     assert_eq!((status, &done["status"]), (200, &Value::from("succeeded")), "{done}");
     let (_, _, inline) = export(&query, &params, "acme").await;
-    let file = download(done["url"].as_str().unwrap());
+    let file = support::archive::download(done["url"].as_str().unwrap());
     assert_eq!(file, inline);
     let rows = String::from_utf8(file)
         .unwrap()

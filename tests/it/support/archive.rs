@@ -79,3 +79,21 @@ pub async fn duckdb_readback(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str
     );
     serde_json::from_slice(&out.stdout).expect("check_archive.py prints JSON")
 }
+
+/// The bytes at `url`, as any HTTP client would fetch a presigned URL.
+pub fn download(url: &str) -> Vec<u8> {
+    let out = std::process::Command::new(python())
+        .args([
+            "-c",
+            "import sys, urllib.request; sys.stdout.buffer.write(urllib.request.urlopen(sys.argv[1]).read())",
+            url,
+        ])
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "GET {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
