@@ -256,7 +256,9 @@ async fn accepted_events_land_in_postgres_exactly_once_and_bad_ones_nowhere() {
         .to_string();
     let deadline = Instant::now() + Duration::from_secs(120);
     let job = loop {
-        let answer = http::get(dev.ingest, &status_url, Some("dev-token-acme")).await.unwrap();
+        let answer = http::get(dev.ingest, &status_url, Some("dev-token-acme"))
+            .await
+            .unwrap();
         let job: Value = serde_json::from_str(&answer.body).unwrap();
         if job["status"] == "succeeded" || job["status"] == "failed" || Instant::now() > deadline {
             break job;

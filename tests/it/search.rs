@@ -598,7 +598,10 @@ async fn exports_in_an_object_lock_bucket_keep_a_one_day_retention() {
         .secs();
     let hours = (until - Utc::now().timestamp()) / 3600;
     assert!((23..=24).contains(&hours), "retained for {hours} h");
-    assert_eq!(ndjson_ids(&support::archive::download(answer["url"].as_str().unwrap())).len(), 9);
+    assert_eq!(
+        ndjson_ids(&support::archive::download(answer["url"].as_str().unwrap())).len(),
+        9
+    );
 }
 
 /// Delivers each job waiting in `queue` to `worker` as the SQS event source mapping
