@@ -769,3 +769,79 @@ async fn asynchronous_exports_queue_a_job_the_worker_writes_to_the_bucket() {
     let resp = answer_to(&no_queue, Method::POST, &format!("/v1/exports?{RANGE}"), "acme").await;
     assert_eq!(resp.status().as_u16(), 404);
 }
+
+/// An archived day of 45 000 events is one row group of several pages: a search within
+/// the day reads only the pages its range can touch (the page index), and a range that
+/// straddles a page boundary, with and without an actor, misses nothing.
+#[tokio::test]
+async fn searches_within_an_archived_day_use_the_page_index_and_miss_nothing() {
+    let env = TestEnv::get().await;
+    let db = env.fresh_database().await;
+    let bucket = support::unique_name("search-pages");
+    env.create_bucket(&bucket).await;
+    let day: NaiveDate = "2026-02-20".parse().unwrap();
+    let start = day.and_hms_opt(0, 0, 0).unwrap().and_utc();
+    let events: Vec<StoredEvent> = (0..45_000i64)
+        .map(|i| {
+            let at = start + chrono::Duration::milliseconds(i * 1_920);
+            let at = at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            event("pages", &at, "doc.read", &format!("u{}", i % 5))
+        })
+        .collect();
+    assert_eq!(
+        store_and_archive(
+            env,
+            &db,
+            &bucket,
+            &events,
+            &[day],
+            "2026-02-25".parse().unwrap(),
+            1_000_000
+        )
+        .await,
+        1
+    );
+
+    // The file really has several occurred_at pages in its one row group.
+    let s3 = env.s3().await;
+    let keys = support::archive::list_keys(&s3, &bucket, "audit/tenant_id=pages/").await;
+    let parquet_key = keys.iter().find(|k| k.ends_with(".parquet")).unwrap();
+    let file = support::archive::get(&s3, &bucket, parquet_key).await;
+    let options = parquet::arrow::arrow_reader::ArrowReaderOptions::new()
+        .with_page_index_policy(parquet::file::metadata::PageIndexPolicy::Required);
+    let meta = parquet::arrow::arrow_reader::ArrowReaderMetadata::load(&file, options).unwrap();
+    let leaf = meta
+        .metadata()
+        .file_metadata()
+        .schema_descr()
+        .columns()
+        .iter()
+        .position(|c| c.name() == "occurred_at")
+        .unwrap();
+    assert_eq!(meta.metadata().num_row_groups(), 1);
+    let pages = meta
+        .metadata()
+        .page_index_for_row_group(0)
+        .offset_index(leaf)
+        .unwrap()
+        .page_locations()
+        .len();
+    assert!(pages >= 2, "{pages} pages");
+
+    let query = query_of(s3, &db, &bucket, QueryConfig::default());
+    for (from, to) in [
+        ("2026-02-20T05:00:00Z", "2026-02-20T06:00:00Z"),
+        ("2026-02-20T09:00:00Z", "2026-02-20T13:30:00Z"),
+        ("2026-02-20T23:59:00Z", "2026-02-21T00:00:00Z"),
+    ] {
+        let (lo, hi): (DateTime<Utc>, DateTime<Utc>) = (from.parse().unwrap(), to.parse().unwrap());
+        let in_range = |e: &StoredEvent| e.event.occurred_at >= lo && e.event.occurred_at < hi;
+        let range = format!("from={from}&to={to}");
+        let all = all_pages(&query, "pages", &format!("{range}&limit=1000")).await;
+        assert_eq!(all, expected(&events, "pages", in_range, false), "{range}");
+        assert!(!all.is_empty(), "{range}");
+        let by_actor = all_pages(&query, "pages", &format!("{range}&actor_id=u3&order=asc&limit=1000")).await;
+        let u3 = |e: &StoredEvent| in_range(e) && e.event.actor.id == "u3";
+        assert_eq!(by_actor, expected(&events, "pages", u3, true), "{range} u3");
+    }
+}

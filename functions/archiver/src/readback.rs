@@ -6,8 +6,12 @@
 use arrow::array::{Array, BooleanArray, Int32Array, Int64Array, StringArray, TimestampMicrosecondArray};
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
-use parquet::arrow::arrow_reader::{ArrowPredicateFn, ArrowReaderMetadata, ParquetRecordBatchReaderBuilder, RowFilter};
+use parquet::arrow::arrow_reader::{
+    ArrowPredicateFn, ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowFilter, RowSelection,
+};
 use parquet::arrow::ProjectionMask;
+use parquet::file::metadata::PageIndexPolicy;
+use parquet::file::page_index::column_index::ColumnIndexMetaData;
 use sha2::{Digest, Sha256};
 use stele_store::columns::archived_columns;
 use stele_store::{CheckedRow, ExportRow, RowProblem};
@@ -207,6 +211,31 @@ fn row_filter(scan: &EventScan, file: &parquet::file::metadata::ParquetMetaData)
     Some(RowFilter::new(vec![Box::new(predicate)]))
 }
 
+/// The rows of row group `group` on `occurred_at` pages whose min/max (the page
+/// index) can fall in `from..=to`: a file is in time order, so a range within a day
+/// decodes only its pages. `None` without a page index: the whole group is read.
+fn pages_in_range(
+    file: &parquet::file::metadata::ParquetMetaData,
+    group: usize,
+    leaf: usize,
+    (from, to): (i64, i64),
+) -> Option<RowSelection> {
+    let index = file.page_index_for_row_group(group);
+    let ColumnIndexMetaData::INT64(pages) = index.column_index(leaf)? else {
+        return None;
+    };
+    let locations = index.offset_index(leaf)?.page_locations();
+    let rows = usize::try_from(file.row_group(group).num_rows()).ok()?;
+    let start = |p: usize| locations.get(p).map_or(rows, |l| l.first_row_index as usize);
+    let wanted = (0..locations.len())
+        .filter(|&p| match (pages.min_value(p), pages.max_value(p)) {
+            (Some(&min), Some(&max)) => max >= from && min <= to,
+            _ => true, // a page of nulls or without statistics: read it
+        })
+        .map(|p| start(p)..start(p + 1));
+    Some(RowSelection::from_consecutive_ranges(wanted, rows))
+}
+
 /// The events of an archive file that `scan` selects, `keep` accepts (it sees each
 /// row's columns before the event is rebuilt) and `accept` accepts (the rebuilt
 /// event; only these count towards `scan.limit`), in file order or, with
@@ -221,7 +250,12 @@ pub fn read_events_where(
     accept: impl Fn(&stele_store::RowEvent) -> bool,
 ) -> Result<Vec<stele_store::RowEvent>, ReadbackError> {
     let parquet_err = |e: parquet::errors::ParquetError| ReadbackError::Parquet(e.to_string());
-    let meta = ArrowReaderMetadata::load(&bytes, Default::default()).map_err(parquet_err)?;
+    // With a time range, the page index too: pages outside it are skipped (below).
+    let options = match scan.occurred {
+        Some(_) => ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional),
+        None => ArrowReaderOptions::new(),
+    };
+    let meta = ArrowReaderMetadata::load(&bytes, options).map_err(parquet_err)?;
     let schema = meta.schema().clone();
     let columns: Vec<Option<usize>> = archived_columns().map(|c| schema.index_of(c.name).ok()).collect();
     let file = meta.metadata().clone();
@@ -252,6 +286,13 @@ pub fn read_events_where(
             .with_row_groups(vec![group]);
         if let Some(filter) = row_filter(scan, &file) {
             builder = builder.with_row_filter(filter);
+        }
+        if let Some(pages) = scan
+            .occurred
+            .zip(leaf)
+            .and_then(|(range, l)| pages_in_range(&file, group, l, range))
+        {
+            builder = builder.with_row_selection(pages);
         }
         let reader = builder.build().map_err(parquet_err)?;
         let mut kept = Vec::new();
