@@ -170,6 +170,33 @@ fn cell(v: &Value, path: &[&str]) -> String {
     }
 }
 
+/// How much of `from..to` is behind an event at `at`, from 0 to 1 (pages run newest first
+/// unless `asc`); `None` if a time does not parse.
+fn range_done(from: &str, to: &str, at: &str, asc: bool) -> Option<f64> {
+    let t = |s: &str| chrono::DateTime::parse_from_rfc3339(s).ok().map(|t| t.timestamp_micros() as f64);
+    let (from, to, at) = (t(from)?, t(to)?, t(at)?);
+    let span = (to - from).max(1.0);
+    let done = if asc { at - from } else { to - at } / span;
+    Some(done.clamp(0.0, 1.0))
+}
+
+/// `[#########...........]  45%  123456 events  35012/s`
+fn progress_line(done: Option<f64>, events: usize, elapsed: std::time::Duration) -> String {
+    let rate = events as f64 / elapsed.as_secs_f64().max(0.001);
+    match done {
+        Some(d) => {
+            let filled = (d * 30.0).round() as usize;
+            format!(
+                "[{}{}] {:>3.0}%  {events} events  {rate:.0}/s",
+                "#".repeat(filled),
+                ".".repeat(30 - filled.min(30)),
+                d * 100.0
+            )
+        }
+        None => format!("{events} events  {rate:.0}/s"),
+    }
+}
+
 pub async fn run(args: QueryArgs) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let source = match (&args.endpoint, &args.database_url) {
         (Some(endpoint), _) => {
@@ -226,6 +253,7 @@ pub async fn run(args: QueryArgs) -> Result<(), Box<dyn std::error::Error + Send
         )?;
     }
     let (mut cursor, mut shown) = (None::<String>, 0usize);
+    let started = std::time::Instant::now();
     loop {
         let (events, next) = source.page(&params, cursor.as_deref()).await?;
         for e in &events {
@@ -252,7 +280,12 @@ pub async fn run(args: QueryArgs) -> Result<(), Box<dyn std::error::Error + Send
             shown += 1;
         }
         if progress {
-            eprint!("\r{shown} events");
+            let done = events
+                .last()
+                .and_then(|e| e["occurred_at"].as_str())
+                .and_then(|at| range_done(&args.from, &args.to, at, args.asc));
+            eprint!("\r\x1b[2K{}", progress_line(done, shown, started.elapsed()));
+            let _ = std::io::stderr().flush();
         }
         match next {
             Some(c) if args.max.is_none_or(|m| shown < m) => cursor = Some(c),
@@ -267,4 +300,19 @@ pub async fn run(args: QueryArgs) -> Result<(), Box<dyn std::error::Error + Send
         eprintln!("{shown} events");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_follows_the_pages_through_the_range() {
+        let (from, to) = ("2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z");
+        assert_eq!(range_done(from, to, "2026-01-01T18:00:00Z", false), Some(0.25));
+        assert_eq!(range_done(from, to, "2026-01-01T18:00:00Z", true), Some(0.75));
+        assert_eq!(range_done(from, to, "not a time", true), None);
+        let line = progress_line(Some(0.5), 100, std::time::Duration::from_secs(2));
+        assert_eq!(line, format!("[{}{}]  50%  100 events  50/s", "#".repeat(15), ".".repeat(15)));
+    }
 }
