@@ -173,7 +173,11 @@ fn cell(v: &Value, path: &[&str]) -> String {
 /// How much of `from..to` is behind an event at `at`, from 0 to 1 (pages run newest first
 /// unless `asc`); `None` if a time does not parse.
 fn range_done(from: &str, to: &str, at: &str, asc: bool) -> Option<f64> {
-    let t = |s: &str| chrono::DateTime::parse_from_rfc3339(s).ok().map(|t| t.timestamp_micros() as f64);
+    let t = |s: &str| {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .ok()
+            .map(|t| t.timestamp_micros() as f64)
+    };
     let (from, to, at) = (t(from)?, t(to)?, t(at)?);
     let span = (to - from).max(1.0);
     let done = if asc { at - from } else { to - at } / span;
@@ -313,6 +317,9 @@ mod tests {
         assert_eq!(range_done(from, to, "2026-01-01T18:00:00Z", true), Some(0.75));
         assert_eq!(range_done(from, to, "not a time", true), None);
         let line = progress_line(Some(0.5), 100, std::time::Duration::from_secs(2));
-        assert_eq!(line, format!("[{}{}]  50%  100 events  50/s", "#".repeat(15), ".".repeat(15)));
+        assert_eq!(
+            line,
+            format!("[{}{}]  50%  100 events  50/s", "#".repeat(15), ".".repeat(15))
+        );
     }
 }
