@@ -2,7 +2,7 @@
 //! through the API (`--endpoint` and a token with the read scope) or straight from a
 //! database and an archive bucket (the same search the query function runs). A table
 //! for people, NDJSON or CSV (the export formats of `GET /v1/events/export`) for pipes
-//! and files; a running count on stderr for long exports.
+//! and files; a progress bar on stderr for long exports (the share of the time range read).
 
 use std::io::{IsTerminal, Write};
 
