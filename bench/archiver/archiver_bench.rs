@@ -141,7 +141,8 @@ async fn main() -> Res<()> {
         }
         "publish" => {
             // What the checkpointer does, once: each tenant's tiles and a signed
-            // checkpoint of its head, and the verifier key (written to a file too).
+            // checkpoint of its head (recorded and published), and the verifier key
+            // (written to a file too).
             let c = client(&arg(&args, 2, "db url")?).await?;
             let store = S3Store::new(s3(&arg(&args, 3, "s3 endpoint")?).await, arg(&args, 4, "bucket")?);
             let origin = arg(&args, 5, "origin")?;
@@ -161,6 +162,9 @@ async fn main() -> Res<()> {
                 let note = stele_tlog::Checkpoint::new(&tenant_origin(&origin, &head.tenant_id), head.size, head.root)
                     .sign(&signer)
                     .await?;
+                // Recorded as the checkpointer records it, so the archiver's manifests name
+                // the checkpoint that covers their rows and `stele verify` checks that anchor.
+                log.insert_checkpoint(&head.tenant_id, head.size, &head.root, &note).await?;
                 store
                     .put(
                         &checkpoint_key(&prefix, &head.tenant_id, head.size),
