@@ -164,7 +164,8 @@ async fn main() -> Res<()> {
                     .await?;
                 // Recorded as the checkpointer records it, so the archiver's manifests name
                 // the checkpoint that covers their rows and `stele verify` checks that anchor.
-                log.insert_checkpoint(&head.tenant_id, head.size, &head.root, &note).await?;
+                log.insert_checkpoint(&head.tenant_id, head.size, &head.root, &note)
+                    .await?;
                 store
                     .put(
                         &checkpoint_key(&prefix, &head.tenant_id, head.size),

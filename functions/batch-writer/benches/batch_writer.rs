@@ -21,7 +21,10 @@
 //! default 2000), STELE_BENCH_PG_URL (an existing cluster's
 //! superuser URL; default: a new `scripts/pg.sh start --durable` cluster),
 //! STELE_BENCH_WITHOUT_SEARCH_INDEXES (set: without the `(tenant, actor)` and
-//! `(tenant, resource)` indexes the read API's filters use, to measure their cost).
+//! `(tenant, resource)` indexes the read API's filters use, to measure their cost),
+//! STELE_BENCH_DELAY_MS (e.g. `0.5`: the writer and the per-row loop run once more
+//! each round through a proxy that delays every byte that long each way, as between
+//! Lambda and RDS; rows `writer (rtt)` and `per-row (rtt)`).
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -31,6 +34,9 @@ use serde_json::json;
 use stele_batch_writer::{kinesis, BatchWriter, KinesisEvent, MemoryDeadLetters};
 use stele_core::{validate_event, Context, SealedEvent, TimeWindow};
 use stele_store::columns::column_list;
+
+#[path = "support/delay_proxy.rs"]
+mod delay_proxy;
 use stele_store::{EventStore, InsertMethod, PgEventStore, StoreConfig, StoredEvent};
 use tokio_postgres::types::{Json, ToSql};
 
@@ -397,6 +403,15 @@ fn main() {
         .unwrap();
     let cluster = Cluster::get();
     let work = tempdir();
+    let delay = std::env::var("STELE_BENCH_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|ms| *ms > 0.0)
+        .map(|ms| Duration::from_secs_f64(ms / 1000.0));
+    let proxy = delay.map(|d| {
+        let target = delay_proxy::target_of(&cluster.admin_url).expect("the cluster URL has host:port");
+        delay_proxy::DelayProxy::start(target, d).expect("start the delay proxy")
+    });
 
     let sealed = generate(n);
     let avg = sealed.iter().map(|s| s.record.len()).sum::<usize>() / n.max(1);
@@ -426,6 +441,8 @@ fn main() {
         "per-row",
         "\\copy",
         "redelivery",
+        "writer (rtt)",
+        "per-row (rtt)",
     ]
     .into_iter()
     .map(|k| (k, Vec::new()))
@@ -488,6 +505,19 @@ fn main() {
             assert_eq!(cluster.count(&url).await, n as i64);
             push("\\copy", rate(n, d));
             cluster.drop_db("bench_copy").await;
+
+            if let Some(proxy) = &proxy {
+                let url = cluster.fresh("bench_writer_rtt").await;
+                let d = run_writer(&delay_proxy::through(&url, proxy.addr), &batches, InsertMethod::Unnest).await;
+                assert_eq!(cluster.count(&url).await, n as i64);
+                push("writer (rtt)", rate(n, d));
+                cluster.drop_db("bench_writer_rtt").await;
+                let url = cluster.fresh("bench_per_row_rtt").await;
+                let d = run_per_row(&delay_proxy::through(&url, proxy.addr), &events, batch).await;
+                assert_eq!(cluster.count(&url).await, n as i64);
+                push("per-row (rtt)", rate(n, d));
+                cluster.drop_db("bench_per_row_rtt").await;
+            }
             eprintln!("round {} done", round + 1);
         }
     });
@@ -501,7 +531,7 @@ fn main() {
     };
     println!("\n| method | events/s (best of {rounds}) | all rounds |");
     println!("|---|---:|---|");
-    for (name, values) in &results {
+    for (name, values) in results.iter().filter(|(_, v)| !v.is_empty()) {
         let all: Vec<String> = values.iter().map(|v| format!("{v:.0}")).collect();
         println!("| {name} | {:.0} | {} |", best(name), all.join(", "));
     }
@@ -511,6 +541,14 @@ fn main() {
         best("writer") / best("\\copy"),
         best("unnest") / best("copy"),
     );
+    if let Some(d) = delay {
+        println!(
+            "with {:.2} ms each way (a delaying proxy): writer / per-row = {:.1}x   writer (rtt) / writer = {:.2}",
+            d.as_secs_f64() * 1000.0,
+            best("writer (rtt)") / best("per-row (rtt)"),
+            best("writer (rtt)") / best("writer"),
+        );
+    }
 
     // Peak RSS of one 10 000-record batch, in a process of its own.
     let rss_events = 10_000.min(n);
