@@ -124,6 +124,42 @@ async fn a_burst_from_many_tasks_is_stored_exactly_once_and_shutdown_sends_the_r
         .expect("the confirmed event is stored")
         .get(0);
     assert_eq!(hash, receipt.event_hash);
+
+    // The tenant exports them again, asynchronously: the file the export hands out holds
+    // every one of them.
+    let reader = Client::builder(format!("http://{}", dev.ingest))
+        .token(TOKEN)
+        .build()
+        .expect("client");
+    let now = chrono::Utc::now();
+    let at = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let query = format!(
+        "from={}&to={}&format=csv",
+        at(now - chrono::Duration::hours(1)),
+        at(now + chrono::Duration::hours(1))
+    );
+    let mut job = reader.start_export(&query).await.expect("202 for the export");
+    assert_eq!(job.status, "queued");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !job.is_finished() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        job = reader.export_status(job.export_id).await.expect("the export's status");
+    }
+    assert_eq!(job.status, "succeeded", "{job:?}");
+    let csv = String::from_utf8(support::archive::download(job.url.as_deref().unwrap())).unwrap();
+    let exported: HashSet<String> = csv
+        .split("\r\n")
+        .skip(1)
+        .filter(|l| !l.is_empty())
+        .map(|l| l.split(',').nth(1).unwrap().to_string())
+        .collect();
+    assert_eq!(job.events, Some(exported.len() as u64));
+    assert!(
+        expected.is_subset(&exported),
+        "{} of {} exported",
+        exported.len(),
+        expected.len()
+    );
 }
 
 /// A loopback port nobody listens on (until `stele dev` is started on it).

@@ -363,18 +363,36 @@ impl Client {
         self.query(format!("/v1/events?{query}")).await
     }
 
+    /// `POST /v1/exports?{query}`: starts an asynchronous export of any size (`query`:
+    /// the parameters of `GET /v1/events/export`, values percent-encoded). Poll it with
+    /// [`Client::export_status`] until it is [`ExportJob::is_finished`].
+    pub async fn start_export(&self, query: &str) -> Result<ExportJob, QueryError> {
+        self.request(true, format!("/v1/exports?{query}")).await
+    }
+
+    /// `GET /v1/exports/{export_id}`: the export's status; once `succeeded`, `url` is a
+    /// fresh presigned URL of the file.
+    pub async fn export_status(&self, export_id: Uuid) -> Result<ExportJob, QueryError> {
+        self.query(format!("/v1/exports/{export_id}")).await
+    }
+
     async fn query<T: serde::de::DeserializeOwned>(&self, path: String) -> Result<T, QueryError> {
+        self.request(false, path).await
+    }
+
+    /// A read (`GET`), or with `post` a bodiless `POST`; `200` and `202` carry the answer.
+    async fn request<T: serde::de::DeserializeOwned>(&self, post: bool, path: String) -> Result<T, QueryError> {
         let shared = &self.inner.shared;
         let token = shared
             .tokens
             .token()
             .await
             .map_err(|e| QueryError::Unavailable(e.to_string()))?;
-        let answer = shared
-            .transport
-            .get(path, token)
-            .await
-            .map_err(QueryError::Unavailable)?;
+        let answer = match post {
+            true => shared.transport.post_empty(path, token).await,
+            false => shared.transport.get(path, token).await,
+        }
+        .map_err(QueryError::Unavailable)?;
         let message = || {
             serde_json::from_slice::<Value>(&answer.body)
                 .ok()
@@ -382,7 +400,7 @@ impl Client {
                 .unwrap_or_else(|| String::from_utf8_lossy(&answer.body).chars().take(500).collect())
         };
         match answer.status {
-            200 => serde_json::from_slice(&answer.body).map_err(|e| QueryError::Protocol(e.to_string())),
+            200 | 202 => serde_json::from_slice(&answer.body).map_err(|e| QueryError::Protocol(e.to_string())),
             409 | 425 => Err(QueryError::NotYet {
                 retry_after: answer.retry_after,
                 message: message(),
@@ -493,6 +511,32 @@ impl Drop for Inner {
             Err(_) if self.flavor == RuntimeFlavor::MultiThread => wait_for_sender(),
             Err(_) => {}
         }
+    }
+}
+
+/// An asynchronous export (`POST /v1/exports`, `GET /v1/exports/{export_id}`).
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct ExportJob {
+    pub export_id: Uuid,
+    /// `queued`, `running`, `succeeded` or `failed`.
+    pub status: String,
+    /// `ndjson` or `csv`.
+    pub format: String,
+    pub filename: String,
+    pub attempts: u32,
+    /// Events in the file (`succeeded`).
+    pub events: Option<u64>,
+    pub bytes: Option<u64>,
+    /// A presigned URL of the file (`succeeded`), valid until `expires_at`.
+    pub url: Option<String>,
+    pub expires_at: Option<String>,
+    /// Why it failed, or why its last attempt did.
+    pub error: Option<String>,
+}
+
+impl ExportJob {
+    pub fn is_finished(&self) -> bool {
+        self.status == "succeeded" || self.status == "failed"
     }
 }
 

@@ -45,7 +45,7 @@ mod transport;
 mod worker;
 
 pub use auth::{RefreshingToken, StaticToken, TokenFuture, TokenProvider};
-pub use client::{Client, ClientBuilder, Emitted, EventPage, Receipt};
+pub use client::{Client, ClientBuilder, Emitted, EventPage, ExportJob, Receipt};
 pub use error::{AuthError, BuildError, EmitError, FlushError, QueryError};
 pub use event::{Actor, ActorType, Category, Event, Outcome, Resource, Source};
 pub use proof::{

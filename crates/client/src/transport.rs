@@ -44,6 +44,11 @@ pub(crate) trait Transport: Send + Sync + 'static {
     fn get(&self, _path_and_query: String, _token: String) -> PostFuture<'_> {
         Box::pin(async { Err("this transport cannot GET".to_string()) })
     }
+
+    /// `POST <api base><path_and_query>` without a body (starting an export).
+    fn post_empty(&self, _path_and_query: String, _token: String) -> PostFuture<'_> {
+        Box::pin(async { Err("this transport cannot POST there".to_string()) })
+    }
 }
 
 pub(crate) struct HyperTransport {
@@ -132,23 +137,32 @@ impl HyperTransport {
     }
 }
 
+impl HyperTransport {
+    /// A bodiless request to `<api base><path_and_query>` with the bearer token.
+    async fn bodiless(&self, method: Method, path_and_query: String, token: String) -> Result<Answer, String> {
+        let uri: Uri = format!("{}{path_and_query}", self.base())
+            .parse()
+            .map_err(|e| format!("cannot build the URI: {e}"))?;
+        let auth = HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| "the bearer token has characters a header cannot carry".to_string())?;
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(USER_AGENT, concat!("stele-client/", env!("CARGO_PKG_VERSION")))
+            .header(AUTHORIZATION, auth)
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| format!("cannot build the request: {e}"))?;
+        self.exchange(request).await
+    }
+}
+
 impl Transport for HyperTransport {
     fn get(&self, path_and_query: String, token: String) -> PostFuture<'_> {
-        Box::pin(async move {
-            let uri: Uri = format!("{}{path_and_query}", self.base())
-                .parse()
-                .map_err(|e| format!("cannot build the URI: {e}"))?;
-            let auth = HeaderValue::from_str(&format!("Bearer {token}"))
-                .map_err(|_| "the bearer token has characters a header cannot carry".to_string())?;
-            let request = Request::builder()
-                .method(Method::GET)
-                .uri(uri)
-                .header(USER_AGENT, concat!("stele-client/", env!("CARGO_PKG_VERSION")))
-                .header(AUTHORIZATION, auth)
-                .body(Full::new(Bytes::new()))
-                .map_err(|e| format!("cannot build the request: {e}"))?;
-            self.exchange(request).await
-        })
+        Box::pin(self.bodiless(Method::GET, path_and_query, token))
+    }
+
+    fn post_empty(&self, path_and_query: String, token: String) -> PostFuture<'_> {
+        Box::pin(self.bodiless(Method::POST, path_and_query, token))
     }
 
     fn post(&self, post: Post) -> PostFuture<'_> {
