@@ -8,6 +8,7 @@
 //!   with `event_hash`) and the record under its partition key
 //!
 //! Run: `cargo bench -p stele-ingest --bench seal` (release profile, single thread).
+//! Profile the stele side alone: `STELE_BENCH_ONLY=stele perf record <bench binary>`.
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -71,7 +72,12 @@ fn main() {
         ingest(&headers, input, "tenant-a", now, &config).expect("bench event is accepted");
     }
 
+    // `STELE_BENCH_ONLY=stele` runs the stele side alone (for a profiler).
+    let only_stele = std::env::var("STELE_BENCH_ONLY").is_ok_and(|v| v == "stele");
     let baseline = time(|| {
+        if only_stele {
+            return;
+        }
         for input in &inputs {
             let v: Value = serde_json::from_slice(black_box(input)).unwrap_or(Value::Null);
             black_box(serde_json::to_vec(&v).unwrap_or_default());
