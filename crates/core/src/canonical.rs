@@ -15,6 +15,13 @@ pub fn to_canonical_vec(value: &Value) -> Vec<u8> {
     out
 }
 
+/// The canonical serialisation of an object given as its map.
+pub fn to_canonical_object_vec(map: &Map<String, Value>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    write_object(map, &mut out);
+    out
+}
+
 /// The canonical serialisation as a `String` (JCS output is always UTF-8).
 pub fn to_canonical_string(value: &Value) -> String {
     // JCS only ever writes valid UTF-8: every byte comes from a `&str` or ASCII.
@@ -89,7 +96,7 @@ fn string_len(s: &str) -> usize {
         .sum::<usize>()
 }
 
-fn write_value(value: &Value, out: &mut Vec<u8>) {
+pub(crate) fn write_value(value: &Value, out: &mut Vec<u8>) {
     match value {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Bool(true) => out.extend_from_slice(b"true"),
@@ -110,11 +117,19 @@ fn write_value(value: &Value, out: &mut Vec<u8>) {
     }
 }
 
-fn write_object(map: &Map<String, Value>, out: &mut Vec<u8>) {
-    let mut members: Vec<(&String, &Value)> = map.iter().collect();
-    members.sort_by(|(a, _), (b, _)| a.encode_utf16().cmp(b.encode_utf16()));
+pub(crate) fn write_object(map: &Map<String, Value>, out: &mut Vec<u8>) {
+    if iterates_in_utf16_order(map) {
+        write_members(map.iter(), out);
+    } else {
+        let mut members: Vec<(&String, &Value)> = map.iter().collect();
+        members.sort_by(|(a, _), (b, _)| a.encode_utf16().cmp(b.encode_utf16()));
+        write_members(members.into_iter(), out);
+    }
+}
+
+fn write_members<'a>(members: impl Iterator<Item = (&'a String, &'a Value)>, out: &mut Vec<u8>) {
     out.push(b'{');
-    for (i, (key, value)) in members.into_iter().enumerate() {
+    for (i, (key, value)) in members.enumerate() {
         if i > 0 {
             out.push(b',');
         }
@@ -123,6 +138,23 @@ fn write_object(map: &Map<String, Value>, out: &mut Vec<u8>) {
         write_value(value, out);
     }
     out.push(b'}');
+}
+
+/// Whether `map` already iterates in RFC 8785 order, so the common case skips
+/// collecting and sorting its members. UTF-8 byte order is UTF-16 code unit
+/// order unless a key holds a character from U+E000 up (lead byte 0xEE and
+/// above: those sort after the surrogates of astral characters in UTF-16), and
+/// the check does not assume which order `Map` iterates in.
+fn iterates_in_utf16_order(map: &Map<String, Value>) -> bool {
+    let mut previous: Option<&[u8]> = None;
+    for key in map.keys() {
+        let key = key.as_bytes();
+        if key.iter().any(|&b| b >= 0xee) || previous.is_some_and(|p| p >= key) {
+            return false;
+        }
+        previous = Some(key);
+    }
+    true
 }
 
 fn write_number(n: &serde_json::Number, out: &mut Vec<u8>) {
@@ -138,7 +170,7 @@ fn write_number(n: &serde_json::Number, out: &mut Vec<u8>) {
     out.extend_from_slice(buf.format_finite(f).as_bytes());
 }
 
-fn write_string(s: &str, out: &mut Vec<u8>) {
+pub(crate) fn write_string(s: &str, out: &mut Vec<u8>) {
     out.push(b'"');
     let bytes = s.as_bytes();
     let mut start = 0;

@@ -11,7 +11,8 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::canonical::to_canonical_vec;
+use crate::canonical::to_canonical_object_vec;
+use crate::codec;
 
 /// The only schema version this build writes and reads.
 pub const SCHEMA_VERSION: u16 = 1;
@@ -200,7 +201,9 @@ impl Event {
     /// RFC 8785 canonical JSON of every envelope field (everything but `event_hash`):
     /// the Kinesis record without its hash.
     pub fn canonical_bytes(&self) -> Vec<u8> {
-        to_canonical_vec(&self.to_json_value())
+        let mut out = Vec::with_capacity(CANONICAL_CAPACITY);
+        codec::write_event(self, true, None, &mut out);
+        out
     }
 
     /// RFC 8785 canonical JSON of what `event_hash` covers: the event as its
@@ -209,11 +212,9 @@ impl Event {
     /// arriving later gets the hash of the row already stored (a decision of
     /// issue 15); `received_at` is to be bound by the verifiable log instead.
     pub fn hashed_bytes(&self) -> Vec<u8> {
-        let mut value = self.to_json_value();
-        if let Value::Object(map) = &mut value {
-            map.remove(UNHASHED_FIELD);
-        }
-        to_canonical_vec(&value)
+        let mut out = Vec::with_capacity(CANONICAL_CAPACITY);
+        codec::write_event(self, false, None, &mut out);
+        out
     }
 
     /// SHA-256 over [`Event::hashed_bytes`].
@@ -225,17 +226,20 @@ impl Event {
     /// canonical JSON of the event (`received_at` included) with `event_hash`
     /// added (itself canonical).
     pub fn seal(self) -> SealedEvent {
-        let mut value = self.to_json_value();
-        let mut hash = EventHash([0; 32]);
-        if let Value::Object(map) = &mut value {
-            let received_at = map.remove(UNHASHED_FIELD);
-            hash = EventHash(Sha256::digest(to_canonical_vec(&Value::Object(map.clone()))).into());
-            if let Some(received_at) = received_at {
-                map.insert(UNHASHED_FIELD.into(), received_at);
+        // Written once, with a placeholder hash; the hash is taken over the
+        // record minus its `event_hash` and `received_at` members (exactly
+        // `hashed_bytes`, as both are canonical), then written in place.
+        let mut record = Vec::with_capacity(CANONICAL_CAPACITY);
+        let layout = codec::write_event(&self, true, Some(HASH_PLACEHOLDER), &mut record);
+        let hash = codec::digest_without(&record, &layout);
+        if let Some(member) = &layout.event_hash {
+            // The member ends with the 64 hex digits and the closing quote.
+            let digits = member.end - 1 - HASH_PLACEHOLDER.len()..member.end - 1;
+            if let Some(slot) = record.get_mut(digits) {
+                // Both are 64 bytes: `encode_to_slice` cannot fail here.
+                let _ = hex::encode_to_slice(hash.0, slot);
             }
-            map.insert("event_hash".into(), Value::String(hash.to_hex()));
         }
-        let record = to_canonical_vec(&value);
         SealedEvent {
             event: self,
             hash,
@@ -243,6 +247,12 @@ impl Event {
         }
     }
 }
+
+/// Room for a typical event's canonical form, so that writing it rarely grows the buffer.
+const CANONICAL_CAPACITY: usize = 1024;
+
+/// Where `seal` writes the hash once it is known (64 hex digits, no escaping).
+const HASH_PLACEHOLDER: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// The one envelope field `event_hash` leaves out: the server's arrival time,
 /// which differs between a first attempt and its retry.
@@ -291,7 +301,7 @@ impl SealedEvent {
         // rebuilds from it: deserialising forgives `null` members, other time
         // offsets, extra fractional digits and upper-case UUIDs, so two different
         // records could otherwise both "verify" against one hash.
-        let content = to_canonical_vec(&Value::Object(map.clone()));
+        let content = to_canonical_object_vec(&map);
         let event: Event =
             serde_json::from_value(Value::Object(map)).map_err(|e| RecordError::Schema(e.to_string()))?;
         if event.schema_version != SCHEMA_VERSION {

@@ -5,6 +5,7 @@
 //! archiver and the client crate.
 
 pub mod canonical;
+mod codec;
 pub mod event;
 #[cfg(feature = "lambda")]
 pub mod http;
