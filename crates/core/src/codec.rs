@@ -219,7 +219,7 @@ mod tests {
 
     use super::*;
     use crate::canonical::to_canonical_vec;
-    use crate::event::{ActorType, Category, Outcome, SealedEvent, UNHASHED_FIELD};
+    use crate::event::{ActorType, Category, Outcome, RecordError, SealedEvent, UNHASHED_FIELD};
 
     // ------------------------------------------------ the Value path, as a reference
 
@@ -249,6 +249,48 @@ mod tests {
         }
         let record = to_canonical_vec(&value);
         SealedEvent { event: e, hash, record }
+    }
+
+    /// `SealedEvent::open` as it was before the direct writer (issue 19).
+    fn reference_open(record: &[u8]) -> Result<SealedEvent, RecordError> {
+        let value = crate::json::parse_strict(record).map_err(|e| RecordError::NotJson(e.to_string()))?;
+        let Value::Object(mut map) = value else {
+            return Err(RecordError::Schema("record is not a JSON object".into()));
+        };
+        let claimed = match map.remove("event_hash") {
+            Some(Value::String(h)) => EventHash::from_hex(&h).ok_or(RecordError::MalformedHash)?,
+            Some(_) => return Err(RecordError::MalformedHash),
+            None => return Err(RecordError::MissingHash),
+        };
+        let content = to_canonical_vec(&Value::Object(map.clone()));
+        let event: Event =
+            serde_json::from_value(Value::Object(map)).map_err(|e| RecordError::Schema(e.to_string()))?;
+        if event.schema_version != crate::SCHEMA_VERSION {
+            return Err(RecordError::UnsupportedVersion(event.schema_version));
+        }
+        let actual = EventHash(Sha256::digest(reference_hashed(&event)).into());
+        if actual != claimed {
+            return Err(RecordError::HashMismatch { claimed, actual });
+        }
+        if content != reference_canonical(&event) {
+            let actual = EventHash(Sha256::digest(&content).into());
+            return Err(RecordError::HashMismatch { claimed, actual });
+        }
+        Ok(SealedEvent {
+            event,
+            hash: actual,
+            record: record.to_vec(),
+        })
+    }
+
+    /// Both opened the record to the same event, or refused it with the same error.
+    fn same_outcome(record: &[u8]) -> Result<(), TestCaseError> {
+        match (SealedEvent::open(record), reference_open(record)) {
+            (Ok(new), Ok(old)) => prop_assert_eq!(new, old),
+            (Err(new), Err(old)) => prop_assert_eq!(format!("{new:?}"), format!("{old:?}")),
+            (new, old) => prop_assert!(false, "open: {:?}\nreference: {:?}", new, old),
+        }
+        Ok(())
     }
 
     // ------------------------------------------------ arbitrary events
@@ -474,6 +516,85 @@ mod tests {
             prop_assert_eq!(sealed.hash, reference.hash);
             prop_assert_eq!(show(&sealed.record), show(&reference.record));
         }
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        /// `open` decides every record as the `Value` path did: sealed records
+        /// of any event (most of which are not valid events), corrupted ones,
+        /// ones spelled otherwise, and ones with a member replaced.
+        #[test]
+        fn open_agrees_with_the_value_path(
+            e in event(),
+            pos in any::<prop::sample::Index>(),
+            mask in 1u8..=255,
+            member in prop::sample::select(vec![
+                "action", "actor", "category", "changes", "event_hash", "event_id", "metadata",
+                "occurred_at", "received_at", "resource", "schema_version", "source", "tenant_id", "other",
+            ]),
+            replacement in json(),
+        ) {
+            let sealed = e.seal();
+            same_outcome(&sealed.record)?;
+            let mut flipped = sealed.record.clone();
+            let i = pos.index(flipped.len());
+            flipped[i] ^= mask;
+            same_outcome(&flipped)?;
+            let mut value: Value = serde_json::from_slice(&sealed.record).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            same_outcome(&serde_json::to_vec_pretty(&value).unwrap_or_default())?;
+            if let Value::Object(map) = &mut value {
+                let upper = sealed.hash.to_hex().to_uppercase();
+                map.insert("event_hash".into(), Value::String(upper));
+                same_outcome(&to_canonical_vec(&Value::Object(map.clone())))?;
+                map.insert(member.into(), replacement);
+            }
+            same_outcome(&to_canonical_vec(&value))?;
+        }
+    }
+
+    #[test]
+    fn a_sealed_event_opens_in_one_pass() {
+        let e = Event {
+            event_id: uuid::Uuid::from_u128(0x0190_f0b4_5d2e_7c3a_9f1b_2a3c_4d5e_6f70),
+            tenant_id: "acme".into(),
+            occurred_at: Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap(),
+            received_at: Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 1).unwrap(),
+            category: Category::Audit,
+            action: "user.login".into(),
+            outcome: Outcome::Success,
+            actor: Actor {
+                id: "u-\u{1f600}\"1\"".into(),
+                actor_type: ActorType::User,
+                display: None,
+                ip: Some("192.0.2.7".into()),
+                user_agent: None,
+            },
+            resource: None,
+            changes: Some(Changes {
+                before: Some(serde_json::json!({"n": 1.5, "s": "\u{1}"})),
+                after: None,
+            }),
+            metadata: Some(
+                serde_json::json!({"\u{ff61}": 1, "\u{1f600}": [true, null]})
+                    .as_object()
+                    .cloned()
+                    .unwrap(),
+            ),
+            correlation_id: None,
+            causation_id: None,
+            trace: None,
+            source: Source {
+                service: "auth".into(),
+                version: None,
+                host: None,
+                region: None,
+            },
+            schema_version: crate::SCHEMA_VERSION,
+        };
+        let sealed = e.seal();
+        let opened = SealedEvent::open_canonical(&sealed.record).expect("the fast path opens a sealed record");
+        assert_eq!(opened, sealed);
     }
 
     #[test]

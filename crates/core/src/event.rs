@@ -254,6 +254,62 @@ const CANONICAL_CAPACITY: usize = 1024;
 /// Where `seal` writes the hash once it is known (64 hex digits, no escaping).
 const HASH_PLACEHOLDER: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
+/// A stream record decoded in one pass: the event's members plus `event_hash`.
+/// Lenient as serde is (see [`SealedEvent::open_canonical`] for why that is safe).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireRecord {
+    event_id: Uuid,
+    tenant_id: String,
+    #[serde(with = "timestamp")]
+    occurred_at: DateTime<Utc>,
+    #[serde(with = "timestamp")]
+    received_at: DateTime<Utc>,
+    category: Category,
+    action: String,
+    outcome: Outcome,
+    actor: Actor,
+    #[serde(default)]
+    resource: Option<Resource>,
+    #[serde(default)]
+    changes: Option<Changes>,
+    #[serde(default)]
+    metadata: Option<Map<String, Value>>,
+    #[serde(default)]
+    correlation_id: Option<String>,
+    #[serde(default)]
+    causation_id: Option<String>,
+    #[serde(default)]
+    trace: Option<Trace>,
+    source: Source,
+    schema_version: u16,
+    event_hash: String,
+}
+
+impl WireRecord {
+    fn into_parts(self) -> (Event, String) {
+        let event = Event {
+            event_id: self.event_id,
+            tenant_id: self.tenant_id,
+            occurred_at: self.occurred_at,
+            received_at: self.received_at,
+            category: self.category,
+            action: self.action,
+            outcome: self.outcome,
+            actor: self.actor,
+            resource: self.resource,
+            changes: self.changes,
+            metadata: self.metadata,
+            correlation_id: self.correlation_id,
+            causation_id: self.causation_id,
+            trace: self.trace,
+            source: self.source,
+            schema_version: self.schema_version,
+        };
+        (event, self.event_hash)
+    }
+}
+
 /// The one envelope field `event_hash` leaves out: the server's arrival time,
 /// which differs between a first attempt and its retry.
 pub const UNHASHED_FIELD: &str = "received_at";
@@ -288,6 +344,42 @@ pub enum RecordError {
 impl SealedEvent {
     /// Parse a stream record and prove its content matches its `event_hash`.
     pub fn open(record: &[u8]) -> Result<SealedEvent, RecordError> {
+        match Self::open_canonical(record) {
+            Some(sealed) => Ok(sealed),
+            None => Self::open_any(record),
+        }
+    }
+
+    /// The common case, a record exactly as [`Event::seal`] writes it: decoded
+    /// once, straight into the typed event, and accepted when that event written
+    /// back (with the record's own `event_hash`) gives the record's bytes and
+    /// hashes to the claimed hash. Bytes equal to the canonical form are what
+    /// [`SealedEvent::open_any`] requires of the content too, so both accept the
+    /// same records; `None` sends every other record, and every error, to
+    /// `open_any`, which decides and words them as it always has.
+    pub(crate) fn open_canonical(record: &[u8]) -> Option<SealedEvent> {
+        let wire: WireRecord = serde_json::from_slice(record).ok()?;
+        let (event, claimed_hex) = wire.into_parts();
+        if event.schema_version != SCHEMA_VERSION {
+            return None;
+        }
+        let claimed = EventHash::from_hex(&claimed_hex)?;
+        let mut written = Vec::with_capacity(record.len());
+        let layout = codec::write_event(&event, true, Some(&claimed_hex), &mut written);
+        if written != record {
+            return None;
+        }
+        let hash = codec::digest_without(&written, &layout);
+        (hash == claimed).then_some(SealedEvent {
+            event,
+            hash,
+            record: written,
+        })
+    }
+
+    /// Any record: strict parse (duplicate keys refused), then the content's
+    /// canonical form checked against the event it decodes to.
+    fn open_any(record: &[u8]) -> Result<SealedEvent, RecordError> {
         let value = crate::json::parse_strict(record).map_err(|e| RecordError::NotJson(e.to_string()))?;
         let Value::Object(mut map) = value else {
             return Err(RecordError::Schema("record is not a JSON object".into()));
@@ -372,7 +464,8 @@ pub fn truncate_to_micros(t: DateTime<Utc>) -> DateTime<Utc> {
 /// Timestamps on the wire: RFC 3339, UTC, always six fractional digits.
 pub mod timestamp {
     use chrono::{DateTime, SecondsFormat, Timelike, Utc};
-    use serde::{Deserialize, Deserializer, Serializer};
+    use serde::de::{self, Visitor};
+    use serde::{Deserializer, Serializer};
 
     pub fn format(t: &DateTime<Utc>) -> String {
         t.to_rfc3339_opts(SecondsFormat::Micros, true)
@@ -393,7 +486,22 @@ pub mod timestamp {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
-        let s = String::deserialize(d)?;
-        parse(&s).ok_or_else(|| serde::de::Error::custom(format!("invalid RFC 3339 timestamp `{s}`")))
+        d.deserialize_str(TimestampVisitor)
+    }
+
+    /// Parses the string where it lies in the input (no copy); errors read as
+    /// those of deserialising a `String` and parsing it.
+    struct TimestampVisitor;
+
+    impl Visitor<'_> for TimestampVisitor {
+        type Value = DateTime<Utc>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a string")
+        }
+
+        fn visit_str<E: de::Error>(self, s: &str) -> Result<DateTime<Utc>, E> {
+            parse(s).ok_or_else(|| E::custom(format!("invalid RFC 3339 timestamp `{s}`")))
+        }
     }
 }

@@ -6,6 +6,8 @@
 //!   one-event request: media type, strict parse (duplicate keys refused),
 //!   `validate_event`, seal (canonical JSON per RFC 8785, SHA-256, the record
 //!   with `event_hash`) and the record under its partition key
+//! - open: `SealedEvent::open` of the sealed records (what the batch-writer
+//!   does per record) against `serde_json::from_slice::<Value>` of them
 //!
 //! Run: `cargo bench -p stele-ingest --bench seal` (release profile, single thread).
 //! Profile the stele side alone: `STELE_BENCH_ONLY=stele perf record <bench binary>`.
@@ -15,6 +17,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use serde_json::{json, Value};
 use stele_core::event::timestamp;
+use stele_core::SealedEvent;
 use stele_ingest::lambda_http::http::{HeaderMap, HeaderValue};
 use stele_ingest::{ingest, IngestConfig};
 
@@ -88,6 +91,30 @@ fn main() {
             black_box(ingest(&headers, black_box(input), "tenant-a", now, &config).ok());
         }
     });
+    // The batch-writer's side: open the sealed records (parse, re-check the
+    // canonical form, re-hash) against a plain serde_json parse of them.
+    let records: Vec<Vec<u8>> = inputs
+        .iter()
+        .filter_map(|input| ingest(&headers, input, "tenant-a", now, &config).ok())
+        .flatten()
+        .map(|sealed| sealed.record.data.to_vec())
+        .collect();
+    for record in &records {
+        SealedEvent::open(record).expect("a sealed record opens");
+    }
+    let parse_records = time(|| {
+        if only_stele {
+            return;
+        }
+        for record in &records {
+            black_box(serde_json::from_slice::<Value>(black_box(record)).ok());
+        }
+    });
+    let open = time(|| {
+        for record in &records {
+            black_box(SealedEvent::open(black_box(record)).ok());
+        }
+    });
     let rate = |d: Duration| EVENTS as f64 / d.as_secs_f64();
     println!(
         "events: {EVENTS} (avg {} bytes of JSON), best of {ROUNDS} rounds, one thread",
@@ -106,5 +133,19 @@ fn main() {
     println!(
         "ratio stele/baseline throughput     : {:.2}",
         rate(stele) / rate(baseline)
+    );
+    println!(
+        "baseline serde_json parse of records: {:>10.0} records/s ({:.2} µs/record)",
+        rate(parse_records),
+        parse_records.as_secs_f64() * 1e6 / EVENTS as f64
+    );
+    println!(
+        "stele SealedEvent::open             : {:>10.0} records/s ({:.2} µs/record)",
+        rate(open),
+        open.as_secs_f64() * 1e6 / EVENTS as f64
+    );
+    println!(
+        "ratio open/parse throughput         : {:.2}",
+        rate(open) / rate(parse_records)
     );
 }
