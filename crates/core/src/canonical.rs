@@ -6,6 +6,8 @@
 //! use the minimal escaping of RFC 8785 §3.2.2.2, and object members are sorted
 //! by their keys' UTF-16 code units (§3.2.3), not by UTF-8 bytes.
 
+use std::io::Write as _;
+
 use serde_json::{Map, Value};
 
 /// The canonical (RFC 8785) serialisation of `value`.
@@ -161,6 +163,17 @@ fn write_number(n: &serde_json::Number, out: &mut Vec<u8>) {
     // JSON numbers are IEEE-754 doubles in JCS. Integers that fit 2^53 print
     // exactly; validation rejects larger ones before they get here, so the
     // conversion below never silently rounds an accepted value.
+    // An integer a double holds exactly prints as its digits (ECMAScript
+    // switches to exponents only from 1e21): no float formatting needed.
+    const EXACT: u64 = 1 << 53;
+    if let Some(i) = n.as_i64().filter(|i| i.unsigned_abs() <= EXACT) {
+        let _ = write!(out, "{i}");
+        return;
+    }
+    if let Some(u) = n.as_u64().filter(|&u| u <= EXACT) {
+        let _ = write!(out, "{u}");
+        return;
+    }
     let f = n.as_f64().unwrap_or(0.0);
     if f == 0.0 {
         out.push(b'0'); // ECMAScript prints -0 as "0"
@@ -297,6 +310,59 @@ mod tests {
             let v = json!(f);
             assert_eq!(to_canonical_string(&v), *expected, "bits {:016x}", f.to_bits());
         }
+    }
+
+    /// ECMAScript's spelling of a double, the way `write_number` did it for every number.
+    fn via_ryu(n: &serde_json::Number) -> String {
+        let f = n.as_f64().unwrap();
+        if f == 0.0 {
+            return "0".into();
+        }
+        ryu_js::Buffer::new().format_finite(f).to_owned()
+    }
+
+    proptest::proptest! {
+        /// Integers written as digits read the same as through the double.
+        #[test]
+        fn integers_are_spelled_as_through_a_double(
+            i in proptest::prop_oneof![
+                proptest::prelude::any::<i64>(),
+                -(1i64 << 54)..(1i64 << 54),
+                -1000i64..1000,
+            ],
+            u in proptest::prelude::any::<u64>(),
+        ) {
+            for n in [serde_json::Number::from(i), serde_json::Number::from(u)] {
+                let mut out = Vec::new();
+                write_number(&n, &mut out);
+                proptest::prop_assert_eq!(String::from_utf8(out).unwrap(), via_ryu(&n), "{}", n);
+            }
+        }
+    }
+
+    #[test]
+    fn integers_at_the_edge_of_exactness() {
+        for i in [
+            0i64,
+            1,
+            -1,
+            (1 << 53) - 1,
+            1 << 53,
+            (1 << 53) + 1,
+            -(1 << 53),
+            -(1 << 53) - 1,
+            i64::MIN,
+            i64::MAX,
+        ] {
+            let n = serde_json::Number::from(i);
+            let mut out = Vec::new();
+            write_number(&n, &mut out);
+            assert_eq!(String::from_utf8(out).unwrap(), via_ryu(&n), "{i}");
+        }
+        let n = serde_json::Number::from(u64::MAX);
+        let mut out = Vec::new();
+        write_number(&n, &mut out);
+        assert_eq!(String::from_utf8(out).unwrap(), via_ryu(&n));
     }
 
     #[test]

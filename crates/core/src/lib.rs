@@ -14,6 +14,8 @@ pub mod limits;
 pub mod settings;
 pub mod tenant;
 pub mod validate;
+#[cfg(test)]
+mod validate_reference;
 
 pub use event::{
     event_id_from_idempotency_key, event_id_from_idempotency_key_in_batch, Actor, ActorType, Category, Changes, Event,
