@@ -10,7 +10,7 @@
 //!   does per record) against `serde_json::from_slice::<Value>` of them
 //!
 //! Run: `cargo bench -p stele-ingest --bench seal` (release profile, single thread).
-//! Profile the stele side alone: `STELE_BENCH_ONLY=stele perf record <bench binary>`.
+//! Profile one side alone: `STELE_BENCH_ONLY=stele` (or `open`) `perf record <bench binary>`.
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -75,10 +75,12 @@ fn main() {
         ingest(&headers, input, "tenant-a", now, &config).expect("bench event is accepted");
     }
 
-    // `STELE_BENCH_ONLY=stele` runs the stele side alone (for a profiler).
-    let only_stele = std::env::var("STELE_BENCH_ONLY").is_ok_and(|v| v == "stele");
+    // `STELE_BENCH_ONLY=stele` (or `open`) runs that side alone, for a profiler.
+    let only = std::env::var("STELE_BENCH_ONLY").ok();
+    let only_stele = only.as_deref() == Some("stele");
+    let only_open = only.as_deref() == Some("open");
     let baseline = time(|| {
-        if only_stele {
+        if only_stele || only_open {
             return;
         }
         for input in &inputs {
@@ -87,6 +89,9 @@ fn main() {
         }
     });
     let stele = time(|| {
+        if only_open {
+            return;
+        }
         for input in &inputs {
             black_box(ingest(&headers, black_box(input), "tenant-a", now, &config).ok());
         }
@@ -103,7 +108,7 @@ fn main() {
         SealedEvent::open(record).expect("a sealed record opens");
     }
     let parse_records = time(|| {
-        if only_stele {
+        if only_stele || only_open {
             return;
         }
         for record in &records {
@@ -111,6 +116,9 @@ fn main() {
         }
     });
     let open = time(|| {
+        if only_stele {
+            return;
+        }
         for record in &records {
             black_box(SealedEvent::open(black_box(record)).ok());
         }
