@@ -197,6 +197,76 @@ fn put_digits(slot: &mut [u8], mut n: u32) {
     }
 }
 
+/// An upper bound on the length of `event`'s canonical form (with
+/// `received_at`, without `event_hash`), found without writing it: every
+/// string byte counted as its longest escape (`\u00XX`), every number as the
+/// longest ECMAScript spelling of a double, and room for every member name,
+/// punctuation and fixed-width value. A size limit that the bound meets
+/// needs no exact count.
+pub(crate) fn len_bound(event: &Event) -> usize {
+    // Member names, quotes, colons, commas and braces of every envelope member,
+    // enumerations, the UUID, both timestamps (even chrono's widest years) and
+    // `schema_version` come to well under this.
+    const FIXED: usize = 1024;
+    let strings = [
+        Some(&event.tenant_id),
+        Some(&event.action),
+        Some(&event.actor.id),
+        event.actor.display.as_ref(),
+        event.actor.ip.as_ref(),
+        event.actor.user_agent.as_ref(),
+        event.resource.as_ref().map(|r| &r.resource_type),
+        event.resource.as_ref().map(|r| &r.id),
+        event.resource.as_ref().and_then(|r| r.display.as_ref()),
+        event.correlation_id.as_ref(),
+        event.causation_id.as_ref(),
+        event.trace.as_ref().map(|t| &t.traceparent),
+        event.trace.as_ref().and_then(|t| t.tracestate.as_ref()),
+        Some(&event.source.service),
+        event.source.version.as_ref(),
+        event.source.host.as_ref(),
+        event.source.region.as_ref(),
+    ];
+    let mut n = FIXED;
+    for s in strings.into_iter().flatten() {
+        n = n.saturating_add(string_bound(s));
+    }
+    if let Some(changes) = &event.changes {
+        for v in [&changes.before, &changes.after].into_iter().flatten() {
+            n = n.saturating_add(value_bound(v));
+        }
+    }
+    if let Some(metadata) = &event.metadata {
+        n = n.saturating_add(object_bound(metadata));
+    }
+    n
+}
+
+fn string_bound(s: &str) -> usize {
+    s.len().saturating_mul(6).saturating_add(2)
+}
+
+fn value_bound(v: &serde_json::Value) -> usize {
+    use serde_json::Value;
+    // `-0.0000012345678901234567` is the longest: sign, `0.`, six zeros, 17 digits.
+    const NUMBER: usize = 32;
+    match v {
+        Value::Null | Value::Bool(_) => 5,
+        Value::Number(_) => NUMBER,
+        Value::String(s) => string_bound(s),
+        Value::Array(items) => items
+            .iter()
+            .fold(2 + items.len(), |n, item| n.saturating_add(value_bound(item))),
+        Value::Object(map) => object_bound(map),
+    }
+}
+
+fn object_bound(map: &serde_json::Map<String, serde_json::Value>) -> usize {
+    map.iter().fold(2 + map.len(), |n, (k, v)| {
+        n.saturating_add(string_bound(k) + 1).saturating_add(value_bound(v))
+    })
+}
+
 /// SHA-256 of `bytes` without the members `layout` located (the ones the
 /// hash leaves out), fed to the hasher in place.
 pub(crate) fn digest_without(bytes: &[u8], layout: &Layout) -> EventHash {
@@ -550,6 +620,16 @@ mod tests {
                 map.insert(member.into(), replacement);
             }
             same_outcome(&to_canonical_vec(&value))?;
+        }
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        /// The size bound is never below the size.
+        #[test]
+        fn the_length_bound_bounds_the_length(e in event()) {
+            prop_assert!(len_bound(&e) >= e.canonical_bytes().len());
         }
     }
 
