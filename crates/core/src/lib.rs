@@ -4,6 +4,7 @@
 //! validates and seals), the batch-writer (which opens and re-checks records), the
 //! archiver and the client crate.
 
+pub mod accept;
 pub mod canonical;
 mod codec;
 pub mod event;

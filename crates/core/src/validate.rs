@@ -374,7 +374,7 @@ const TOP_LEVEL_FIELDS: &[&str] = &[
     "event_hash",
 ];
 
-fn parse_category(s: &str) -> Option<Category> {
+pub(crate) fn parse_category(s: &str) -> Option<Category> {
     Some(match s {
         "audit" => Category::Audit,
         "security" => Category::Security,
@@ -383,7 +383,7 @@ fn parse_category(s: &str) -> Option<Category> {
     })
 }
 
-fn parse_outcome(s: &str) -> Option<Outcome> {
+pub(crate) fn parse_outcome(s: &str) -> Option<Outcome> {
     Some(match s {
         "success" => Outcome::Success,
         "failure" => Outcome::Failure,
@@ -394,7 +394,7 @@ fn parse_outcome(s: &str) -> Option<Outcome> {
     })
 }
 
-fn parse_actor_type(s: &str) -> Option<ActorType> {
+pub(crate) fn parse_actor_type(s: &str) -> Option<ActorType> {
     Some(match s {
         "user" => ActorType::User,
         "service" => ActorType::Service,
@@ -494,7 +494,7 @@ fn json_depth(v: &Value) -> usize {
     }
 }
 
-struct Walker<'p> {
+pub(crate) struct Walker<'p> {
     out: &'p mut ProblemList,
     /// Position in a batch, for placing problems.
     index: Option<usize>,
@@ -502,7 +502,12 @@ struct Walker<'p> {
     found: usize,
 }
 
-impl Walker<'_> {
+impl<'p> Walker<'p> {
+    /// A walk noting problems of event `index` in `out`.
+    pub(crate) fn new(out: &'p mut ProblemList, index: Option<usize>) -> Self {
+        Self { out, index, found: 0 }
+    }
+
     fn push(&mut self, path: impl Into<String>, code: Code, message: impl Into<String>) {
         self.found += 1;
         let index = self.index;
@@ -664,11 +669,7 @@ impl Walker<'_> {
 
     fn action(&mut self, obj: &Map<String, Value>) -> Option<String> {
         let action = self.req_string(obj, "", "action", limits::MAX_ACTION_CHARS)?;
-        let charset_ok = action
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-'));
-        let shape_ok = action.contains('.') && action.split('.').all(|part| !part.is_empty());
-        if !(charset_ok && shape_ok) {
+        if !is_action(&action) {
             return self.fail(
                 "action",
                 Code::InvalidFormat,
@@ -777,7 +778,7 @@ impl Walker<'_> {
         }
     }
 
-    fn changes(&mut self, obj: &Map<String, Value>) -> Option<Option<Changes>> {
+    pub(crate) fn changes(&mut self, obj: &Map<String, Value>) -> Option<Option<Changes>> {
         let Some(changes) = self.opt_object(obj, "changes")? else {
             return Some(None);
         };
@@ -818,7 +819,7 @@ impl Walker<'_> {
         }))
     }
 
-    fn metadata(&mut self, obj: &Map<String, Value>) -> Option<Option<Map<String, Value>>> {
+    pub(crate) fn metadata(&mut self, obj: &Map<String, Value>) -> Option<Option<Map<String, Value>>> {
         let Some(metadata) = self.opt_object(obj, "metadata")? else {
             return Some(None);
         };
@@ -938,7 +939,16 @@ impl Walker<'_> {
     }
 }
 
-fn is_traceparent(s: &str) -> bool {
+/// `noun.verb`: lowercase letters, digits, `_`, `-`, in non-empty parts separated by `.`.
+pub(crate) fn is_action(action: &str) -> bool {
+    let charset_ok = action
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-'));
+    let shape_ok = action.contains('.') && action.split('.').all(|part| !part.is_empty());
+    charset_ok && shape_ok
+}
+
+pub(crate) fn is_traceparent(s: &str) -> bool {
     let parts: Vec<&str> = s.split('-').collect();
     let hex = |p: &str, n: usize| p.len() == n && p.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
     let not_zero = |p: &str| p.bytes().any(|b| b != b'0');
@@ -953,7 +963,7 @@ fn is_traceparent(s: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use chrono::TimeZone;
     use proptest::prelude::*;
@@ -1032,7 +1042,7 @@ mod tests {
         field(prop_oneof![40 => "[a-z]{1,6}", 1 => awkward_string()].prop_map(Value::from))
     }
 
-    fn input() -> impl Strategy<Value = Value> {
+    pub(crate) fn input() -> impl Strategy<Value = Value> {
         let actor = object(vec![
             ("id", text()),
             ("type", field(string_in(vec!["user", "service", "system", "api_key"]))),
