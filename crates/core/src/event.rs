@@ -358,7 +358,8 @@ impl SealedEvent {
     /// same records; `None` sends every other record, and every error, to
     /// `open_any`, which decides and words them as it always has.
     pub(crate) fn open_canonical(record: &[u8]) -> Option<SealedEvent> {
-        let wire: WireRecord = serde_json::from_slice(record).ok()?;
+        // One UTF-8 check of the whole record, not one per string.
+        let wire: WireRecord = serde_json::from_str(std::str::from_utf8(record).ok()?).ok()?;
         let (event, claimed_hex) = wire.into_parts();
         if event.schema_version != SCHEMA_VERSION {
             return None;
