@@ -575,3 +575,71 @@ mod tests {
         assert!(check_row(&row).unwrap().is_ok());
     }
 }
+
+/// Per-row cost of `check_row` (rebuild + re-hash) against the map path it
+/// replaces, on one core: `cargo test --release -p stele-store --lib -- --ignored
+/// --nocapture check_row_cost` (issue 19).
+#[cfg(test)]
+mod cost {
+    use std::hint::black_box;
+    use std::time::Instant;
+
+    use super::*;
+    use crate::columns::archived_index;
+    use crate::memory::{Cell, MemoryRow};
+
+    #[test]
+    #[ignore = "a measurement, run in release"]
+    fn check_row_cost() {
+        let rows: Vec<MemoryRow> = (0..20_000u128)
+            .map(|i| {
+                let mut row = MemoryRow::event("tenant-a", Uuid::from_u128(i + 1), Utc::now());
+                let cell = |s: &str| Cell::Text(Some(s.to_string()));
+                row.cells[archived_index("metadata")] =
+                    cell(r#"{"beta":true,"plan":"enterprise","request_id":"req-1","seats":250}"#);
+                row.cells[archived_index("actor_ip")] = cell("192.0.2.7");
+                row.cells[archived_index("resource_type")] = cell("document");
+                row.cells[archived_index("resource_id")] = cell("doc-7");
+                if i % 4 == 0 {
+                    row.cells[archived_index("changes")] =
+                        cell(r#"{"after":{"size":2048.5,"title":"Final"},"before":{"size":1024,"title":"Draft"}}"#);
+                }
+                let hash = event_of(&row)
+                    .ok()
+                    .and_then(|r| r.ok())
+                    .map(|r| r.event.compute_hash().to_hex());
+                row.cells[archived_index("event_hash")] = Cell::Text(hash);
+                row
+            })
+            .collect();
+        let per_row = |f: &dyn Fn(&MemoryRow)| {
+            let mut best = f64::MAX;
+            for _ in 0..5 {
+                let start = Instant::now();
+                rows.iter().for_each(f);
+                best = best.min(start.elapsed().as_secs_f64() * 1e6 / rows.len() as f64);
+            }
+            best
+        };
+        let direct = per_row(&|row| {
+            let ok = matches!(check_row(black_box(row)), Ok(Ok(_)));
+            assert!(ok);
+        });
+        let via_map = per_row(&|row| {
+            let r = event_via_map(black_box(row)).ok().and_then(|r| r.ok()).map(|r| {
+                let v = r.event.to_json_value();
+                let mut m = v.as_object().cloned().unwrap_or_default();
+                m.remove("received_at");
+                EventHash(
+                    sha2::Digest::finalize(sha2::Digest::chain_update(
+                        <sha2::Sha256 as sha2::Digest>::new(),
+                        stele_core::canonical::to_canonical_vec(&Value::Object(m)),
+                    ))
+                    .into(),
+                )
+            });
+            assert!(r.is_some());
+        });
+        println!("check_row: {direct:.2} µs/row; the map path with the Value canonicaliser: {via_map:.2} µs/row");
+    }
+}
