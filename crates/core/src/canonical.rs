@@ -6,12 +6,21 @@
 //! use the minimal escaping of RFC 8785 §3.2.2.2, and object members are sorted
 //! by their keys' UTF-16 code units (§3.2.3), not by UTF-8 bytes.
 
+use std::io::Write as _;
+
 use serde_json::{Map, Value};
 
 /// The canonical (RFC 8785) serialisation of `value`.
 pub fn to_canonical_vec(value: &Value) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
     write_value(value, &mut out);
+    out
+}
+
+/// The canonical serialisation of an object given as its map.
+pub fn to_canonical_object_vec(map: &Map<String, Value>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    write_object(map, &mut out);
     out
 }
 
@@ -89,7 +98,7 @@ fn string_len(s: &str) -> usize {
         .sum::<usize>()
 }
 
-fn write_value(value: &Value, out: &mut Vec<u8>) {
+pub(crate) fn write_value(value: &Value, out: &mut Vec<u8>) {
     match value {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Bool(true) => out.extend_from_slice(b"true"),
@@ -110,11 +119,19 @@ fn write_value(value: &Value, out: &mut Vec<u8>) {
     }
 }
 
-fn write_object(map: &Map<String, Value>, out: &mut Vec<u8>) {
-    let mut members: Vec<(&String, &Value)> = map.iter().collect();
-    members.sort_by(|(a, _), (b, _)| a.encode_utf16().cmp(b.encode_utf16()));
+pub(crate) fn write_object(map: &Map<String, Value>, out: &mut Vec<u8>) {
+    if iterates_in_utf16_order(map) {
+        write_members(map.iter(), out);
+    } else {
+        let mut members: Vec<(&String, &Value)> = map.iter().collect();
+        members.sort_by(|(a, _), (b, _)| a.encode_utf16().cmp(b.encode_utf16()));
+        write_members(members.into_iter(), out);
+    }
+}
+
+fn write_members<'a>(members: impl Iterator<Item = (&'a String, &'a Value)>, out: &mut Vec<u8>) {
     out.push(b'{');
-    for (i, (key, value)) in members.into_iter().enumerate() {
+    for (i, (key, value)) in members.enumerate() {
         if i > 0 {
             out.push(b',');
         }
@@ -125,10 +142,38 @@ fn write_object(map: &Map<String, Value>, out: &mut Vec<u8>) {
     out.push(b'}');
 }
 
+/// Whether `map` already iterates in RFC 8785 order, so the common case skips
+/// collecting and sorting its members. UTF-8 byte order is UTF-16 code unit
+/// order unless a key holds a character from U+E000 up (lead byte 0xEE and
+/// above: those sort after the surrogates of astral characters in UTF-16), and
+/// the check does not assume which order `Map` iterates in.
+fn iterates_in_utf16_order(map: &Map<String, Value>) -> bool {
+    let mut previous: Option<&[u8]> = None;
+    for key in map.keys() {
+        let key = key.as_bytes();
+        if key.iter().any(|&b| b >= 0xee) || previous.is_some_and(|p| p >= key) {
+            return false;
+        }
+        previous = Some(key);
+    }
+    true
+}
+
 fn write_number(n: &serde_json::Number, out: &mut Vec<u8>) {
     // JSON numbers are IEEE-754 doubles in JCS. Integers that fit 2^53 print
     // exactly; validation rejects larger ones before they get here, so the
     // conversion below never silently rounds an accepted value.
+    // An integer a double holds exactly prints as its digits (ECMAScript
+    // switches to exponents only from 1e21): no float formatting needed.
+    const EXACT: u64 = 1 << 53;
+    if let Some(i) = n.as_i64().filter(|i| i.unsigned_abs() <= EXACT) {
+        let _ = write!(out, "{i}");
+        return;
+    }
+    if let Some(u) = n.as_u64().filter(|&u| u <= EXACT) {
+        let _ = write!(out, "{u}");
+        return;
+    }
     let f = n.as_f64().unwrap_or(0.0);
     if f == 0.0 {
         out.push(b'0'); // ECMAScript prints -0 as "0"
@@ -138,7 +183,7 @@ fn write_number(n: &serde_json::Number, out: &mut Vec<u8>) {
     out.extend_from_slice(buf.format_finite(f).as_bytes());
 }
 
-fn write_string(s: &str, out: &mut Vec<u8>) {
+pub(crate) fn write_string(s: &str, out: &mut Vec<u8>) {
     out.push(b'"');
     let bytes = s.as_bytes();
     let mut start = 0;
@@ -265,6 +310,59 @@ mod tests {
             let v = json!(f);
             assert_eq!(to_canonical_string(&v), *expected, "bits {:016x}", f.to_bits());
         }
+    }
+
+    /// ECMAScript's spelling of a double, the way `write_number` did it for every number.
+    fn via_ryu(n: &serde_json::Number) -> String {
+        let f = n.as_f64().unwrap();
+        if f == 0.0 {
+            return "0".into();
+        }
+        ryu_js::Buffer::new().format_finite(f).to_owned()
+    }
+
+    proptest::proptest! {
+        /// Integers written as digits read the same as through the double.
+        #[test]
+        fn integers_are_spelled_as_through_a_double(
+            i in proptest::prop_oneof![
+                proptest::prelude::any::<i64>(),
+                -(1i64 << 54)..(1i64 << 54),
+                -1000i64..1000,
+            ],
+            u in proptest::prelude::any::<u64>(),
+        ) {
+            for n in [serde_json::Number::from(i), serde_json::Number::from(u)] {
+                let mut out = Vec::new();
+                write_number(&n, &mut out);
+                proptest::prop_assert_eq!(String::from_utf8(out).unwrap(), via_ryu(&n), "{}", n);
+            }
+        }
+    }
+
+    #[test]
+    fn integers_at_the_edge_of_exactness() {
+        for i in [
+            0i64,
+            1,
+            -1,
+            (1 << 53) - 1,
+            1 << 53,
+            (1 << 53) + 1,
+            -(1 << 53),
+            -(1 << 53) - 1,
+            i64::MIN,
+            i64::MAX,
+        ] {
+            let n = serde_json::Number::from(i);
+            let mut out = Vec::new();
+            write_number(&n, &mut out);
+            assert_eq!(String::from_utf8(out).unwrap(), via_ryu(&n), "{i}");
+        }
+        let n = serde_json::Number::from(u64::MAX);
+        let mut out = Vec::new();
+        write_number(&n, &mut out);
+        assert_eq!(String::from_utf8(out).unwrap(), via_ryu(&n));
     }
 
     #[test]

@@ -11,7 +11,8 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::canonical::to_canonical_vec;
+use crate::canonical::to_canonical_object_vec;
+use crate::codec;
 
 /// The only schema version this build writes and reads.
 pub const SCHEMA_VERSION: u16 = 1;
@@ -200,7 +201,9 @@ impl Event {
     /// RFC 8785 canonical JSON of every envelope field (everything but `event_hash`):
     /// the Kinesis record without its hash.
     pub fn canonical_bytes(&self) -> Vec<u8> {
-        to_canonical_vec(&self.to_json_value())
+        let mut out = Vec::with_capacity(CANONICAL_CAPACITY);
+        codec::write_event(self, true, None, &mut out);
+        out
     }
 
     /// RFC 8785 canonical JSON of what `event_hash` covers: the event as its
@@ -209,11 +212,9 @@ impl Event {
     /// arriving later gets the hash of the row already stored (a decision of
     /// issue 15); `received_at` is to be bound by the verifiable log instead.
     pub fn hashed_bytes(&self) -> Vec<u8> {
-        let mut value = self.to_json_value();
-        if let Value::Object(map) = &mut value {
-            map.remove(UNHASHED_FIELD);
-        }
-        to_canonical_vec(&value)
+        let mut out = Vec::with_capacity(CANONICAL_CAPACITY);
+        codec::write_event(self, false, None, &mut out);
+        out
     }
 
     /// SHA-256 over [`Event::hashed_bytes`].
@@ -225,22 +226,87 @@ impl Event {
     /// canonical JSON of the event (`received_at` included) with `event_hash`
     /// added (itself canonical).
     pub fn seal(self) -> SealedEvent {
-        let mut value = self.to_json_value();
-        let mut hash = EventHash([0; 32]);
-        if let Value::Object(map) = &mut value {
-            let received_at = map.remove(UNHASHED_FIELD);
-            hash = EventHash(Sha256::digest(to_canonical_vec(&Value::Object(map.clone()))).into());
-            if let Some(received_at) = received_at {
-                map.insert(UNHASHED_FIELD.into(), received_at);
+        // Written once, with a placeholder hash; the hash is taken over the
+        // record minus its `event_hash` and `received_at` members (exactly
+        // `hashed_bytes`, as both are canonical), then written in place.
+        let mut record = Vec::with_capacity(CANONICAL_CAPACITY);
+        let layout = codec::write_event(&self, true, Some(HASH_PLACEHOLDER), &mut record);
+        let hash = codec::digest_without(&record, &layout);
+        if let Some(member) = &layout.event_hash {
+            // The member ends with the 64 hex digits and the closing quote.
+            let digits = member.end - 1 - HASH_PLACEHOLDER.len()..member.end - 1;
+            if let Some(slot) = record.get_mut(digits) {
+                // Both are 64 bytes: `encode_to_slice` cannot fail here.
+                let _ = hex::encode_to_slice(hash.0, slot);
             }
-            map.insert("event_hash".into(), Value::String(hash.to_hex()));
         }
-        let record = to_canonical_vec(&value);
         SealedEvent {
             event: self,
             hash,
             record,
         }
+    }
+}
+
+/// Room for a typical event's canonical form, so that writing it rarely grows the buffer.
+const CANONICAL_CAPACITY: usize = 1024;
+
+/// Where `seal` writes the hash once it is known (64 hex digits, no escaping).
+const HASH_PLACEHOLDER: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// A stream record decoded in one pass: the event's members plus `event_hash`.
+/// Lenient as serde is (see [`SealedEvent::open_canonical`] for why that is safe).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireRecord {
+    event_id: Uuid,
+    tenant_id: String,
+    #[serde(with = "timestamp")]
+    occurred_at: DateTime<Utc>,
+    #[serde(with = "timestamp")]
+    received_at: DateTime<Utc>,
+    category: Category,
+    action: String,
+    outcome: Outcome,
+    actor: Actor,
+    #[serde(default)]
+    resource: Option<Resource>,
+    #[serde(default)]
+    changes: Option<Changes>,
+    #[serde(default)]
+    metadata: Option<Map<String, Value>>,
+    #[serde(default)]
+    correlation_id: Option<String>,
+    #[serde(default)]
+    causation_id: Option<String>,
+    #[serde(default)]
+    trace: Option<Trace>,
+    source: Source,
+    schema_version: u16,
+    event_hash: String,
+}
+
+impl WireRecord {
+    fn into_parts(self) -> (Event, String) {
+        let event = Event {
+            event_id: self.event_id,
+            tenant_id: self.tenant_id,
+            occurred_at: self.occurred_at,
+            received_at: self.received_at,
+            category: self.category,
+            action: self.action,
+            outcome: self.outcome,
+            actor: self.actor,
+            resource: self.resource,
+            changes: self.changes,
+            metadata: self.metadata,
+            correlation_id: self.correlation_id,
+            causation_id: self.causation_id,
+            trace: self.trace,
+            source: self.source,
+            schema_version: self.schema_version,
+        };
+        (event, self.event_hash)
     }
 }
 
@@ -278,6 +344,43 @@ pub enum RecordError {
 impl SealedEvent {
     /// Parse a stream record and prove its content matches its `event_hash`.
     pub fn open(record: &[u8]) -> Result<SealedEvent, RecordError> {
+        match Self::open_canonical(record) {
+            Some(sealed) => Ok(sealed),
+            None => Self::open_any(record),
+        }
+    }
+
+    /// The common case, a record exactly as [`Event::seal`] writes it: decoded
+    /// once, straight into the typed event, and accepted when that event written
+    /// back (with the record's own `event_hash`) gives the record's bytes and
+    /// hashes to the claimed hash. Bytes equal to the canonical form are what
+    /// [`SealedEvent::open_any`] requires of the content too, so both accept the
+    /// same records; `None` sends every other record, and every error, to
+    /// `open_any`, which decides and words them as it always has.
+    pub(crate) fn open_canonical(record: &[u8]) -> Option<SealedEvent> {
+        // One UTF-8 check of the whole record, not one per string.
+        let wire: WireRecord = serde_json::from_str(std::str::from_utf8(record).ok()?).ok()?;
+        let (event, claimed_hex) = wire.into_parts();
+        if event.schema_version != SCHEMA_VERSION {
+            return None;
+        }
+        let claimed = EventHash::from_hex(&claimed_hex)?;
+        let mut written = Vec::with_capacity(record.len());
+        let layout = codec::write_event(&event, true, Some(&claimed_hex), &mut written);
+        if written != record {
+            return None;
+        }
+        let hash = codec::digest_without(&written, &layout);
+        (hash == claimed).then_some(SealedEvent {
+            event,
+            hash,
+            record: written,
+        })
+    }
+
+    /// Any record: strict parse (duplicate keys refused), then the content's
+    /// canonical form checked against the event it decodes to.
+    fn open_any(record: &[u8]) -> Result<SealedEvent, RecordError> {
         let value = crate::json::parse_strict(record).map_err(|e| RecordError::NotJson(e.to_string()))?;
         let Value::Object(mut map) = value else {
             return Err(RecordError::Schema("record is not a JSON object".into()));
@@ -291,7 +394,7 @@ impl SealedEvent {
         // rebuilds from it: deserialising forgives `null` members, other time
         // offsets, extra fractional digits and upper-case UUIDs, so two different
         // records could otherwise both "verify" against one hash.
-        let content = to_canonical_vec(&Value::Object(map.clone()));
+        let content = to_canonical_object_vec(&map);
         let event: Event =
             serde_json::from_value(Value::Object(map)).map_err(|e| RecordError::Schema(e.to_string()))?;
         if event.schema_version != SCHEMA_VERSION {
@@ -362,7 +465,8 @@ pub fn truncate_to_micros(t: DateTime<Utc>) -> DateTime<Utc> {
 /// Timestamps on the wire: RFC 3339, UTC, always six fractional digits.
 pub mod timestamp {
     use chrono::{DateTime, SecondsFormat, Timelike, Utc};
-    use serde::{Deserialize, Deserializer, Serializer};
+    use serde::de::{self, Visitor};
+    use serde::{Deserializer, Serializer};
 
     pub fn format(t: &DateTime<Utc>) -> String {
         t.to_rfc3339_opts(SecondsFormat::Micros, true)
@@ -383,7 +487,22 @@ pub mod timestamp {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
-        let s = String::deserialize(d)?;
-        parse(&s).ok_or_else(|| serde::de::Error::custom(format!("invalid RFC 3339 timestamp `{s}`")))
+        d.deserialize_str(TimestampVisitor)
+    }
+
+    /// Parses the string where it lies in the input (no copy); errors read as
+    /// those of deserialising a `String` and parsing it.
+    struct TimestampVisitor;
+
+    impl Visitor<'_> for TimestampVisitor {
+        type Value = DateTime<Utc>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a string")
+        }
+
+        fn visit_str<E: de::Error>(self, s: &str) -> Result<DateTime<Utc>, E> {
+            parse(s).ok_or_else(|| E::custom(format!("invalid RFC 3339 timestamp `{s}`")))
+        }
     }
 }

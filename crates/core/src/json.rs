@@ -22,16 +22,18 @@ pub enum JsonError {
 /// Parse `bytes` as one JSON document, refusing invalid UTF-8, duplicate keys and
 /// trailing garbage.
 pub fn parse_strict(bytes: &[u8]) -> Result<Value, JsonError> {
-    if let Err(e) = std::str::from_utf8(bytes) {
-        return Err(JsonError::InvalidUtf8(e.valid_up_to()));
-    }
-    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let text = match std::str::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(e) => return Err(JsonError::InvalidUtf8(e.valid_up_to())),
+    };
+    // From the checked `str`: the parser need not check each string's UTF-8 again.
+    let mut de = serde_json::Deserializer::from_str(text);
     let StrictValue(value) = StrictValue::deserialize(&mut de).map_err(|e| JsonError::Syntax(e.to_string()))?;
     de.end().map_err(|e| JsonError::Syntax(e.to_string()))?;
     Ok(value)
 }
 
-struct StrictValue(Value);
+pub(crate) struct StrictValue(pub(crate) Value);
 
 impl<'de> Deserialize<'de> for StrictValue {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -81,10 +83,15 @@ impl<'de> Visitor<'de> for StrictVisitor {
         let mut map = Map::new();
         while let Some(key) = access.next_key::<String>()? {
             let StrictValue(v) = access.next_value()?;
-            if map.contains_key(&key) {
-                return Err(de::Error::custom(format!("duplicate key `{key}`")));
+            // One search of the map per member, whether it is new or a duplicate.
+            match map.entry(key) {
+                serde_json::map::Entry::Vacant(slot) => {
+                    slot.insert(v);
+                }
+                serde_json::map::Entry::Occupied(slot) => {
+                    return Err(de::Error::custom(format!("duplicate key `{}`", slot.key())));
+                }
             }
-            map.insert(key, v);
         }
         Ok(Value::Object(map))
     }
@@ -93,6 +100,34 @@ impl<'de> Visitor<'de> for StrictVisitor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `parse_strict` as it was: from the bytes, one map search for the
+    /// duplicate check and another for the insert.
+    fn reference(bytes: &[u8]) -> Result<Value, JsonError> {
+        if let Err(e) = std::str::from_utf8(bytes) {
+            return Err(JsonError::InvalidUtf8(e.valid_up_to()));
+        }
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let StrictValue(value) = StrictValue::deserialize(&mut de).map_err(|e| JsonError::Syntax(e.to_string()))?;
+        de.end().map_err(|e| JsonError::Syntax(e.to_string()))?;
+        Ok(value)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 4096, failure_persistence: None, ..Default::default() })]
+
+        /// Same values, same errors word for word, on JSON-like text and on bytes.
+        #[test]
+        fn parses_and_errs_as_before(
+            text in r#"[\[\]{}",:0-9a-z\\ .eE+\-\x00-\x1f\u{80}-\u{10ffff}]{0,40}"#,
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
+        ) {
+            proptest::prop_assert_eq!(parse_strict(text.as_bytes()), reference(text.as_bytes()));
+            proptest::prop_assert_eq!(parse_strict(&bytes), reference(&bytes));
+            let wrapped = format!(r#"{{"a":{text},"b":[{text}],"a":1}}"#);
+            proptest::prop_assert_eq!(parse_strict(wrapped.as_bytes()), reference(wrapped.as_bytes()));
+        }
+    }
 
     #[test]
     fn duplicate_keys_are_refused_at_any_depth() {

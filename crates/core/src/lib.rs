@@ -4,7 +4,9 @@
 //! validates and seals), the batch-writer (which opens and re-checks records), the
 //! archiver and the client crate.
 
+pub mod accept;
 pub mod canonical;
+mod codec;
 pub mod event;
 #[cfg(feature = "lambda")]
 pub mod http;
@@ -13,6 +15,8 @@ pub mod limits;
 pub mod settings;
 pub mod tenant;
 pub mod validate;
+#[cfg(test)]
+mod validate_reference;
 
 pub use event::{
     event_id_from_idempotency_key, event_id_from_idempotency_key_in_batch, Actor, ActorType, Category, Changes, Event,

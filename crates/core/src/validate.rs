@@ -331,6 +331,11 @@ pub fn validate_event_into(
     })();
     match built {
         Some(event) if w.found == 0 => {
+            // Nearly every event is far below the limit, as a bound shows
+            // without writing it; only the others are measured exactly.
+            if crate::codec::len_bound(&event) <= limits::MAX_EVENT_BYTES {
+                return Some(event);
+            }
             let size = event.canonical_bytes().len();
             if size > limits::MAX_EVENT_BYTES {
                 w.push(
@@ -369,7 +374,7 @@ const TOP_LEVEL_FIELDS: &[&str] = &[
     "event_hash",
 ];
 
-fn parse_category(s: &str) -> Option<Category> {
+pub(crate) fn parse_category(s: &str) -> Option<Category> {
     Some(match s {
         "audit" => Category::Audit,
         "security" => Category::Security,
@@ -378,7 +383,7 @@ fn parse_category(s: &str) -> Option<Category> {
     })
 }
 
-fn parse_outcome(s: &str) -> Option<Outcome> {
+pub(crate) fn parse_outcome(s: &str) -> Option<Outcome> {
     Some(match s {
         "success" => Outcome::Success,
         "failure" => Outcome::Failure,
@@ -389,7 +394,7 @@ fn parse_outcome(s: &str) -> Option<Outcome> {
     })
 }
 
-fn parse_actor_type(s: &str) -> Option<ActorType> {
+pub(crate) fn parse_actor_type(s: &str) -> Option<ActorType> {
     Some(match s {
         "user" => ActorType::User,
         "service" => ActorType::Service,
@@ -461,8 +466,24 @@ fn integer_out_of_range(n: &serde_json::Number) -> bool {
 /// The value as it reads back from its canonical form (e.g. `5.0` becomes `5`,
 /// `-0.0` becomes `0`), so that an accepted event equals the event that
 /// `SealedEvent::open` rebuilds from the stream record.
+///
+/// Only non-integral numbers (and integers beyond 2^53) change on that trip, so
+/// only they are written and read back; the rest is copied as it is.
 fn canonical_value(v: &Value) -> Value {
-    serde_json::from_slice(&crate::canonical::to_canonical_vec(v)).unwrap_or_else(|_| v.clone())
+    const EXACT: u64 = 1 << 53;
+    match v {
+        Value::Null | Value::Bool(_) | Value::String(_) => v.clone(),
+        Value::Number(n)
+            if n.as_i64().is_some_and(|i| i.unsigned_abs() <= EXACT) || n.as_u64().is_some_and(|u| u <= EXACT) =>
+        {
+            v.clone()
+        }
+        Value::Number(_) => {
+            serde_json::from_slice(&crate::canonical::to_canonical_vec(v)).unwrap_or_else(|_| v.clone())
+        }
+        Value::Array(items) => Value::Array(items.iter().map(canonical_value).collect()),
+        Value::Object(map) => Value::Object(map.iter().map(|(k, item)| (k.clone(), canonical_value(item))).collect()),
+    }
 }
 
 fn json_depth(v: &Value) -> usize {
@@ -473,7 +494,7 @@ fn json_depth(v: &Value) -> usize {
     }
 }
 
-struct Walker<'p> {
+pub(crate) struct Walker<'p> {
     out: &'p mut ProblemList,
     /// Position in a batch, for placing problems.
     index: Option<usize>,
@@ -481,7 +502,12 @@ struct Walker<'p> {
     found: usize,
 }
 
-impl Walker<'_> {
+impl<'p> Walker<'p> {
+    /// A walk noting problems of event `index` in `out`.
+    pub(crate) fn new(out: &'p mut ProblemList, index: Option<usize>) -> Self {
+        Self { out, index, found: 0 }
+    }
+
     fn push(&mut self, path: impl Into<String>, code: Code, message: impl Into<String>) {
         self.found += 1;
         let index = self.index;
@@ -520,37 +546,40 @@ impl Walker<'_> {
         }
     }
 
-    /// Checks shared by every string field: type, NUL, length.
-    fn string_value(&mut self, path: &str, v: &Value, max_chars: usize) -> Option<String> {
+    /// Checks shared by every string field: type, NUL, length. The field's
+    /// path (`prefix` + `key`) is only built for a problem.
+    fn string_value(&mut self, prefix: &str, key: &str, v: &Value, max_chars: usize) -> Option<String> {
         let Value::String(s) = v else {
-            return self.fail(path, Code::InvalidType, expected("a string", v));
+            return self.fail(join(prefix, key), Code::InvalidType, expected("a string", v));
         };
         if s.contains('\0') {
             return self.fail(
-                path,
+                join(prefix, key),
                 Code::InvalidCharacter,
                 "must not contain the NUL character (U+0000)",
             );
         }
-        let chars = s.chars().count();
-        if chars > max_chars {
-            return self.fail(
-                path,
-                Code::TooLong,
-                format!("is {chars} characters; the limit is {max_chars}"),
-            );
+        // Each character is at least one byte: a short string needs no count.
+        if s.len() > max_chars {
+            let chars = s.chars().count();
+            if chars > max_chars {
+                return self.fail(
+                    join(prefix, key),
+                    Code::TooLong,
+                    format!("is {chars} characters; the limit is {max_chars}"),
+                );
+            }
         }
         Some(s.clone())
     }
 
     fn req_string(&mut self, obj: &Map<String, Value>, prefix: &str, key: &str, max_chars: usize) -> Option<String> {
-        let path = join(prefix, key);
         let Some(v) = present(obj, key) else {
-            return self.fail(path, Code::Required, "is required");
+            return self.fail(join(prefix, key), Code::Required, "is required");
         };
-        let s = self.string_value(&path, v, max_chars)?;
+        let s = self.string_value(prefix, key, v, max_chars)?;
         if s.trim().is_empty() {
-            return self.fail(path, Code::Empty, "must not be empty");
+            return self.fail(join(prefix, key), Code::Empty, "must not be empty");
         }
         Some(s)
     }
@@ -565,7 +594,7 @@ impl Walker<'_> {
     ) -> Option<Option<String>> {
         match present(obj, key) {
             None => Some(None),
-            Some(v) => self.string_value(&join(prefix, key), v, max_chars).map(Some),
+            Some(v) => self.string_value(prefix, key, v, max_chars).map(Some),
         }
     }
 
@@ -594,22 +623,21 @@ impl Walker<'_> {
         allowed: &[&str],
         parse: fn(&str) -> Option<T>,
     ) -> Option<T> {
-        let path = join(prefix, key);
         match present(obj, key) {
             None => self.fail(
-                path,
+                join(prefix, key),
                 Code::Required,
                 format!("is required; one of: {}", allowed.join(", ")),
             ),
             Some(Value::String(s)) => match parse(s) {
                 Some(v) => Some(v),
                 None => self.fail(
-                    path,
+                    join(prefix, key),
                     Code::InvalidValue,
                     format!("must be one of: {}", allowed.join(", ")),
                 ),
             },
-            Some(other) => self.fail(path, Code::InvalidType, expected("a string", other)),
+            Some(other) => self.fail(join(prefix, key), Code::InvalidType, expected("a string", other)),
         }
     }
 
@@ -641,11 +669,7 @@ impl Walker<'_> {
 
     fn action(&mut self, obj: &Map<String, Value>) -> Option<String> {
         let action = self.req_string(obj, "", "action", limits::MAX_ACTION_CHARS)?;
-        let charset_ok = action
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-'));
-        let shape_ok = action.contains('.') && action.split('.').all(|part| !part.is_empty());
-        if !(charset_ok && shape_ok) {
+        if !is_action(&action) {
             return self.fail(
                 "action",
                 Code::InvalidFormat,
@@ -754,7 +778,7 @@ impl Walker<'_> {
         }
     }
 
-    fn changes(&mut self, obj: &Map<String, Value>) -> Option<Option<Changes>> {
+    pub(crate) fn changes(&mut self, obj: &Map<String, Value>) -> Option<Option<Changes>> {
         let Some(changes) = self.opt_object(obj, "changes")? else {
             return Some(None);
         };
@@ -795,7 +819,7 @@ impl Walker<'_> {
         }))
     }
 
-    fn metadata(&mut self, obj: &Map<String, Value>) -> Option<Option<Map<String, Value>>> {
+    pub(crate) fn metadata(&mut self, obj: &Map<String, Value>) -> Option<Option<Map<String, Value>>> {
         let Some(metadata) = self.opt_object(obj, "metadata")? else {
             return Some(None);
         };
@@ -812,16 +836,17 @@ impl Walker<'_> {
             );
         }
         for (key, value) in metadata {
-            let path = join("metadata", key);
+            // Built only for a problem, or to walk a value that may hold one.
+            let path = || join("metadata", key);
             let key_chars = key.chars().count();
             if key.contains('\0') {
-                self.push(&path, Code::InvalidCharacter, "keys must not contain NUL (U+0000)");
+                self.push(path(), Code::InvalidCharacter, "keys must not contain NUL (U+0000)");
             }
             if key.is_empty() {
-                self.push(&path, Code::Empty, "metadata keys must not be empty");
+                self.push(path(), Code::Empty, "metadata keys must not be empty");
             } else if key_chars > limits::MAX_METADATA_KEY_CHARS {
                 self.push(
-                    &path,
+                    path(),
                     Code::TooLong,
                     format!(
                         "key is {key_chars} characters; the limit is {}",
@@ -834,7 +859,7 @@ impl Walker<'_> {
             let max_bytes = 4 * limits::MAX_METADATA_VALUE_CHARS;
             if !value.is_string() && crate::canonical::canonical_len_within(value, max_bytes) > max_bytes {
                 self.push(
-                    &path,
+                    path(),
                     Code::TooLong,
                     format!(
                         "value is over {} characters; the limit is {}",
@@ -844,7 +869,14 @@ impl Walker<'_> {
                 );
                 continue;
             }
-            if !self.free_json(&path, value) {
+            // A leaf the walk would find nothing in is not walked.
+            let clean_leaf = match value {
+                Value::Null | Value::Bool(_) => true,
+                Value::String(s) => !s.contains('\0'),
+                Value::Number(n) => !integer_out_of_range(n),
+                Value::Array(_) | Value::Object(_) => false,
+            };
+            if !clean_leaf && !self.free_json(&path(), value) {
                 continue;
             }
             let value_chars = match value {
@@ -853,13 +885,13 @@ impl Walker<'_> {
             };
             if json_depth(value) > 2 {
                 self.push(
-                    &path,
+                    path(),
                     Code::TooDeep,
                     "metadata values may nest at most 2 levels; use `changes` for documents",
                 );
             } else if value_chars > limits::MAX_METADATA_VALUE_CHARS {
                 self.push(
-                    &path,
+                    path(),
                     Code::TooLong,
                     format!(
                         "value is {value_chars} characters; the limit is {}",
@@ -907,7 +939,16 @@ impl Walker<'_> {
     }
 }
 
-fn is_traceparent(s: &str) -> bool {
+/// `noun.verb`: lowercase letters, digits, `_`, `-`, in non-empty parts separated by `.`.
+pub(crate) fn is_action(action: &str) -> bool {
+    let charset_ok = action
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-'));
+    let shape_ok = action.contains('.') && action.split('.').all(|part| !part.is_empty());
+    charset_ok && shape_ok
+}
+
+pub(crate) fn is_traceparent(s: &str) -> bool {
     let parts: Vec<&str> = s.split('-').collect();
     let hex = |p: &str, n: usize| p.len() == n && p.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
     let not_zero = |p: &str| p.bytes().any(|b| b != b'0');
@@ -922,8 +963,224 @@ fn is_traceparent(s: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use chrono::TimeZone;
+    use proptest::prelude::*;
+
+    // ------------------------------------------------ inputs, mostly invalid
+
+    fn awkward_string() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-z]{1,6}",
+            "[a-z0-9_.-]{0,8}",
+            prop::collection::vec(any::<char>(), 0..6).prop_map(String::from_iter),
+            prop::sample::select(vec!["", "  ", "a\0b", "\u{1f600}\u{ff61}", "x.y", "é"]).prop_map(String::from),
+            (1usize..1100).prop_map(|n| "é".repeat(n)),
+        ]
+    }
+
+    fn json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            prop::sample::select(vec![5.0, -0.0, 1e21, 9_007_199_254_740_994.0, 0.1]).prop_map(Value::from),
+            awkward_string().prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 40, 5, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                prop::collection::btree_map(awkward_string(), inner, 0..5)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// Mostly a plausible value, sometimes absent, sometimes anything.
+    fn field<S: Strategy<Value = Value> + 'static>(plausible: S) -> BoxedStrategy<Option<Value>> {
+        prop_oneof![
+            100 => plausible.prop_map(Some),
+            1 => Just(None),
+            1 => Just(Some(Value::Null)),
+            1 => json().prop_map(Some),
+        ]
+        .boxed()
+    }
+
+    /// The first choice is valid; the others, and the odd string, are likely not.
+    fn string_in(choices: Vec<&'static str>) -> impl Strategy<Value = Value> {
+        prop_oneof![
+            60 => Just(Value::from(choices[0])),
+            4 => prop::sample::select(choices).prop_map(Value::from),
+            1 => awkward_string().prop_map(Value::from),
+        ]
+    }
+
+    fn object(members: Vec<(&'static str, BoxedStrategy<Option<Value>>)>) -> impl Strategy<Value = Value> {
+        let (names, values): (Vec<_>, Vec<_>) = members.into_iter().unzip();
+        let extra = prop_oneof![40 => Just(None), 1 => (awkward_string(), json()).prop_map(Some)];
+        (values, extra).prop_map(move |(values, extra)| {
+            let mut m = Map::new();
+            for (name, value) in names.iter().zip(values) {
+                if let Some(v) = value {
+                    m.insert((*name).to_owned(), v);
+                }
+            }
+            if let Some((k, v)) = extra {
+                m.insert(k, v);
+            }
+            Value::Object(m)
+        })
+    }
+
+    fn text() -> BoxedStrategy<Option<Value>> {
+        field(prop_oneof![40 => "[a-z]{1,6}", 1 => awkward_string()].prop_map(Value::from))
+    }
+
+    pub(crate) fn input() -> impl Strategy<Value = Value> {
+        let actor = object(vec![
+            ("id", text()),
+            ("type", field(string_in(vec!["user", "service", "system", "api_key"]))),
+            ("display", text()),
+            ("ip", field(string_in(vec!["192.0.2.7", "2001:db8::1", "300.1.1.1"]))),
+            ("user_agent", text()),
+        ]);
+        let resource = object(vec![("type", text()), ("id", text()), ("display", text())]);
+        let document = || {
+            prop_oneof![
+                4 => prop::collection::btree_map("[a-z]{1,4}", "[a-z]{0,4}", 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().map(|(k, v)| (k, Value::from(v))).collect())),
+                1 => (-1e3f64..1e3).prop_map(Value::from),
+                1 => json(),
+            ]
+        };
+        let changes = object(vec![("before", field(document())), ("after", field(document()))]);
+        let metadata_value = prop_oneof![
+            6 => "[a-z ]{0,12}".prop_map(Value::from),
+            2 => (-1000i64..1000).prop_map(Value::from),
+            1 => (-1e3f64..1e3).prop_map(Value::from),
+            1 => json(),
+        ];
+        let metadata_key = prop_oneof![12 => "[a-z_]{1,12}", 1 => awkward_string()];
+        let metadata = prop::collection::btree_map(metadata_key, metadata_value, 0..6)
+            .prop_map(|m| Value::Object(m.into_iter().collect()));
+        let trace = object(vec![
+            (
+                "traceparent",
+                field(string_in(vec![
+                    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                    "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+                ])),
+            ),
+            ("tracestate", text()),
+        ]);
+        let source = object(vec![
+            ("service", text()),
+            ("version", text()),
+            ("host", text()),
+            ("region", text()),
+        ]);
+        let head = object(vec![
+            (
+                "event_id",
+                field(string_in(vec![
+                    "0190f0b4-5d2e-7c3a-9f1b-2a3c4d5e6f70",
+                    "0190F0B4-5D2E-7C3A-9F1B-2A3C4D5E6F70",
+                    "00000000-0000-0000-0000-000000000000",
+                ])),
+            ),
+            ("tenant_id", field(string_in(vec!["tenant-p", "tenant-q"]))),
+            (
+                "occurred_at",
+                field(string_in(vec![
+                    "2026-11-25T11:00:00Z",
+                    "2026-11-25T12:00:00.123456789+01:00",
+                    "2026-11-20T12:00:00Z",
+                    "2026-11-25T13:00:00Z",
+                    "2016-12-31T23:59:60Z",
+                ])),
+            ),
+            ("category", field(string_in(vec!["audit", "security", "application"]))),
+            (
+                "action",
+                field(string_in(vec!["user.login", "a.b.c", "Bad.Action", "nodot"])),
+            ),
+            (
+                "outcome",
+                field(string_in(vec!["success", "failure", "denied", "error", "unknown"])),
+            ),
+            ("correlation_id", text()),
+            ("causation_id", text()),
+            (
+                "schema_version",
+                field(prop_oneof![12 => Just(Value::from(1)), 1 => Just(Value::from(2)), 1 => Just(Value::from("1"))]),
+            ),
+            (
+                "received_at",
+                prop_oneof![40 => Just(None), 1 => json().prop_map(Some)].boxed(),
+            ),
+            (
+                "event_hash",
+                prop_oneof![40 => Just(None), 1 => json().prop_map(Some)].boxed(),
+            ),
+        ]);
+        (
+            head,
+            field(actor),
+            field(resource),
+            field(changes),
+            field(metadata),
+            field(trace),
+            field(source),
+        )
+            .prop_map(|(mut head, actor, resource, changes, metadata, trace, source)| {
+                if let Value::Object(m) = &mut head {
+                    for (name, value) in [
+                        ("actor", actor),
+                        ("resource", resource),
+                        ("changes", changes),
+                        ("metadata", metadata),
+                        ("trace", trace),
+                        ("source", source),
+                    ] {
+                        if let Some(v) = value {
+                            m.insert(name.into(), v);
+                        }
+                    }
+                }
+                head
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1024, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// The validator reports what the reference (the validator before issue
+        /// 19) reports, problem for problem, and builds the same event.
+        #[test]
+        fn validation_agrees_with_the_reference(
+            v in input(),
+            index in prop::option::of(0usize..600),
+            cap in prop_oneof![Just(limits::MAX_PROBLEMS_LISTED), 0usize..4],
+        ) {
+            let ctx = Context {
+                tenant_id: "tenant-p",
+                now: Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap(),
+                window: TimeWindow::default(),
+                id_if_missing: Some(Uuid::from_u128(7)),
+            };
+            let (mut ours, mut theirs) = (ProblemList::new(cap), ProblemList::new(cap));
+            let event = validate_event_into(&v, &ctx, index, &mut ours);
+            let reference = crate::validate_reference::validate_event_into(&v, &ctx, index, &mut theirs);
+            prop_assert_eq!(event, reference, "{}", v);
+            prop_assert_eq!(ours, theirs, "{}", v);
+        }
+    }
 
     #[test]
     fn a_problem_list_counts_everything_keeps_the_cap_and_lists_a_late_mismatch() {

@@ -6,14 +6,18 @@
 //!   one-event request: media type, strict parse (duplicate keys refused),
 //!   `validate_event`, seal (canonical JSON per RFC 8785, SHA-256, the record
 //!   with `event_hash`) and the record under its partition key
+//! - open: `SealedEvent::open` of the sealed records (what the batch-writer
+//!   does per record) against `serde_json::from_slice::<Value>` of them
 //!
 //! Run: `cargo bench -p stele-ingest --bench seal` (release profile, single thread).
+//! Profile one side alone: `STELE_BENCH_ONLY=stele` (or `open`) `perf record <bench binary>`.
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use serde_json::{json, Value};
 use stele_core::event::timestamp;
+use stele_core::SealedEvent;
 use stele_ingest::lambda_http::http::{HeaderMap, HeaderValue};
 use stele_ingest::{ingest, IngestConfig};
 
@@ -71,15 +75,52 @@ fn main() {
         ingest(&headers, input, "tenant-a", now, &config).expect("bench event is accepted");
     }
 
+    // `STELE_BENCH_ONLY=stele` (or `open`) runs that side alone, for a profiler.
+    let only = std::env::var("STELE_BENCH_ONLY").ok();
+    let only_stele = only.as_deref() == Some("stele");
+    let only_open = only.as_deref() == Some("open");
     let baseline = time(|| {
+        if only_stele || only_open {
+            return;
+        }
         for input in &inputs {
             let v: Value = serde_json::from_slice(black_box(input)).unwrap_or(Value::Null);
             black_box(serde_json::to_vec(&v).unwrap_or_default());
         }
     });
     let stele = time(|| {
+        if only_open {
+            return;
+        }
         for input in &inputs {
             black_box(ingest(&headers, black_box(input), "tenant-a", now, &config).ok());
+        }
+    });
+    // The batch-writer's side: open the sealed records (parse, re-check the
+    // canonical form, re-hash) against a plain serde_json parse of them.
+    let records: Vec<Vec<u8>> = inputs
+        .iter()
+        .filter_map(|input| ingest(&headers, input, "tenant-a", now, &config).ok())
+        .flatten()
+        .map(|sealed| sealed.record.data.to_vec())
+        .collect();
+    for record in &records {
+        SealedEvent::open(record).expect("a sealed record opens");
+    }
+    let parse_records = time(|| {
+        if only_stele || only_open {
+            return;
+        }
+        for record in &records {
+            black_box(serde_json::from_slice::<Value>(black_box(record)).ok());
+        }
+    });
+    let open = time(|| {
+        if only_stele {
+            return;
+        }
+        for record in &records {
+            black_box(SealedEvent::open(black_box(record)).ok());
         }
     });
     let rate = |d: Duration| EVENTS as f64 / d.as_secs_f64();
@@ -100,5 +141,19 @@ fn main() {
     println!(
         "ratio stele/baseline throughput     : {:.2}",
         rate(stele) / rate(baseline)
+    );
+    println!(
+        "baseline serde_json parse of records: {:>10.0} records/s ({:.2} µs/record)",
+        rate(parse_records),
+        parse_records.as_secs_f64() * 1e6 / EVENTS as f64
+    );
+    println!(
+        "stele SealedEvent::open             : {:>10.0} records/s ({:.2} µs/record)",
+        rate(open),
+        open.as_secs_f64() * 1e6 / EVENTS as f64
+    );
+    println!(
+        "ratio open/parse throughput         : {:.2}",
+        rate(open) / rate(parse_records)
     );
 }
