@@ -10,6 +10,9 @@ use stele_tlog::{open_checkpoint, Hash, NodeId, ProofPlan, SignedCheckpoint};
 
 use super::{Finding, Report, RowSeen, Scope, Trust};
 
+/// Tile requests in flight at once.
+const TILE_FETCHES: usize = 16;
+
 /// Tiles read from the bucket, cached by key.
 struct Tiles<'a, S> {
     store: &'a S,
@@ -28,6 +31,44 @@ impl<S: ArchiveStore> Tiles<'_, S> {
         Ok(v)
     }
 
+    /// Reads the keys not cached yet, several at a time (a tenant's log check asks for
+    /// thousands of tiles; one request after another, the bucket's latency dominates).
+    async fn fetch_all(&mut self, keys: Vec<String>) -> Result<(), String> {
+        use futures_util::StreamExt;
+        let store = self.store;
+        let missing: Vec<String> = keys.into_iter().filter(|k| !self.cache.contains_key(k)).collect();
+        let mut fetched = futures_util::stream::iter(missing.into_iter().map(|key| async move {
+            let v = store.get(&key).await.map_err(|e| format!("reading {key}: {e}"));
+            (key, v)
+        }))
+        .buffer_unordered(TILE_FETCHES);
+        while let Some((key, v)) = fetched.next().await {
+            self.cache.insert(key, v?);
+        }
+        Ok(())
+    }
+
+    /// Fetches `ids` (each at its width, then the full tile where that is absent).
+    async fn prefetch(&mut self, ids: &[TileId]) -> Result<(), String> {
+        let exact = ids.iter().map(|t| tile_key(self.prefix, self.tenant, *t)).collect();
+        self.fetch_all(exact).await?;
+        let full: Vec<String> = ids
+            .iter()
+            .filter(|t| matches!(self.cache.get(&tile_key(self.prefix, self.tenant, **t)), Some(None)))
+            .map(|t| {
+                tile_key(
+                    self.prefix,
+                    self.tenant,
+                    TileId {
+                        width: TILE_WIDTH,
+                        ..*t
+                    },
+                )
+            })
+            .collect();
+        self.fetch_all(full).await
+    }
+
     /// A tile's bytes: the exact width asked, or a wider (full) version of it.
     async fn tile(&mut self, t: TileId) -> Result<Option<bytes::Bytes>, String> {
         if let Some(b) = self.get(tile_key(self.prefix, self.tenant, t)).await? {
@@ -43,6 +84,7 @@ impl<S: ArchiveStore> Tiles<'_, S> {
             Ok(ids) => ids,
             Err(e) => return Ok(Err(e.to_string())),
         };
+        self.prefetch(&ids).await?;
         let mut data = Vec::new();
         for t in &ids {
             match self.tile(*t).await? {
